@@ -1,0 +1,26 @@
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import bearwatch
+from bearwatch.cli import main
+
+
+def test_version_prints_package_version(capsys) -> None:
+    assert main(["version"]) == 0
+    assert capsys.readouterr().out.strip() == f"bearwatch {bearwatch.__version__}"
+
+
+def test_version_verbose_lists_runtime(capsys) -> None:
+    assert main(["version", "--verbose"]) == 0
+    out = capsys.readouterr().out
+    assert "kafka-python 3.0" in out
+    assert "onnxruntime providers: " in out and "CPUExecutionProvider" in out
+
+
+def test_console_script_help_lists_commands() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "bearwatch", "--help"], capture_output=True, text=True, check=True
+    )
+    assert "version" in result.stdout and "demo" in result.stdout

@@ -1,0 +1,85 @@
+"""The real Kafka broker: produce, consume, and resume a consumer group at its committed offset."""
+
+from __future__ import annotations
+
+import pytest
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.admin import NewTopic
+
+pytestmark = pytest.mark.services
+
+
+@pytest.fixture
+def topic(kafka_bootstrap: str, unique_name: str):
+    admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap, client_id="bw-test-admin")
+    admin.create_topics([NewTopic(unique_name, num_partitions=1, replication_factor=1)])
+    yield unique_name
+    admin.delete_topics([unique_name])
+    admin.close()
+
+
+def produce(bootstrap: str, topic: str, values: list[bytes]) -> None:
+    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    futures = [producer.send(topic, value=v, key=str(i).encode()) for i, v in enumerate(values)]
+    producer.flush(timeout=30)
+    for future in futures:
+        future.get(timeout=30)  # raises if the broker did not accept the record
+    producer.close()
+
+
+def consume(consumer: KafkaConsumer, want: int, timeout_ms: int = 20_000) -> list:
+    """Poll until `want` records arrived or the time is up; returns what arrived."""
+    import time
+
+    records: list = []
+    deadline = time.monotonic() + timeout_ms / 1000
+    while len(records) < want and time.monotonic() < deadline:
+        for batch in consumer.poll(timeout_ms=500, max_records=want - len(records)).values():
+            records.extend(batch)
+    return records
+
+
+def group_consumer(bootstrap: str, topic: str, group: str) -> KafkaConsumer:
+    return KafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        group_id=group,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+    )
+
+
+def test_produce_and_consume_round_trip(kafka_bootstrap: str, topic: str) -> None:
+    values = [f"news item {i}".encode() for i in range(20)]
+    produce(kafka_bootstrap, topic, values)
+
+    consumer = KafkaConsumer(
+        bootstrap_servers=kafka_bootstrap, auto_offset_reset="earliest", enable_auto_commit=False
+    )
+    consumer.assign([TopicPartition(topic, 0)])
+    consumer.seek_to_beginning()
+    records = consume(consumer, want=20)
+    consumer.close()
+
+    assert [r.value for r in records] == values
+    assert [r.offset for r in records] == list(range(20))
+
+
+def test_consumer_group_resumes_at_committed_offset(kafka_bootstrap: str, topic: str, unique_name: str) -> None:
+    values = [f"item {i}".encode() for i in range(10)]
+    produce(kafka_bootstrap, topic, values)
+    group = f"{unique_name}-group"
+
+    first = group_consumer(kafka_bootstrap, topic, group)
+    got = consume(first, want=4)
+    assert [r.value for r in got] == values[:4]
+    first.commit()  # commits the position after the 4 records handed out
+    first.close()
+
+    second = group_consumer(kafka_bootstrap, topic, group)
+    rest = consume(second, want=6)
+    committed = second.committed(TopicPartition(topic, 0))
+    second.close()
+
+    assert committed == 4
+    assert [r.value for r in rest] == values[4:]
