@@ -96,7 +96,7 @@ fetch_kafka() {
   say "fetching Apache Kafka $KAFKA_VERSION from Maven Central into $KAFKA_LIB"
   local tmp=$KAFKA_LIB.partial log=$CACHE/fetch-kafka.log
   rm -rf "$tmp"; mkdir -p "$tmp"
-  if ! mvn -B -q -f "$HERE/kafka-pom.xml" "$DEPENDENCY_PLUGIN:copy-dependencies" \
+  if ! mvn -B -q -U -f "$HERE/kafka-pom.xml" "$DEPENDENCY_PLUGIN:copy-dependencies" \
       -Dkafka.version="$KAFKA_VERSION" -Dlog4j.version="$LOG4J_VERSION" \
       -DincludeScope=runtime -DoutputDirectory="$tmp" >"$log" 2>&1; then
     tail -n 20 "$log" >&2
@@ -111,7 +111,7 @@ fetch_es() {
   say "fetching Elasticsearch $ES_VERSION (integ-test-zip) from Maven Central into $CACHE"
   local tmp=$CACHE/es-download.partial log=$CACHE/fetch-elasticsearch.log
   rm -rf "$tmp"; mkdir -p "$tmp"
-  if ! mvn -B -q "$DEPENDENCY_PLUGIN:copy" \
+  if ! mvn -B -q -U "$DEPENDENCY_PLUGIN:copy" \
       -Dartifact="org.elasticsearch.distribution.integ-test-zip:elasticsearch:$ES_VERSION:zip" \
       -DoutputDirectory="$tmp" >"$log" 2>&1; then
     tail -n 20 "$log" >&2
