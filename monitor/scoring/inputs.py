@@ -1,0 +1,125 @@
+"""Model input from (text, retrieved items): the one function serving and training both call.
+
+If serving and training built inputs differently the model would silently degrade, so everything
+that shapes what the encoder sees (cleaning, context selection, token budget, segment ids) lives
+here and nowhere else.
+
+Two ways of using retrieved context are supported, chosen by the model's manifest:
+
+* ``concat``: the item's text, then ``[SEP]``-separated neighbour texts, truncated to a token budget.
+  The item's text is never truncated before the context is. Costs encoder time per neighbour token.
+* ``fusion``: the encoder sees the item's text alone; the neighbours' stored representations
+  (computed once, when they were scored) and labels are fused in the head. Costs almost nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from monitor.text import clean_text
+
+CONTEXT_MODES = ("none", "concat", "fusion")
+
+
+@dataclass(frozen=True)
+class Neighbour:
+    """One retrieved item, as the model may use it."""
+
+    id: str
+    text: str
+    score: float
+    vector: np.ndarray | None = None  # its stored representation (fusion)
+    sentiment: str | None = None  # its label or prediction, if known
+    topic: str | None = None
+
+
+@dataclass(frozen=True)
+class ContextSettings:
+    """How a model uses retrieved context; recorded in its manifest and read back at serving."""
+
+    mode: str = "none"
+    k: int = 0
+    max_length: int = 64  # whole input, in tokens, special tokens included
+    context_budget: int = 0  # tokens given to neighbours in concat mode
+
+    def __post_init__(self) -> None:
+        if self.mode not in CONTEXT_MODES:
+            raise ValueError(f"context mode must be one of {CONTEXT_MODES}, not {self.mode!r}")
+        if self.k < 0 or self.max_length < 8 or self.context_budget < 0:
+            raise ValueError(f"invalid context settings {self}")
+
+
+@dataclass(frozen=True)
+class ModelInput:
+    text: str
+    context: tuple[str, ...] = ()  # neighbour texts the encoder sees (concat)
+    neighbours: tuple[Neighbour, ...] = field(default=())  # what the head fuses (fusion)
+
+
+def build_model_input(text: str, retrieved: Sequence[Neighbour], settings: ContextSettings) -> ModelInput:
+    """Build what the model sees for one item.
+
+    >>> build_model_input("Acme &amp; Co slump", [], ContextSettings()).text
+    'Acme & Co slump'
+    """
+    neighbours = tuple(retrieved[: settings.k])
+    if settings.mode == "concat":
+        return ModelInput(clean_text(text), context=tuple(clean_text(n.text) for n in neighbours))
+    if settings.mode == "fusion":
+        return ModelInput(clean_text(text), neighbours=neighbours)
+    return ModelInput(clean_text(text))
+
+
+@dataclass(frozen=True)
+class EncodedBatch:
+    input_ids: np.ndarray  # int64 [batch, length], padded to the longest in the batch
+    attention_mask: np.ndarray
+    token_type_ids: np.ndarray
+
+
+def encode(tokenizer, inputs: Sequence[ModelInput], settings: ContextSettings) -> EncodedBatch:
+    """Token ids for a batch: [CLS] text [SEP] (context [SEP])…, dynamically padded.
+
+    `tokenizer` is a `tokenizers.Tokenizer` (the fast WordPiece tokenizer of the model directory).
+    The text takes what it needs of ``max_length``; context fills what is left, at most
+    ``context_budget`` tokens, neighbour by neighbour, the last one cut to fit.
+    """
+    cls_id, sep_id, pad_id = (tokenizer.token_to_id(t) for t in ("[CLS]", "[SEP]", "[PAD]"))
+    texts = tokenizer.encode_batch([i.text for i in inputs], add_special_tokens=False)
+    contexts = [tokenizer.encode_batch(list(i.context), add_special_tokens=False) if i.context else [] for i in inputs]
+    rows: list[tuple[list[int], list[int]]] = []
+    for text, context in zip(texts, contexts):
+        ids = [cls_id, *text.ids[: settings.max_length - 2], sep_id]
+        types = [0] * len(ids)
+        room = min(settings.context_budget, settings.max_length - len(ids))
+        for piece in context:
+            if room <= 1:
+                break
+            take = piece.ids[: room - 1]
+            ids += [*take, sep_id]
+            types += [1] * (len(take) + 1)
+            room -= len(take) + 1
+        rows.append((ids, types))
+    length = max(len(ids) for ids, _ in rows)
+    input_ids = np.full((len(rows), length), pad_id, dtype=np.int64)
+    token_types = np.zeros((len(rows), length), dtype=np.int64)
+    mask = np.zeros((len(rows), length), dtype=np.int64)
+    for r, (ids, types) in enumerate(rows):
+        input_ids[r, : len(ids)] = ids
+        token_types[r, : len(types)] = types
+        mask[r, : len(ids)] = 1
+    return EncodedBatch(input_ids, mask, token_types)
+
+
+def load_tokenizer(path: str):
+    """The fast tokenizer of a model directory, with its own padding/truncation switched off:
+    :func:`encode` decides both, identically in training and serving."""
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(str(path))
+    tokenizer.no_truncation()
+    tokenizer.no_padding()
+    return tokenizer
