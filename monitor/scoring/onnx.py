@@ -1,0 +1,143 @@
+"""Scoring with ONNX Runtime: batches sorted by length, dynamic padding, optional fusion of context.
+
+The device policy is explicit: ``auto`` uses CUDA when ONNX Runtime offers it and says which one
+it got; ``cuda`` makes a missing GPU fatal instead of a silent CPU fallback; ``cpu`` never asks.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from monitor.errors import DeviceUnavailable, ScoringError
+from monitor.labels import TASKS
+from monitor.model_artifact import ModelArtifact
+from monitor.retrieval.vectors import Query, VectorIndex
+from monitor.scoring.fusion import FusionHead
+from monitor.scoring.inputs import ModelInput, Neighbour, build_model_input, encode, load_tokenizer
+from monitor.text import dedup_key
+
+log = logging.getLogger("bearwatch.scoring")
+
+DEVICES = ("auto", "cpu", "cuda")
+OUTPUTS = ("topic_logits", "sentiment_logits", "item_embedding")
+
+
+def _softmax(x: np.ndarray) -> np.ndarray:
+    z = np.exp(x - x.max(axis=1, keepdims=True))
+    return z / z.sum(axis=1, keepdims=True)
+
+
+def create_session(model_file: str, device: str = "auto", threads: int = 0):
+    """An ONNX Runtime session on the device the policy allows, and the provider it really uses."""
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        raise ScoringError("ONNX Runtime is not installed: pip install 'bearwatch[cpu]' (or [gpu])") from None
+    if device not in DEVICES:
+        raise ValueError(f"device must be one of {DEVICES}, not {device!r}")
+    available = ort.get_available_providers()
+    wants_gpu = device in ("auto", "cuda") and "CUDAExecutionProvider" in available
+    if device == "cuda" and not wants_gpu:
+        raise DeviceUnavailable(f"device=cuda but ONNX Runtime offers no CUDA provider (available: {', '.join(available)}); install bearwatch[gpu] on a machine with a GPU")
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if threads:
+        options.intra_op_num_threads = threads
+    providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if wants_gpu else ["CPUExecutionProvider"]
+    session = ort.InferenceSession(model_file, sess_options=options, providers=providers)
+    used = session.get_providers()[0]
+    if wants_gpu and used != "CUDAExecutionProvider":
+        # The CUDA provider was offered but could not start (driver, libraries): never silently CPU.
+        message = f"CUDA provider available but the session fell back to {used}"
+        if device == "cuda":
+            raise DeviceUnavailable(message)
+        log.warning("%s", message)
+    log.info("ONNX Runtime %s: %s on %s", ort.__version__, model_file, used)
+    return session, used
+
+
+@dataclass(frozen=True)
+class Scores:
+    """Per item, in input order: probabilities per head, the stored representation, neighbours used."""
+
+    probabilities: dict[str, np.ndarray]
+    embedding: np.ndarray
+    neighbours: list[list[Neighbour]]
+    labels: dict[str, tuple[str, ...]]
+
+    def predicted(self, task: str) -> list[str]:
+        return [self.labels[task][i] for i in self.probabilities[task].argmax(axis=1)]
+
+
+class OnnxScorer:
+    """Scores news texts with a bearwatch model directory.
+
+    >>> scorer = OnnxScorer(ModelArtifact.load("models/default"))  # doctest: +SKIP
+    >>> scorer.score_texts(["Acme shares plunge after profit warning"]).predicted("sentiment")  # doctest: +SKIP
+    ['bearish']
+    """
+
+    def __init__(self, artifact: ModelArtifact, device: str = "auto", threads: int = 0, variant: str | None = None, batch_size: int = 32) -> None:
+        self.artifact = artifact
+        self.settings = artifact.context
+        self.batch_size = batch_size
+        self.tokenizer = load_tokenizer(artifact.path / "tokenizer.json")
+        self.session, self.provider = create_session(str(artifact.onnx_file(variant)), device, threads)
+        self.labels = {task: artifact.labels(task) for task in TASKS}
+        self.pool = VectorIndex.load(artifact.path / artifact.history_file) if artifact.history_file else None
+        self.fusion = {task: FusionHead.load(artifact.path / name) for task, name in artifact.fusion_files.items()}
+
+    @property
+    def version(self) -> str:
+        return self.artifact.version
+
+    def run_encoder(self, inputs: Sequence[ModelInput]) -> dict[str, np.ndarray]:
+        """Raw outputs for model inputs, batched by length (less padding), returned in input order."""
+        lengths = [len(i.text) + sum(len(c) for c in i.context) for i in inputs]
+        order = np.argsort(lengths, kind="stable")
+        out = {name: [None] * len(inputs) for name in OUTPUTS}
+        for start in range(0, len(order), self.batch_size):
+            rows = order[start : start + self.batch_size]
+            enc = encode(self.tokenizer, [inputs[r] for r in rows], self.settings)
+            try:
+                results = self.session.run(list(OUTPUTS), {"input_ids": enc.input_ids, "attention_mask": enc.attention_mask, "token_type_ids": enc.token_type_ids})
+            except Exception as exc:  # ONNX Runtime raises its own exception types; say what failed
+                raise ScoringError(f"ONNX Runtime failed on a batch of {len(rows)}: {exc}") from exc
+            for name, value in zip(OUTPUTS, results):
+                for j, r in enumerate(rows):
+                    out[name][r] = value[j]
+        return {name: np.stack(values) if values else np.zeros((0, 0), np.float32) for name, values in out.items()}
+
+    def retrieve_pool(self, embeddings: np.ndarray, groups: Sequence[str | None]) -> list[list[Neighbour]]:
+        if self.pool is None or self.settings.k == 0:
+            return [[] for _ in range(len(embeddings))]
+        queries = [Query(vector=v, group=g) for v, g in zip(embeddings, groups)]
+        return self.pool.search(queries, self.settings.k, self.artifact.near_duplicate)
+
+    def score_texts(self, texts: Sequence[str], groups: Sequence[str | None] | None = None) -> Scores:
+        """Score texts: encoder on the text alone, then (fusion models) neighbours and fusion.
+
+        Neighbours never include the text's own near-duplicate group (`groups`, by default the
+        texts' dedup keys): the same leakage rule as in training.
+        """
+        if self.settings.mode == "concat":
+            raise ScoringError("concat models need retrieved texts: use score_inputs")
+        inputs = [build_model_input(t, [], self.settings) for t in texts]
+        raw = self.run_encoder(inputs)
+        neighbours = self.retrieve_pool(raw["item_embedding"], groups or [dedup_key(t) for t in texts])
+        if self.settings.mode == "fusion":
+            inputs = [build_model_input(t, n, self.settings) for t, n in zip(texts, neighbours)]
+        return self._scores(raw, [list(i.neighbours) for i in inputs] if self.settings.mode == "fusion" else neighbours)
+
+    def _scores(self, raw: dict[str, np.ndarray], neighbours: list[list[Neighbour]]) -> Scores:
+        probabilities = {}
+        for task in TASKS:
+            logits = raw[f"{task}_logits"]
+            if task in self.fusion and len(logits):
+                logits = self.fusion[task].logits(logits, neighbours)
+            probabilities[task] = _softmax(logits) if len(logits) else logits
+        return Scores(probabilities, raw["item_embedding"], neighbours, self.labels)

