@@ -58,14 +58,54 @@ def cmd_version(args: argparse.Namespace) -> int:
     return 0
 
 
+def _settings(args: argparse.Namespace):
+    from monitor.settings import load_settings
+
+    return load_settings(getattr(args, "config", None))
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
-    """The embedded default. The pipeline arrives with the monitor issue; until then, say what it will do."""
-    print(
-        "bearwatch demo runs the whole pipeline in-process on a bundled synthetic news stream:\n"
-        "  file source -> validation -> embedded retrieval index -> ONNX scoring -> spike detection\n"
-        "  -> console/file/HTML output.\n"
-        "The scoring pipeline is not implemented yet in this version; nothing was processed."
-    )
+    """The embedded default: the whole scoring stage in-process on a bundled (or given) news stream."""
+    import shutil
+    from dataclasses import replace
+    from pathlib import Path
+
+    from bearwatch.daemon import build_embedded_app, default_model_dir, demo_input
+    from bearwatch.demo_report import DemoReport
+
+    settings = _settings(args)
+    model = args.model or str(default_model_dir())
+    settings = replace(settings, model=replace(settings.model, path=model, device=args.device), metrics=replace(settings.metrics, port=0))
+    out = Path(args.out)
+    if out.exists() and not args.resume:
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    report = DemoReport()
+    app = build_embedded_app(settings, args.input or str(demo_input()), out, on_batch=report.add)
+    print(f"bearwatch demo: scoring {args.input or 'the bundled synthetic stream (fictional companies)'} with model {app.models.scorer.version} on {app.models.scorer.provider}")
+    stats = app.run(idle_timeout_s=0)
+    print(report.render(stats, out))
+    return 0
+
+
+def cmd_monitor_run(args: argparse.Namespace) -> int:
+    """The always-on scoring daemon against Kafka and Elasticsearch."""
+    from bearwatch.daemon import build_kafka_app, install_signal_handlers
+
+    app = build_kafka_app(_settings(args))
+    install_signal_handlers(app)
+    stats = app.run(max_batches=args.max_batches, idle_timeout_s=args.idle_exit)
+    app.source.close()
+    app.publisher.close()
+    print(f"stopped: {stats.consumed} consumed, {stats.scored} scored, {stats.dead_letters} dead-lettered, {stats.duplicates} duplicates")
+    return 0
+
+
+def cmd_produce(args: argparse.Namespace) -> int:
+    from bearwatch.daemon import produce_file
+
+    sent = produce_file(_settings(args), args.file, args.rate, args.topic)
+    print(f"produced {sent} messages")
     return 0
 
 
@@ -111,7 +151,28 @@ def build_parser() -> argparse.ArgumentParser:
 
     version = add("version", cmd_version, "print the version (and, with -v, what it runs on)")
     version.add_argument("-v", "--verbose", action="store_true", help="also list dependency versions and ONNX Runtime providers")
-    add("demo", cmd_demo, "run the embedded default on a bundled news stream")
+    demo = add("demo", cmd_demo, "run the embedded default (no Kafka, no Elasticsearch) on a bundled news stream")
+    demo.add_argument("--input", help="a JSONL news file, or - for standard input (default: the bundled stream)")
+    demo.add_argument("--out", default="bearwatch-demo", help="folder for the scored items, dead letters and the history index")
+    demo.add_argument("--model", help="model directory or registry (default: models/default)")
+    demo.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    demo.add_argument("--config", help="settings TOML (optional)")
+    demo.add_argument("--resume", action="store_true", help="keep --out and continue where the last run stopped")
+
+    monitor = commands.add_parser("monitor", help="the scoring daemon", description="the scoring daemon")
+    monitor_commands = monitor.add_subparsers(dest="monitor_command", metavar="COMMAND")
+    monitor_commands.required = True
+    run = monitor_commands.add_parser("run", help="consume news from Kafka, score, index in Elasticsearch, publish scored items")
+    run.set_defaults(handler=cmd_monitor_run)
+    run.add_argument("--config", help="settings TOML (environment variables override it)")
+    run.add_argument("--max-batches", type=int, help="stop after N batches (tests, drills)")
+    run.add_argument("--idle-exit", type=float, help="stop after N seconds without messages (tests, drills)")
+
+    produce = add("produce", cmd_produce, "publish a JSONL news file to Kafka (demos, tests, replays)")
+    produce.add_argument("file")
+    produce.add_argument("--rate", type=float, help="messages per second (default: as fast as possible)")
+    produce.add_argument("--topic", help="default: the news topic of the settings")
+    produce.add_argument("--config", help="settings TOML")
 
     evaluate = add("evaluate", cmd_evaluate, "accuracy, macro-F1, per-class metrics and confusion matrix of a model on a labelled file")
     evaluate.add_argument("--model", required=True, help="model directory")

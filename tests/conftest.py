@@ -34,3 +34,40 @@ def es_client():
     assert health["status"] in ("green", "yellow"), health
     yield client
     client.close()
+
+
+@pytest.fixture(scope="session")
+def tiny_model_run(tmp_path_factory):
+    """A tiny model trained by the real recipe (seconds): (config, model directory, sentiment CSV)."""
+    pytest.importorskip("torch")
+    from tests.tiny_model import build_tiny_base, synthetic_rows, write_csv
+    from training.recipe import train_model
+    from training.train import TrainConfig
+
+    root = tmp_path_factory.mktemp("tiny")
+    sentiment, topic = synthetic_rows()
+    sent_csv = write_csv(root / "sentiment.csv", sentiment)
+    topic_csv = write_csv(root / "topic.csv", topic)
+    base = build_tiny_base(root / "base", [t for t, _ in sentiment + topic])
+    config_file = root / "recipe.toml"
+    config_file.write_text(
+        f"""
+base_model = "{base}"
+epochs = 3
+batch_size = 16
+lr = 2e-3
+max_length = 32
+k = 4
+threads = 1
+valid_fraction = 0.3
+min_context_gain = -1.0  # keep retrieved context whatever it adds, so serving with fusion is exercised
+[[sources]]
+path = "{sent_csv}"
+task = "sentiment"
+[[sources]]
+path = "{topic_csv}"
+task = "topic"
+"""
+    )
+    config = TrainConfig.from_toml(config_file, output=str(root / "run"))
+    return config, train_model(config), sent_csv

@@ -16,43 +16,12 @@ from monitor.model_artifact import ModelArtifact  # noqa: E402
 from monitor.retrieval.vectors import VectorIndex  # noqa: E402
 from monitor.scoring.inputs import ModelInput  # noqa: E402
 from monitor.scoring.onnx import OnnxScorer  # noqa: E402
-from tests.tiny_model import build_tiny_base, synthetic_rows, write_csv  # noqa: E402
 from training.data import grouped_split, load_source  # noqa: E402
-from training.train import TrainConfig  # noqa: E402
 
 
 @pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-    from training.recipe import train_model
-
-    root = tmp_path_factory.mktemp("tiny")
-    sentiment, topic = synthetic_rows()
-    sent_csv = write_csv(root / "sentiment.csv", sentiment)
-    topic_csv = write_csv(root / "topic.csv", topic)
-    base = build_tiny_base(root / "base", [t for t, _ in sentiment + topic])
-    config_file = root / "recipe.toml"
-    config_file.write_text(
-        f"""
-base_model = "{base}"
-epochs = 3
-batch_size = 16
-lr = 2e-3
-max_length = 32
-k = 4
-threads = 1
-valid_fraction = 0.3
-min_context_gain = -1.0  # keep retrieved context whatever it adds, so serving with fusion is exercised
-[[sources]]
-path = "{sent_csv}"
-task = "sentiment"
-[[sources]]
-path = "{topic_csv}"
-task = "topic"
-"""
-    )
-    config = TrainConfig.from_toml(config_file, output=str(root / "run"))
-    model_dir = train_model(config)
-    return config, model_dir, sent_csv
+def tiny_run(tiny_model_run):
+    return tiny_model_run
 
 
 def test_model_directory_is_self_describing(tiny_run) -> None:

@@ -41,6 +41,7 @@ def train_model(config: TrainConfig, export: bool = True) -> Path:
     tokenizer = load_tokenizer(base_dir / "tokenizer.json")
     data = load_dataset(config)
     log.info("split: %d train, %d validation (grouped by normalised text)", len(data.train), len(data.valid))
+    write_validation_files(data, config, run_dir)
     result = fit(config, data, tokenizer, base_dir, run_dir)
 
     settings = ContextSettings(mode="none", max_length=config.max_length)
@@ -76,6 +77,21 @@ def train_model(config: TrainConfig, export: bool = True) -> Path:
     write_model_card(model_dir)
     log.info("model written to %s in %.0fs", model_dir, time.monotonic() - started)
     return model_dir
+
+
+def write_validation_files(data: Dataset, config: TrainConfig, run_dir: Path) -> list[Path]:
+    """The validation split, one labelled CSV per source, for `bearwatch evaluate` on the same items."""
+    import csv
+
+    written = []
+    for source in config.sources:
+        path = run_dir / f"validation-{source.label}.csv"
+        with path.open("w", newline="", encoding="utf-8") as fh:
+            writer = csv.writer(fh)
+            writer.writerow(["text", "label"])
+            writer.writerows((e.text, getattr(e, source.task)) for e in data.valid if e.source == source.label)
+        written.append(path)
+    return written
 
 
 def _measure_context(config: TrainConfig, data: Dataset, valid_out: dict, neighbours: list) -> dict:

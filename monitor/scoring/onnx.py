@@ -95,6 +95,13 @@ class OnnxScorer:
     def version(self) -> str:
         return self.artifact.version
 
+    @property
+    def embedding_dims(self) -> int:
+        dims = self.session.get_outputs()[OUTPUTS.index("item_embedding")].shape[-1]
+        if isinstance(dims, int):
+            return dims
+        return int(self.run_encoder([ModelInput("dimension probe")])["item_embedding"].shape[1])
+
     def run_encoder(self, inputs: Sequence[ModelInput]) -> dict[str, np.ndarray]:
         """Raw outputs for model inputs, batched by length (less padding), returned in input order."""
         lengths = [len(i.text) + sum(len(c) for c in i.context) for i in inputs]

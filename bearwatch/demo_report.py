@@ -1,0 +1,53 @@
+"""What `bearwatch demo` prints when the stream is done: a summary a person can read."""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from pathlib import Path
+
+from monitor.app import RunStats
+
+
+class DemoReport:
+    def __init__(self) -> None:
+        self.documents: list[dict] = []
+        self.dead_letters: list[tuple[str, str]] = []  # (where, reason)
+
+    def add(self, messages, result) -> None:
+        self.documents.extend(result.documents)
+        for record in result.records:
+            headers = dict(record.headers)
+            if "bearwatch.error" in headers:
+                where = f"line {int(headers['bearwatch.source.offset']) + 1}"
+                self.dead_letters.append((where, headers["bearwatch.error"].decode()))
+
+    def render(self, stats: RunStats, out: Path) -> str:
+        docs = [d for d in self.documents if not d["duplicate"]]
+        total_s = stats.seconds["total"] or 1e-9
+        lines = [
+            "",
+            f"{stats.consumed} messages: {stats.scored} scored ({stats.duplicates} marked duplicate), "
+            f"{stats.dead_letters} sent to the dead-letter output",
+            f"throughput {stats.consumed / total_s:.0f} items/s on this machine; time per stage: "
+            + ", ".join(f"{k} {1000 * v / max(1, stats.consumed):.2f} ms/item" for k, v in stats.seconds.items() if k != "total"),
+        ]
+        if self.dead_letters:
+            lines += ["", "dead letters (original bytes kept, with the reason):"]
+            lines += [f"  {where:<9} {reason}" for where, reason in self.dead_letters]
+        lines += ["", "sentiment by ticker (distinct items):", f"  {'ticker':<8}{'items':>6}{'bearish':>9}{'share':>8}"]
+        by_ticker: dict[str, Counter] = defaultdict(Counter)
+        for d in docs:
+            for t in d.get("tickers") or ["(none)"]:
+                by_ticker[t][d["sentiment"]] += 1
+        rows = sorted(by_ticker.items(), key=lambda kv: -kv[1]["bearish"] / max(1, sum(kv[1].values())))
+        for ticker, c in rows:
+            n = sum(c.values())
+            lines.append(f"  {ticker:<8}{n:>6}{c['bearish']:>9}{c['bearish'] / n:>8.0%}")
+        negative = sorted((d for d in docs if d["negative"]), key=lambda d: -d["p_bearish"])[:8]
+        if negative:
+            lines += ["", "most negative headlines:"]
+            lines += [f"  {d['p_bearish']:.2f}  {d['published_at'][:16]}  {d['headline']}" for d in negative]
+        topics = Counter(d["topic"] for d in docs).most_common(6)
+        lines += ["", "topics: " + ", ".join(f"{t} {n}" for t, n in topics)]
+        lines += ["", f"outputs in {out}/: bearwatch.news.scored.jsonl, bearwatch.news.dlq.jsonl, history/ (the retrieval index)"]
+        return "\n".join(lines)

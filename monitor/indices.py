@@ -1,0 +1,94 @@
+"""Elasticsearch index mappings: the one place they are defined.
+
+The Kibana dashboards are checked against these, and the Elasticsearch adapter creates the indices
+from them. Only features the minimal Elasticsearch distribution supports are used (standard
+analyzer, keyword, date, numeric, dense_vector).
+"""
+
+from __future__ import annotations
+
+from monitor.labels import SENTIMENT_LABELS
+
+EMBEDDING_DIMS = 384  # all-MiniLM-L6 width; a model of another width gets its own index
+
+NEWS = "news"
+ALERTS = "alerts"
+LABELS = "labels"
+
+
+def news_mapping(embedding_dims: int = EMBEDDING_DIMS) -> dict:
+    return {
+        "dynamic": "strict",
+        "properties": {
+            "id": {"type": "keyword"},
+            "published_at": {"type": "date"},
+            "scored_at": {"type": "date"},
+            "headline": {"type": "text", "fields": {"raw": {"type": "keyword", "ignore_above": 512}}},
+            "body": {"type": "text"},
+            "source": {"type": "keyword"},
+            "tickers": {"type": "keyword"},
+            "url": {"type": "keyword", "index": False},
+            "lang": {"type": "keyword"},
+            "dedup_key": {"type": "keyword"},
+            "content_hash": {"type": "keyword"},
+            "duplicate": {"type": "boolean"},
+            "duplicate_of": {"type": "keyword"},
+            "sentiment": {"type": "keyword"},
+            "sentiment_confidence": {"type": "float"},
+            **{f"p_{label}": {"type": "float"} for label in SENTIMENT_LABELS},
+            "negative": {"type": "boolean"},
+            "topic": {"type": "keyword"},
+            "topic_confidence": {"type": "float"},
+            "model_version": {"type": "keyword"},
+            "context_mode": {"type": "keyword"},
+            "context_ids": {"type": "keyword"},
+            "related_ids": {"type": "keyword"},
+            "embedding": {"type": "dense_vector", "dims": embedding_dims, "index": True, "similarity": "cosine"},
+            "kafka": {"properties": {"topic": {"type": "keyword"}, "partition": {"type": "integer"}, "offset": {"type": "long"}}},
+            "timings_ms": {"properties": {stage: {"type": "float"} for stage in ("validate", "dedup", "retrieve", "score", "total")}},
+        },
+    }
+
+
+def alerts_mapping() -> dict:
+    return {
+        "dynamic": "strict",
+        "properties": {
+            "id": {"type": "keyword"},
+            "key": {"type": "keyword"},
+            "key_kind": {"type": "keyword"},
+            "kind": {"type": "keyword"},
+            "severity": {"type": "keyword"},
+            "status": {"type": "keyword"},
+            "window_start": {"type": "date"},
+            "window_end": {"type": "date"},
+            "created_at": {"type": "date"},
+            "updated_at": {"type": "date"},
+            "observed": {"type": "float"},
+            "baseline": {"type": "float"},
+            "score": {"type": "float"},
+            "headline_ids": {"type": "keyword"},
+            "slack_ts": {"type": "keyword"},
+            "attempts": {"type": "integer"},
+            "last_error": {"type": "text"},
+        },
+    }
+
+
+def labels_mapping() -> dict:
+    return {
+        "dynamic": "strict",
+        "properties": {
+            "item_id": {"type": "keyword"},
+            "text": {"type": "text"},
+            "topic": {"type": "keyword"},
+            "sentiment": {"type": "keyword"},
+            "labelled_by": {"type": "keyword"},
+            "labelled_at": {"type": "date"},
+            "history": {"type": "object", "enabled": False},
+        },
+    }
+
+
+def mappings(embedding_dims: int = EMBEDDING_DIMS) -> dict[str, dict]:
+    return {NEWS: news_mapping(embedding_dims), ALERTS: alerts_mapping(), LABELS: labels_mapping()}

@@ -1,0 +1,155 @@
+"""The history store on Elasticsearch: the scored-news index is also the retrieval history.
+
+Reads are batched (one ``mget`` for ids, one ``msearch`` for dedup and related history per batch);
+writes are bulk ``index`` operations with ``_id`` = item id, so a replayed batch overwrites the same
+documents instead of adding new ones. Elasticsearch errors become :class:`StoreUnavailable` with
+what was being done.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from datetime import timedelta
+
+from monitor.indices import ALERTS, LABELS, NEWS, mappings
+from monitor.retrieval.history import TICKER_BOOST, DedupQuery, HistoryQuery, Related, StoreUnavailable
+from monitor.schema import format_time
+from monitor.settings import ElasticsearchSettings
+
+log = logging.getLogger("bearwatch.elasticsearch")
+_SOURCE_FIELDS = ["id", "headline", "published_at", "dedup_key", "content_hash", "duplicate", "duplicate_of", "sentiment", "topic", "model_version", "scored_at"]
+
+
+def connect(settings: ElasticsearchSettings):
+    """An Elasticsearch client from settings (credentials from Secret values, never logged)."""
+    from elasticsearch import Elasticsearch
+
+    options: dict = {"request_timeout": settings.request_timeout, "retry_on_timeout": False, "max_retries": 0}
+    if settings.api_key:
+        options["api_key"] = settings.api_key.reveal()
+    elif settings.username:
+        options["basic_auth"] = (settings.username, settings.password.reveal() if settings.password else "")
+    if settings.ca_certs:
+        options["ca_certs"] = settings.ca_certs
+    if not settings.verify_certs:
+        options["verify_certs"] = False
+    return Elasticsearch(settings.url, **options)
+
+
+def _translate(action: str, exc: Exception) -> StoreUnavailable:
+    # The client's own message can carry the URL; never credentials (those travel in headers).
+    return StoreUnavailable(f"Elasticsearch {action} failed: {type(exc).__name__}: {str(exc)[:300]}")
+
+
+def ensure_indices(client, settings: ElasticsearchSettings, embedding_dims: int) -> None:
+    """Create bearwatch's indices if missing (0 replicas is left to the cluster's templates)."""
+    from elasticsearch import ApiError, TransportError
+
+    for name, mapping in mappings(embedding_dims).items():
+        index = settings.index(name)
+        try:
+            if not client.indices.exists(index=index):
+                client.indices.create(index=index, mappings=mapping)
+                log.info("created index %s", index)
+        except ApiError as exc:
+            if getattr(exc, "error", "") == "resource_already_exists_exception":
+                continue  # another instance created it between exists and create
+            raise _translate(f"creating index {index}", exc) from exc
+        except TransportError as exc:
+            raise _translate(f"creating index {index}", exc) from exc
+
+
+class ElasticsearchHistory:
+    def __init__(self, client, settings: ElasticsearchSettings, refresh: str | bool = False) -> None:
+        self.client = client
+        self.index = settings.index(NEWS)
+        self.refresh = refresh
+        self._pending: list[dict] = []
+
+    def _call(self, action: str, fn, **kwargs):
+        from elasticsearch import ApiError, TransportError
+
+        try:
+            return fn(**kwargs)
+        except (ApiError, TransportError) as exc:
+            raise _translate(action, exc) from exc
+
+    def stored(self, ids: Sequence[str]) -> dict[str, dict]:
+        if not ids:
+            return {}
+        response = self._call("mget", self.client.mget, index=self.index, ids=list(dict.fromkeys(ids)), source_includes=_SOURCE_FIELDS)
+        return {d["_id"]: d["_source"] for d in response["docs"] if d.get("found")}
+
+    def originals(self, queries: Sequence[DedupQuery], window: timedelta) -> list[str | None]:
+        if not queries:
+            return []
+        searches = []
+        for q in queries:
+            searches += [{"index": self.index}, {
+                "size": 1, "_source": ["id", "duplicate_of"], "sort": [{"published_at": "asc"}, {"id": "asc"}],
+                "query": {"bool": {
+                    "filter": [{"term": {"dedup_key": q.dedup_key}},
+                               {"range": {"published_at": {"gte": format_time(q.published_at - window), "lte": format_time(q.published_at + window)}}}],
+                    "must_not": [{"ids": {"values": [q.id]}}],
+                }},
+            }]
+        responses = self._msearch("dedup lookup", searches)
+        out = []
+        for r in responses:
+            hits = r["hits"]["hits"]
+            out.append((hits[0]["_source"].get("duplicate_of") or hits[0]["_source"]["id"]) if hits else None)
+        return out
+
+    def related(self, queries: Sequence[HistoryQuery], k: int, lookback: timedelta, method: str) -> list[list[Related]]:
+        if not queries or k == 0:
+            return [[] for _ in queries]
+        searches = []
+        for q in queries:
+            searches += [{"index": self.index}, self._related_body(q, k, lookback, method)]
+        return [
+            [Related(h["_source"]["id"], float(h["_score"] or 0.0), h["_source"]["headline"], h["_source"]["published_at"]) for h in r["hits"]["hits"]]
+            for r in self._msearch("related-history search", searches)
+        ]
+
+    @staticmethod
+    def _related_body(q: HistoryQuery, k: int, lookback: timedelta, method: str) -> dict:
+        window = {"range": {"published_at": {"gte": format_time(q.published_at - lookback), "lt": format_time(q.published_at)}}}
+        exclude = [{"ids": {"values": [q.id]}}, {"term": {"dedup_key": q.dedup_key}}]
+        body: dict = {"size": k, "_source": ["id", "headline", "published_at"], "sort": [{"_score": "desc"}, {"published_at": "asc"}, {"id": "asc"}]}
+        if method in ("bm25", "both"):
+            should = [{"terms": {"tickers": list(q.tickers), "boost": TICKER_BOOST}}] if q.tickers else []
+            # The headline goes in as text to match, never as query syntax (match, not query_string).
+            body["query"] = {"bool": {"must": [{"match": {"headline": {"query": q.text}}}], "should": should, "filter": [window], "must_not": exclude}}
+        if method in ("knn", "both") and q.vector is not None:
+            body["knn"] = {"field": "embedding", "query_vector": [float(x) for x in q.vector], "k": k, "num_candidates": max(50, 5 * k),
+                           "filter": {"bool": {"filter": [window], "must_not": exclude}}}
+        if "query" not in body and "knn" not in body:
+            body["query"] = {"match_none": {}}
+        return body
+
+    def _msearch(self, action: str, searches: list[dict]) -> list[dict]:
+        response = self._call(action, self.client.msearch, searches=searches)
+        for r in response["responses"]:
+            if "error" in r:
+                raise StoreUnavailable(f"Elasticsearch {action} failed: {r['error'].get('type')}: {r['error'].get('reason', '')[:300]}")
+        return response["responses"]
+
+    def add(self, documents: Sequence[dict]) -> None:
+        self._pending.extend(documents)
+
+    def flush(self) -> None:
+        if not self._pending:
+            return
+        operations = []
+        for doc in self._pending:
+            operations += [{"index": {"_index": self.index, "_id": doc["id"]}}, doc]
+        response = self._call("bulk index", self.client.bulk, operations=operations, refresh=self.refresh)
+        if response.get("errors"):
+            failed = [item["index"] for item in response["items"] if item["index"].get("error")]
+            first = failed[0]["error"]
+            raise StoreUnavailable(f"Elasticsearch rejected {len(failed)} of {len(self._pending)} documents; first: {first.get('type')}: {str(first.get('reason'))[:300]}")
+        self._pending = []
+
+
+__all__ = ["ElasticsearchHistory", "connect", "ensure_indices", "ALERTS", "LABELS", "NEWS"]

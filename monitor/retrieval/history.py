@@ -1,0 +1,201 @@
+"""The history store port: where scored items live, and what the scoring stage asks of it.
+
+Two implementations pass the same contract tests: :class:`EmbeddedHistory` (in-process BM25 and
+vectors, persistent on disk; the embedded default) and
+:class:`monitor.retrieval.elasticsearch.ElasticsearchHistory` (production).
+
+Leakage rules for related history, identical in both: only items published strictly before the
+query item and within the look-back window; never the item itself or its near-duplicate group.
+Items sharing a ticker with the query are preferred.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections import Counter, defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from monitor.errors import BearwatchError
+from monitor.schema import format_time
+
+_TOKEN = re.compile(r"[\w]+", re.UNICODE)
+TICKER_BOOST = 2.0
+BM25_K1 = 1.2
+BM25_B = 0.75
+
+
+class StoreUnavailable(BearwatchError):
+    """The history store could not be read or written (retry later; nothing is committed)."""
+
+
+@dataclass(frozen=True)
+class HistoryQuery:
+    id: str
+    text: str
+    published_at: datetime
+    dedup_key: str
+    tickers: tuple[str, ...] = ()
+    vector: np.ndarray | None = None
+
+
+@dataclass(frozen=True)
+class Related:
+    id: str
+    score: float
+    headline: str
+    published_at: str
+
+
+@dataclass(frozen=True)
+class DedupQuery:
+    id: str
+    dedup_key: str
+    published_at: datetime
+
+
+class HistoryStore(Protocol):
+    def stored(self, ids: Sequence[str]) -> dict[str, dict]:
+        """Documents already stored under these ids (id → document)."""
+
+    def originals(self, queries: Sequence[DedupQuery], window: timedelta) -> list[str | None]:
+        """For each query, the id of a stored item with the same dedup key within ±window, or None."""
+
+    def related(self, queries: Sequence[HistoryQuery], k: int, lookback: timedelta, method: str) -> list[list[Related]]:
+        """For each query, up to k related earlier items (method: bm25, knn or both)."""
+
+    def add(self, documents: Sequence[dict]) -> None:
+        """Buffer documents (id = item id: writing one twice leaves one)."""
+
+    def flush(self) -> None:
+        """Make everything added durable, or raise StoreUnavailable."""
+
+
+def tokens(text: str) -> list[str]:
+    """Lower-cased word tokens: close to Elasticsearch's standard analyzer for news text."""
+    return [t.casefold() for t in _TOKEN.findall(text)]
+
+
+class EmbeddedHistory:
+    """An in-process history store: BM25 over headlines, exact vector search, JSONL on disk.
+
+    >>> store = EmbeddedHistory()  # in memory; EmbeddedHistory(Path("state")) persists
+    """
+
+    def __init__(self, folder: Path | None = None) -> None:
+        self.folder = folder
+        self.docs: dict[str, dict] = {}
+        self._pending: list[dict] = []
+        self._order: list[str] = []
+        self._postings: dict[str, dict[str, int]] = defaultdict(dict)
+        self._lengths: dict[str, int] = {}
+        self._vectors: dict[str, np.ndarray] = {}
+        if folder is not None and (folder / "history.jsonl").exists():
+            with (folder / "history.jsonl").open(encoding="utf-8") as fh:
+                for line in fh:
+                    if line.strip():
+                        self._put(json.loads(line))
+
+    # --- writes ----------------------------------------------------------------------------------
+    def add(self, documents: Sequence[dict]) -> None:
+        self._pending.extend(documents)
+
+    def flush(self) -> None:
+        if not self._pending:
+            return
+        if self.folder is not None:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            try:
+                with (self.folder / "history.jsonl").open("a", encoding="utf-8") as fh:
+                    for doc in self._pending:
+                        fh.write(json.dumps(doc, ensure_ascii=False) + "\n")
+                    fh.flush()
+            except OSError as exc:
+                raise StoreUnavailable(f"cannot write the embedded history in {self.folder}: {exc.strerror}") from exc
+        for doc in self._pending:
+            self._put(doc)
+        self._pending = []
+
+    def _put(self, doc: dict) -> None:
+        doc_id = doc["id"]
+        if doc_id in self.docs:
+            self._unindex(doc_id)
+        else:
+            self._order.append(doc_id)
+        self.docs[doc_id] = doc
+        counts = Counter(tokens(doc["headline"]))
+        for term, count in counts.items():
+            self._postings[term][doc_id] = count
+        self._lengths[doc_id] = sum(counts.values())
+        if doc.get("embedding") is not None:
+            self._vectors[doc_id] = np.asarray(doc["embedding"], dtype=np.float32)
+
+    def _unindex(self, doc_id: str) -> None:
+        for term in set(tokens(self.docs[doc_id]["headline"])):
+            self._postings[term].pop(doc_id, None)
+        self._vectors.pop(doc_id, None)
+
+    # --- reads -----------------------------------------------------------------------------------
+    def stored(self, ids: Sequence[str]) -> dict[str, dict]:
+        return {i: self.docs[i] for i in ids if i in self.docs}
+
+    def originals(self, queries: Sequence[DedupQuery], window: timedelta) -> list[str | None]:
+        by_key: dict[str, list[dict]] = defaultdict(list)
+        for doc in self.docs.values():
+            by_key[doc["dedup_key"]].append(doc)
+        out = []
+        for q in queries:
+            lo, hi = format_time(q.published_at - window), format_time(q.published_at + window)
+            found = [d for d in by_key.get(q.dedup_key, ()) if d["id"] != q.id and lo <= d["published_at"] <= hi]
+            found.sort(key=lambda d: (d["published_at"], d["id"]))
+            out.append((found[0].get("duplicate_of") or found[0]["id"]) if found else None)
+        return out
+
+    def _allowed(self, doc: dict, q: HistoryQuery, since: str, until: str) -> bool:
+        return doc["id"] != q.id and doc["dedup_key"] != q.dedup_key and since <= doc["published_at"] < until
+
+    def related(self, queries: Sequence[HistoryQuery], k: int, lookback: timedelta, method: str) -> list[list[Related]]:
+        return [self._related_one(q, k, lookback, method) for q in queries]
+
+    def _related_one(self, q: HistoryQuery, k: int, lookback: timedelta, method: str) -> list[Related]:
+        since, until = format_time(q.published_at - lookback), format_time(q.published_at)
+        scores: dict[str, float] = defaultdict(float)
+        if method in ("bm25", "both"):
+            for doc_id, s in self._bm25(q).items():
+                scores[doc_id] += s
+        if method in ("knn", "both") and q.vector is not None:
+            for doc_id, vec in self._vectors.items():
+                scores[doc_id] += (1.0 + float(vec @ q.vector)) / 2.0  # Elasticsearch's cosine score
+        ranked = []
+        for doc_id, score in scores.items():
+            doc = self.docs[doc_id]
+            if not self._allowed(doc, q, since, until):
+                continue
+            if method in ("bm25", "both") and q.tickers and set(q.tickers) & set(doc.get("tickers") or ()):
+                score += TICKER_BOOST
+            ranked.append((score, doc["published_at"], doc_id))
+        ranked.sort(key=lambda r: (-r[0], r[1], r[2]))
+        return [Related(i, s, self.docs[i]["headline"], t) for s, t, i in ranked[:k]]
+
+    def _bm25(self, q: HistoryQuery) -> dict[str, float]:
+        n = len(self.docs)
+        if n == 0:
+            return {}
+        avg = sum(self._lengths.values()) / n
+        scores: dict[str, float] = defaultdict(float)
+        for term in set(tokens(q.text)):
+            postings = self._postings.get(term)
+            if not postings:
+                continue
+            idf = math.log(1 + (n - len(postings) + 0.5) / (len(postings) + 0.5))
+            for doc_id, tf in postings.items():
+                norm = tf + BM25_K1 * (1 - BM25_B + BM25_B * self._lengths[doc_id] / avg)
+                scores[doc_id] += idf * tf * (BM25_K1 + 1) / norm
+        return scores

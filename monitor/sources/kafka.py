@@ -1,0 +1,103 @@
+"""Kafka source: a kafka-python consumer in a group, offsets committed explicitly after writes."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+
+from monitor.errors import BearwatchError
+from monitor.settings import KafkaSettings
+from monitor.sources.base import Message
+
+log = logging.getLogger("bearwatch.kafka")
+
+
+class SourceUnavailable(BearwatchError):
+    """Kafka could not be reached or refused a request."""
+
+
+def ensure_topics(settings: KafkaSettings, topics: list[str]) -> None:
+    """Create missing topics (a development convenience: production creates them on purpose)."""
+    from kafka import KafkaAdminClient
+    from kafka.admin import NewTopic
+    from kafka.errors import KafkaError, TopicAlreadyExistsError
+
+    admin = KafkaAdminClient(client_id="bearwatch-admin", **settings.client_options())
+    try:
+        existing = set(admin.list_topics())
+        missing = [t for t in topics if t not in existing]
+        if missing:
+            try:
+                admin.create_topics([NewTopic(t, num_partitions=settings.partitions, replication_factor=1) for t in missing])
+                log.info("created topics %s", ", ".join(missing))
+            except TopicAlreadyExistsError:
+                pass
+    except KafkaError as exc:
+        raise SourceUnavailable(f"Kafka admin request failed: {exc}") from exc
+    finally:
+        admin.close()
+
+
+class KafkaSource:
+    def __init__(self, settings: KafkaSettings, topic: str | None = None, group: str | None = None, client_id: str = "bearwatch-monitor") -> None:
+        from kafka import KafkaConsumer
+
+        self.consumer = KafkaConsumer(
+            topic or settings.news_topic,
+            group_id=group or settings.group,
+            client_id=client_id,
+            enable_auto_commit=False,  # offsets are committed after the batch's writes, never on a timer
+            auto_offset_reset="earliest",
+            max_poll_interval_ms=600_000,
+            **settings.client_options(),
+        )
+
+    def poll(self, max_records: int, timeout_s: float) -> list[Message]:
+        from kafka.errors import KafkaError
+
+        try:
+            polled = self.consumer.poll(timeout_ms=int(timeout_s * 1000), max_records=max_records)
+        except KafkaError as exc:
+            raise SourceUnavailable(f"Kafka poll failed: {exc}") from exc
+        messages = [
+            Message(r.topic, r.partition, r.offset, r.value, r.key, r.timestamp)
+            for records in polled.values()
+            for r in records
+        ]
+        messages.sort(key=lambda m: (m.topic, m.partition, m.offset))
+        return messages
+
+    def commit(self, next_offsets: Mapping[tuple[str, int], int]) -> None:
+        from kafka import OffsetAndMetadata, TopicPartition
+        from kafka.errors import KafkaError
+
+        offsets = {TopicPartition(t, p): OffsetAndMetadata(o, "", -1) for (t, p), o in next_offsets.items()}
+        try:
+            self.consumer.commit(offsets)
+        except KafkaError as exc:
+            # CommitFailedError after a rebalance: the new owner replays the batch; writes are idempotent.
+            raise SourceUnavailable(f"Kafka commit failed: {exc}") from exc
+
+    def rewind(self, first_offsets: Mapping[tuple[str, int], int]) -> None:
+        from kafka import TopicPartition
+
+        assigned = self.consumer.assignment()
+        for (t, p), offset in first_offsets.items():
+            tp = TopicPartition(t, p)
+            if tp in assigned:  # a partition revoked meanwhile is replayed by its new owner
+                self.consumer.seek(tp, offset)
+
+    def lag(self) -> int | None:
+        """Messages behind the end of the assigned partitions, or None when unknown."""
+        try:
+            assigned = list(self.consumer.assignment())
+            if not assigned:
+                return 0
+            ends = self.consumer.end_offsets(assigned)
+            return sum(max(0, ends[tp] - self.consumer.position(tp)) for tp in assigned)
+        except Exception:  # lag is informational: never let it stop scoring
+            log.debug("could not compute consumer lag", exc_info=True)
+            return None
+
+    def close(self) -> None:
+        self.consumer.close(autocommit=False)
