@@ -134,7 +134,10 @@ class ScoringApp:
                     self.metrics.lag.set(lag)
                 last_lag = time.monotonic()
             if not messages:
-                if idle_timeout_s is not None and time.monotonic() - idle_since > idle_timeout_s:
+                waiting_for_partitions = hasattr(self.source, "has_assignment") and not self.source.has_assignment()
+                if waiting_for_partitions:
+                    idle_since = time.monotonic()
+                elif idle_timeout_s is not None and time.monotonic() - idle_since > idle_timeout_s:
                     break
                 continue
             idle_since = time.monotonic()

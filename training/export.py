@@ -75,7 +75,7 @@ def export_graph(model: MultiTaskEncoder, example: dict[str, torch.Tensor], path
     batch = torch.export.Dim("batch", min=1, max=4096)
     length = torch.export.Dim("length", min=2, max=512)
     program = torch.onnx.export(
-        _Graph(model.eval()),
+        _Graph(model).eval(),
         tuple(example[name] for name in INPUTS),
         input_names=list(INPUTS),
         output_names=list(OUTPUTS),

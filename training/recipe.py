@@ -105,7 +105,9 @@ def _measure_context(config: TrainConfig, data: Dataset, valid_out: dict, neighb
             [getattr(data.valid[i], task) for i in rows], [data.valid[i].group for i in rows], config.temperature, seed=config.seed,
         )
         gain = m.with_context["macro_f1"] - m.no_context["macro_f1"]
-        kept = gain >= config.min_context_gain and m.with_context["accuracy"] >= m.no_context["accuracy"]
+        # Kept only if it adds macro-F1 and costs no accuracy (a negative setting relaxes both).
+        accuracy_change = m.with_context["accuracy"] - m.no_context["accuracy"]
+        kept = gain >= config.min_context_gain and accuracy_change >= min(0.0, config.min_context_gain)
         log.info("%s: context adds %+.4f macro-F1 (cross-fitted) -> %s", task, gain, "kept" if kept else "not kept")
         measured[task] = {"measurement": m, "gain": gain, "kept": kept, "head": m.head}
     return measured

@@ -139,17 +139,18 @@ class ElasticsearchHistory:
         self._pending.extend(documents)
 
     def flush(self) -> None:
-        if not self._pending:
+        # Emptied whether or not the write succeeds: a failed batch is replayed and added again.
+        pending, self._pending = self._pending, []
+        if not pending:
             return
         operations = []
-        for doc in self._pending:
+        for doc in pending:
             operations += [{"index": {"_index": self.index, "_id": doc["id"]}}, doc]
         response = self._call("bulk index", self.client.bulk, operations=operations, refresh=self.refresh)
         if response.get("errors"):
             failed = [item["index"] for item in response["items"] if item["index"].get("error")]
             first = failed[0]["error"]
-            raise StoreUnavailable(f"Elasticsearch rejected {len(failed)} of {len(self._pending)} documents; first: {first.get('type')}: {str(first.get('reason'))[:300]}")
-        self._pending = []
+            raise StoreUnavailable(f"Elasticsearch rejected {len(failed)} of {len(pending)} documents; first: {first.get('type')}: {str(first.get('reason'))[:300]}")
 
 
 __all__ = ["ElasticsearchHistory", "connect", "ensure_indices", "ALERTS", "LABELS", "NEWS"]

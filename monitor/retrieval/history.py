@@ -108,20 +108,20 @@ class EmbeddedHistory:
         self._pending.extend(documents)
 
     def flush(self) -> None:
-        if not self._pending:
+        pending, self._pending = self._pending, []  # a failed batch is replayed and added again
+        if not pending:
             return
         if self.folder is not None:
             self.folder.mkdir(parents=True, exist_ok=True)
             try:
                 with (self.folder / "history.jsonl").open("a", encoding="utf-8") as fh:
-                    for doc in self._pending:
+                    for doc in pending:
                         fh.write(json.dumps(doc, ensure_ascii=False) + "\n")
                     fh.flush()
             except OSError as exc:
                 raise StoreUnavailable(f"cannot write the embedded history in {self.folder}: {exc.strerror}") from exc
-        for doc in self._pending:
+        for doc in pending:
             self._put(doc)
-        self._pending = []
 
     def _put(self, doc: dict) -> None:
         doc_id = doc["id"]

@@ -19,13 +19,14 @@ class FilePublisher:
         self._pending.append(record)
 
     def flush(self) -> None:
-        if not self._pending:
+        pending, self._pending = self._pending, []  # a failed batch is replayed and added again
+        if not pending:
             return
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
             handles = {}
             try:
-                for record in self._pending:
+                for record in pending:
                     fh = handles.get(record.topic) or handles.setdefault(record.topic, (self.folder / f"{record.topic}.jsonl").open("a", encoding="utf-8"))
                     fh.write(json.dumps(self._line(record), ensure_ascii=False) + "\n")
             finally:
@@ -33,7 +34,6 @@ class FilePublisher:
                     fh.close()
         except OSError as exc:
             raise SinkUnavailable(f"cannot write to {self.folder}: {exc.strerror}") from exc
-        self._pending = []
 
     @staticmethod
     def _line(record: Record) -> dict:

@@ -87,6 +87,10 @@ class KafkaSource:
             if tp in assigned:  # a partition revoked meanwhile is replayed by its new owner
                 self.consumer.seek(tp, offset)
 
+    def has_assignment(self) -> bool:
+        """False while the group is still (re)balancing: idle time does not count then."""
+        return bool(self.consumer.assignment())
+
     def lag(self) -> int | None:
         """Messages behind the end of the assigned partitions, or None when unknown."""
         try:

@@ -1,0 +1,262 @@
+"""The scoring daemon against the real Kafka and Elasticsearch: counts, dead letters, offsets,
+a crash mid-stream, two instances in one group, and failing writes that must not be committed."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+from kafka import KafkaConsumer, TopicPartition
+
+from monitor.settings import load_settings
+
+pytestmark = pytest.mark.services
+
+T0 = datetime(2026, 11, 2, 9, 0, tzinfo=timezone.utc)
+COMPANIES = ["Acme", "Globex", "Initech", "Hooli", "Umbrella", "Stark"]
+PHRASES = ["shares plunge after profit warning", "raises dividend", "names new chief executive", "beats estimates", "faces lawsuit", "opens office"]
+
+
+def news(n: int, prefix: str = "item") -> list[bytes]:
+    out = []
+    for i in range(n):
+        company = COMPANIES[i % len(COMPANIES)]
+        item = {
+            "id": f"{prefix}-{i:05d}", "published_at": (T0 + timedelta(seconds=30 * i)).isoformat().replace("+00:00", "Z"),
+            "headline": f"{company} {PHRASES[(i // len(COMPANIES)) % len(PHRASES)]} ({i})", "tickers": [company[:4].upper()], "source": "test",
+        }
+        out.append(json.dumps(item).encode())
+    return out
+
+
+BAD = [
+    (b"not json at all", "not JSON"),
+    (b'{"id": "x1", "headline": "no time"}', "published_at is required"),
+    (b'{"id": "x2", "published_at": "2026-11-02T09:00:00Z", "headline": ""}', "headline is empty"),
+    (b'{"id": "x3", "published_at": "2026-11-02T09:00:00Z", "headline": "bytes \xff"}', "not UTF-8"),
+]
+
+
+@pytest.fixture
+def env(unique_name: str, tiny_model_run, kafka_bootstrap: str, tmp_path: Path) -> dict:
+    from tests.conftest import ES_URL
+
+    _, model_dir, _ = tiny_model_run
+    return {
+        "BEARWATCH_KAFKA_BOOTSTRAP": kafka_bootstrap,
+        "BEARWATCH_KAFKA_NEWS_TOPIC": f"{unique_name}.news",
+        "BEARWATCH_KAFKA_SCORED_TOPIC": f"{unique_name}.scored",
+        "BEARWATCH_KAFKA_DLQ_TOPIC": f"{unique_name}.dlq",
+        "BEARWATCH_KAFKA_GROUP": f"{unique_name}-score",
+        "BEARWATCH_KAFKA_PARTITIONS": "4",
+        "BEARWATCH_ES_URL": ES_URL,
+        "BEARWATCH_ES_INDEX_PREFIX": unique_name,
+        "BEARWATCH_MODEL_PATH": str(model_dir),
+        "BEARWATCH_MODEL_THREADS": "1",
+        "BEARWATCH_MONITOR_BATCH_SIZE": "50",
+        "BEARWATCH_METRICS_PORT": "0",
+    }
+
+
+@pytest.fixture
+def settings(env):
+    return load_settings(env=env)
+
+
+@pytest.fixture(autouse=True)
+def cleanup_indices(es_client, unique_name: str):
+    yield
+    for name in ("news", "alerts", "labels"):
+        es_client.indices.delete(index=f"{unique_name}-{name}", ignore_unavailable=True)
+
+
+def produce(settings, values: list[bytes]) -> None:
+    from monitor.sinks.base import Record
+    from monitor.sinks.kafka import KafkaPublisher
+    from monitor.sources.kafka import ensure_topics
+
+    k = settings.kafka
+    ensure_topics(k, [k.news_topic, k.scored_topic, k.dlq_topic])
+    publisher = KafkaPublisher(k)
+    for i, value in enumerate(values):
+        publisher.add(Record(k.news_topic, value, str(i).encode()))
+    publisher.flush()
+    publisher.close()
+
+
+def read_topic(settings, topic: str, want: int, timeout_s: float = 30) -> list:
+    consumer = KafkaConsumer(auto_offset_reset="earliest", enable_auto_commit=False, **settings.kafka.client_options())
+    partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or []]
+    consumer.assign(partitions)
+    consumer.seek_to_beginning()
+    records, deadline = [], time.monotonic() + timeout_s
+    while len(records) < want and time.monotonic() < deadline:
+        for batch in consumer.poll(timeout_ms=500).values():
+            records.extend(batch)
+    consumer.close()
+    return records
+
+
+def committed_equals_end(settings) -> bool:
+    k = settings.kafka
+    consumer = KafkaConsumer(group_id=k.group, enable_auto_commit=False, **k.client_options())
+    partitions = [TopicPartition(k.news_topic, p) for p in consumer.partitions_for_topic(k.news_topic)]
+    ends = consumer.end_offsets(partitions)
+    ok = all((consumer.committed(tp) or 0) == ends[tp] for tp in partitions)
+    consumer.close()
+    return ok
+
+
+def count_docs(es_client, settings) -> int:
+    index = settings.elasticsearch.index("news")
+    es_client.indices.refresh(index=index)
+    return es_client.count(index=index)["count"]
+
+
+def test_n_messages_become_n_documents_and_bad_ones_dead_letters(settings, es_client) -> None:
+    from bearwatch.daemon import build_kafka_app
+
+    good = news(120)
+    values = good[:60] + [b for b, _ in BAD] + good[60:]
+    produce(settings, values)
+    app = build_kafka_app(settings)
+    stats = app.run(idle_timeout_s=5)
+    app.source.close()
+    app.publisher.close()
+
+    assert stats.consumed == len(values) and stats.scored == 120 and stats.dead_letters == len(BAD)
+    assert count_docs(es_client, settings) == 120
+    doc = es_client.get(index=settings.elasticsearch.index("news"), id="item-00007")["_source"]
+    for field in ("sentiment", "p_bearish", "topic", "model_version", "related_ids", "timings_ms", "kafka", "published_at"):
+        assert field in doc
+    # Elasticsearch 9 leaves vectors out of _source; the item's own vector must find it by kNN.
+    from monitor.model_artifact import ModelArtifact
+    from monitor.scoring.onnx import OnnxScorer
+
+    vector = OnnxScorer(ModelArtifact.load(settings.model.path), device="cpu").score_texts([doc["headline"]]).embedding[0]
+    hits = es_client.search(index=settings.elasticsearch.index("news"), knn={"field": "embedding", "query_vector": vector.tolist(), "k": 1, "num_candidates": 20})
+    assert hits["hits"]["hits"][0]["_id"] == "item-00007"
+    assert abs(doc["p_bearish"] + doc["p_neutral"] + doc["p_bullish"] - 1) < 1e-4
+
+    dead = read_topic(settings, settings.kafka.dlq_topic, len(BAD))
+    assert sorted(r.value for r in dead) == sorted(b for b, _ in BAD)  # the original bytes
+    for record in dead:
+        headers = dict(record.headers)
+        reason = next(r for b, r in BAD if b == record.value)
+        assert reason in headers["bearwatch.error"].decode()
+        assert headers["bearwatch.source.topic"].decode() == settings.kafka.news_topic
+        assert int(headers["bearwatch.source.offset"]) >= 0
+    scored = read_topic(settings, settings.kafka.scored_topic, 120)
+    assert len({json.loads(r.value)["id"] for r in scored}) == 120
+    assert committed_equals_end(settings)
+
+
+def daemon(env: dict, *extra: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "bearwatch", "monitor", "run", *extra],
+        env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+
+
+def test_killed_without_warning_then_restarted_ends_with_exactly_n_documents(env, settings, es_client) -> None:
+    n = 3000
+    produce(settings, news(n, prefix="crash"))
+    first = daemon(env)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            if count_docs(es_client, settings) >= 200:
+                break
+        except Exception:  # index not created yet
+            pass
+        time.sleep(0.2)
+    first.send_signal(signal.SIGKILL)
+    first.wait(30)
+    partial = count_docs(es_client, settings)
+    assert 0 < partial < n, "the kill must land mid-stream for this test to mean anything"
+
+    second = daemon(env, "--idle-exit", "5")
+    out, _ = second.communicate(timeout=300)
+    assert second.returncode == 0, out
+    assert count_docs(es_client, settings) == n
+    ids = {h["_id"] for h in es_client.search(index=settings.elasticsearch.index("news"), size=n, source=False)["hits"]["hits"]}
+    assert ids == {f"crash-{i:05d}" for i in range(n)}
+    assert committed_equals_end(settings)
+
+
+def test_sigterm_finishes_the_batch_commits_and_exits_zero(env, settings, es_client) -> None:
+    produce(settings, news(400, prefix="term"))
+    proc = daemon(env)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            if count_docs(es_client, settings) >= 50:
+                break
+        except Exception:
+            pass
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0, out
+    assert "stopped:" in out
+
+
+def test_two_instances_split_the_partitions_and_score_everything_once(env, settings, es_client) -> None:
+    from monitor.sources.kafka import ensure_topics
+
+    k = settings.kafka
+    ensure_topics(k, [k.news_topic, k.scored_topic, k.dlq_topic])
+    a = daemon(env, "--idle-exit", "8")
+    b = daemon(env, "--idle-exit", "8")
+    time.sleep(6)  # both join the group before anything arrives
+    n = 800
+    produce(settings, news(n, prefix="pair"))
+    outs = [p.communicate(timeout=300)[0] for p in (a, b)]
+    assert [p.returncode for p in (a, b)] == [0, 0], outs
+    consumed = [int(o.split("stopped: ")[1].split(" consumed")[0]) for o in outs]
+    assert all(c > 0 for c in consumed), consumed  # each instance got partitions
+    assert sum(consumed) == n  # and nothing was scored twice
+    assert count_docs(es_client, settings) == n
+    assert committed_equals_end(settings)
+
+
+def test_failing_writes_are_retried_and_never_committed_early(settings, es_client, monkeypatch) -> None:
+    from bearwatch.daemon import build_kafka_app
+    from monitor.retrieval.elasticsearch import ElasticsearchHistory
+    from monitor.retrieval.history import StoreUnavailable
+
+    produce(settings, news(100, prefix="flaky"))
+    failures = {"left": 3}
+    real_flush = ElasticsearchHistory.flush
+    commits_while_failing = []
+
+    def flaky_flush(self):  # fault injection: Elasticsearch rejects the first three bulk writes
+        if failures["left"] > 0:
+            failures["left"] -= 1
+            self._pending = []  # as the real flush does: the replayed batch adds its documents again
+            raise StoreUnavailable("Elasticsearch bulk index failed: ConnectionError (injected)")
+        return real_flush(self)
+
+    monkeypatch.setattr(ElasticsearchHistory, "flush", flaky_flush)
+    app = build_kafka_app(settings)
+    real_commit = app.source.commit
+
+    def watching_commit(offsets):
+        commits_while_failing.append(failures["left"])
+        real_commit(offsets)
+
+    app.source.commit = watching_commit
+    stats = app.run(idle_timeout_s=5)
+    app.source.close()
+    app.publisher.close()
+    assert stats.write_failures == 3
+    assert all(left == 0 for left in commits_while_failing)  # no commit before writes succeeded
+    assert count_docs(es_client, settings) == 100
+    assert committed_equals_end(settings)
