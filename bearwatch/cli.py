@@ -190,7 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
         def needs_training_extra(args: argparse.Namespace) -> int:
             print(f"bearwatch {args.command} needs the training extra: pip install 'bearwatch[train]' ({missing})", file=sys.stderr)
             return 2
-        for name in ("train", "export"):
+        for name in ("train", "export", "package"):
             add(name, needs_training_extra, f"(needs bearwatch[train]) {name}").add_argument("rest", nargs=argparse.REMAINDER)
     return parser
 

@@ -118,3 +118,16 @@ def test_evaluate_cli_json_reports_metrics_and_unknown_labels(tiny_run, tmp_path
     assert report["unknown_labels"] == {"angry": 1}
     assert sum(sum(r) for r in report["confusion_matrix"]) == report["n"]
     assert 0.0 <= report["accuracy"] <= 1.0
+
+
+def test_package_keeps_one_variant_and_no_torch_weights(tiny_run, tmp_path: Path) -> None:
+    from training.package import package_model
+
+    _, model_dir, _ = tiny_run
+    out = package_model(model_dir, tmp_path / "shipped", "int8", reproduce="bearwatch train --config X --output Y")
+    names = {p.name for p in out.iterdir()}
+    assert "torch" not in names and "model.onnx" not in names and "model.int8.onnx" in names
+    artifact = ModelArtifact.load(out)
+    assert artifact.manifest["onnx"]["files"] == {"int8": "model.int8.onnx"}
+    assert "bearwatch train --config X --output Y" in (out / "MODEL_CARD.md").read_text()
+    assert OnnxScorer(artifact, device="cpu").score_texts(["Acme raises dividend"]).predicted("sentiment")[0] in ("bearish", "neutral", "bullish")

@@ -46,6 +46,16 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_package(args: argparse.Namespace) -> int:
+    from training.package import package_model
+
+    notes = Path(args.notes).read_text(encoding="utf-8") if args.notes else None
+    out = package_model(args.model, args.out, args.variant, args.reproduce, notes)
+    size = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
+    print(f"{out} ({size / 1e6:.1f} MB)")
+    return 0
+
+
 def add_commands(commands, add) -> None:
     train = add("train", cmd_train, "fine-tune the topic + sentiment model (retrieval-augmented) and export it")
     train.add_argument("--config", required=True, help="TOML recipe (see training/configs/)")
@@ -69,3 +79,10 @@ def add_commands(commands, add) -> None:
     export.add_argument("--texts", help="texts for the parity check, one per line (default: the model's pool)")
     export.add_argument("--no-int8", action="store_true")
     export.add_argument("--tolerance", type=float, default=1e-3, help="max |Δlogit| allowed between ONNX and PyTorch")
+
+    package = add("package", cmd_package, "copy a model directory for shipping: one ONNX variant, no PyTorch weights")
+    package.add_argument("--model", required=True)
+    package.add_argument("--out", required=True)
+    package.add_argument("--variant", choices=["fp32", "int8"], default="int8")
+    package.add_argument("--reproduce", help="the command that reproduces this model, for its card")
+    package.add_argument("--notes", help="a Markdown file of notes for the card")
