@@ -40,3 +40,12 @@ def test_bad_settings_are_explained(tmp_path, text: str, match: str) -> None:
 def test_bad_environment_number() -> None:
     with pytest.raises(SettingsError, match="not a number"):
         load_settings(env={"BEARWATCH_MONITOR_BATCH_SIZE": "many"})
+
+
+def test_the_documented_example_file_loads_with_the_defaults() -> None:
+    from pathlib import Path
+
+    from monitor.settings import Settings
+
+    example = Path(__file__).resolve().parents[1] / "deploy" / "bearwatch.toml"
+    assert load_settings(example, env={}) == Settings()

@@ -1,0 +1,127 @@
+"""Scoring-stage benchmark against the local Kafka and Elasticsearch (deploy/local/services.sh).
+
+    python bench/scoring_stage.py --items 5000            # backlog: items/s and where the time goes
+    python bench/scoring_stage.py --rate 100 --items 3000   # fixed offered load: produce→indexed latency
+
+Headlines are real tweets from the StockNet stream (../shared/data, MIT), wrapped as news items
+with their own timestamps and tickers. Prints a table and writes JSON (--json FILE).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import platform
+import threading
+import time
+import uuid
+from dataclasses import replace
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+STREAM = ROOT.parent / "shared" / "data" / "stocknet-tweets" / "tweets_stream.csv"
+
+
+def news_items(n: int) -> list[bytes]:
+    out = []
+    with STREAM.open(encoding="utf-8", newline="") as fh:
+        for i, row in enumerate(csv.DictReader(fh)):
+            if len(out) >= n:
+                break
+            out.append(json.dumps({"id": f"bench-{i}", "published_at": row["created_at"], "headline": row["text"][:500],
+                                   "tickers": [row["ticker"]], "source": "stocknet", "lang": row["lang"]}).encode())
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--items", type=int, default=5000)
+    parser.add_argument("--rate", type=float, help="offered load in items/s (default: a backlog, as fast as possible)")
+    parser.add_argument("--model", default=str(ROOT / "models" / "default"))
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--history", default="bm25", choices=["off", "bm25", "knn", "both"])
+    parser.add_argument("--json", help="write the results here")
+    args = parser.parse_args()
+
+    from bearwatch.daemon import build_kafka_app
+    from monitor.settings import load_settings
+    from monitor.sinks.base import Record
+    from monitor.sinks.kafka import KafkaPublisher
+    from monitor.sources.kafka import ensure_topics
+
+    run = f"bench-{uuid.uuid4().hex[:6]}"
+    settings = load_settings(env={**os.environ, "BEARWATCH_METRICS_PORT": "0"})
+    settings = replace(
+        settings,
+        kafka=replace(settings.kafka, news_topic=f"{run}.news", scored_topic=f"{run}.scored", dlq_topic=f"{run}.dlq", group=run, partitions=1),
+        elasticsearch=replace(settings.elasticsearch, index_prefix=run),
+        model=replace(settings.model, path=args.model, threads=2),
+        monitor=replace(settings.monitor, batch_size=args.batch_size),
+        retrieval=replace(settings.retrieval, history=args.history),
+    )
+    k = settings.kafka
+    ensure_topics(k, [k.news_topic, k.scored_topic, k.dlq_topic])
+    items = news_items(args.items)
+    latencies: list[float] = []
+    done: list[tuple[float, int]] = []  # (when a batch was committed, its size)
+
+    def on_batch(messages, result) -> None:  # after the batch is durable and committed
+        now_ms = time.time() * 1000
+        done.append((time.monotonic(), len(messages)))
+        latencies.extend(now_ms - m.timestamp_ms for m in messages if m.timestamp_ms)
+
+    app = build_kafka_app(settings)
+    app.on_batch = on_batch
+    publisher = KafkaPublisher(k, client_id="bench-producer")
+
+    def produce() -> None:
+        start = time.monotonic()
+        for i, value in enumerate(items):
+            publisher.add(Record(k.news_topic, value))
+            if args.rate:
+                publisher.flush()
+                delay = start + (i + 1) / args.rate - time.monotonic()
+                if delay > 0:
+                    time.sleep(delay)
+        publisher.flush()
+
+    if args.rate:
+        producer = threading.Thread(target=produce)
+        producer.start()
+        app.run(idle_timeout_s=5)
+        producer.join()
+    else:
+        produce()  # a backlog first, then drain it
+        app.run(idle_timeout_s=3)
+    s = app.stats
+    # From the first batch's commit to the last's: start-up and the final idle wait excluded.
+    elapsed = max(1e-9, done[-1][0] - done[0][0])
+    counted = sum(n for _, n in done[1:])
+    result = {
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.platform()}",
+        "model": app.models.scorer.version, "provider": app.models.scorer.provider,
+        "items": s.consumed, "scored": s.scored, "mode": f"offered {args.rate}/s" if args.rate else "backlog",
+        "batch_size": args.batch_size, "history": args.history,
+        "items_per_s": round(counted / elapsed, 1),
+        "stage_ms_per_item": {k2: round(1000 * v / max(1, s.consumed), 3) for k2, v in s.seconds.items()},
+        "wall_ms_per_item": round(1000 * elapsed / max(1, counted), 3),
+    }
+    if latencies:
+        p = np.percentile(latencies, [50, 95, 99])
+        result["latency_ms_produce_to_indexed"] = {"p50": round(p[0], 1), "p95": round(p[1], 1), "p99": round(p[2], 1)}
+    app.source.close()
+    app.publisher.close()
+    publisher.close()
+    print(json.dumps(result, indent=2))
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
