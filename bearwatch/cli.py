@@ -101,6 +101,19 @@ def cmd_monitor_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_detect_series(args: argparse.Namespace) -> int:
+    """The count-spike detector over a timestamp,value CSV (causal, one configuration for all)."""
+    from monitor.detection.series import SeriesError, run_file
+
+    try:
+        flagged = run_file(args.input, args.output)
+    except (SeriesError, OSError) as exc:
+        print(f"bearwatch: error: {exc}", file=sys.stderr)
+        return 1
+    print(f"{flagged} row(s) flagged; written to {args.output}")
+    return 0
+
+
 def cmd_produce(args: argparse.Namespace) -> int:
     from bearwatch.daemon import produce_file
 
@@ -167,6 +180,14 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--config", help="settings TOML (environment variables override it)")
     run.add_argument("--max-batches", type=int, help="stop after N batches (tests, drills)")
     run.add_argument("--idle-exit", type=float, help="stop after N seconds without messages (tests, drills)")
+
+    detect = commands.add_parser("detect", help="spike detection", description="spike detection")
+    detect_commands = detect.add_subparsers(dest="detect_command", metavar="COMMAND")
+    detect_commands.required = True
+    series = detect_commands.add_parser("series", help="run the count-spike detector over a timestamp,value CSV")
+    series.set_defaults(handler=cmd_detect_series)
+    series.add_argument("--input", required=True, help="CSV with timestamp,value columns")
+    series.add_argument("--output", required=True, help="CSV timestamp,anomaly_score,flag for every input row")
 
     produce = add("produce", cmd_produce, "publish a JSONL news file to Kafka (demos, tests, replays)")
     produce.add_argument("file")

@@ -1,0 +1,1 @@
+"""Detection: pure spike detectors and their application to series and news keys."""

@@ -1,0 +1,116 @@
+"""The count-spike detector on constructed series."""
+
+from __future__ import annotations
+
+import math
+import random
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from monitor.detection.counts import CountSpike, CountSpikeConfig, negbin_sf, poisson_sf
+from monitor.detection.series import Point, detect, infer_step_seconds, run_file
+
+
+def daily_rhythm(hours: int, seed: int = 0, busy: float = 12.0, quiet: float = 2.0) -> list[tuple[int, int]]:
+    rng = random.Random(seed)
+    out = []
+    for h in range(hours):
+        rate = busy if 13 <= h % 24 < 21 else quiet
+        out.append((h % 24, _poisson(rng, rate)))
+    return out
+
+
+def _poisson(rng: random.Random, lam: float) -> int:
+    k, p, threshold = 0, 1.0, math.exp(-lam)
+    while True:
+        p *= rng.random()
+        if p <= threshold:
+            return k
+        k += 1
+
+
+def test_tail_probabilities_match_known_values() -> None:
+    assert poisson_sf(0, 3.0) == 1.0
+    assert abs(poisson_sf(5, 2.0) - 0.052653) < 1e-5
+    assert abs(negbin_sf(5, 2.0, 1e9) - poisson_sf(5, 2.0)) < 1e-6  # r → ∞ is Poisson
+    assert negbin_sf(5, 2.0, 1.0) > poisson_sf(5, 2.0)  # over-dispersion fattens the tail
+
+
+def test_no_flag_during_warm_up_even_for_a_huge_count() -> None:
+    d = CountSpike(CountSpikeConfig(warmup=10))
+    decisions = [d.update(c) for c in [1, 1, 1, 100, 1, 1]]
+    assert not any(x.flag for x in decisions) and all(x.score == 0.0 for x in decisions)
+
+
+def test_spike_and_step_are_caught() -> None:
+    d = CountSpike(CountSpikeConfig(warmup=24))
+    rng = random.Random(1)
+    background = [d.update(_poisson(rng, 3.0)).flag for _ in range(100)]
+    assert sum(background) <= 1
+    assert d.update(20).flag  # a spike
+    later = [d.update(15).flag for _ in range(3)]  # a step up is flagged at first
+    assert later[0]
+
+
+def test_quiet_key_with_sparse_items_does_not_alert_on_two() -> None:
+    d = CountSpike()
+    rng = random.Random(2)
+    flags = []
+    for _ in range(24 * 14):
+        flags.append(d.update(_poisson(rng, 0.3)).flag)
+    flags.append(d.update(2).flag)  # 2 negatives where 0.3 are usual: small counts stay small
+    assert not any(flags)
+
+
+def test_daily_rhythm_is_learned_not_alerted() -> None:
+    d = CountSpike(CountSpikeConfig(seasonal_period=24, warmup=48))
+    flags = [d.update(c, slot).flag for slot, c in daily_rhythm(24 * 21)]
+    assert sum(flags[48:]) <= 2  # at most a couple of false alarms in three weeks of hourly buckets
+
+
+def test_an_episode_does_not_raise_the_bar_for_the_next() -> None:
+    d = CountSpike(CountSpikeConfig(warmup=24))
+    for c in [2, 3, 2, 2, 3, 1] * 10:
+        d.update(c)
+    first = [d.update(25).flag for _ in range(4)]
+    for c in [2, 3, 2, 2, 3, 1] * 2:
+        d.update(c)
+    assert first[0] and d.update(25).flag
+
+
+def test_replay_gives_identical_decisions(tmp_path) -> None:
+    start = datetime(2026, 1, 5, tzinfo=timezone.utc)
+    rows = [(start + timedelta(hours=h), c) for h, (_, c) in enumerate(daily_rhythm(24 * 10, seed=3))]
+    rows[200] = (rows[200][0], 40)
+    path = tmp_path / "s.csv"
+    path.write_text("timestamp,value\n" + "".join(f"{t.isoformat()},{v}\n" for t, v in rows))
+    out1, out2 = tmp_path / "a.csv", tmp_path / "b.csv"
+    flagged = run_file(path, out1)
+    run_file(path, out2)
+    assert out1.read_text() == out2.read_text()
+    lines = out1.read_text().splitlines()
+    assert lines[0] == "timestamp,anomaly_score,flag" and len(lines) == len(rows) + 1
+    assert lines[201].endswith(",1") and flagged >= 1
+    assert all(0.0 <= float(line.split(",")[1]) <= 1.0 for line in lines[1:])
+
+
+def test_decisions_are_causal() -> None:
+    start = datetime(2026, 1, 5, tzinfo=timezone.utc)
+    points = [Point(start + timedelta(hours=h), float(c), "") for h, (_, c) in enumerate(daily_rhythm(24 * 6, seed=4))]
+    full = detect(points, 3600.0)
+    prefix = detect(points[:100], 3600.0)
+    assert [(s, f) for _, s, f in full[:100]] == [(s, f) for _, s, f in prefix]
+
+
+def test_step_is_inferred_from_irregular_timestamps() -> None:
+    start = datetime(2026, 1, 5, tzinfo=timezone.utc)
+    minutes = [0, 5, 10, 16, 20, 25, 31, 35]
+    points = [Point(start + timedelta(minutes=m), 1.0, "") for m in minutes]
+    assert infer_step_seconds(points) == 300
+
+
+@pytest.mark.parametrize("kwargs", [{"alpha": 0}, {"min_count": 0}, {"halflife": 0}, {"spike_cap": 0.5}])
+def test_invalid_configuration_is_refused(kwargs) -> None:
+    with pytest.raises(ValueError):
+        CountSpikeConfig(**kwargs)
