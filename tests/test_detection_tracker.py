@@ -1,0 +1,84 @@
+"""Alert decisions per key on event-time buckets: one alert per episode, replayable, late items."""
+
+from __future__ import annotations
+
+import random
+from datetime import datetime, timedelta, timezone
+
+from monitor.detection.tracker import NewsTracker, ScoredEvent, binomial_sf
+
+START = datetime(2026, 11, 2, tzinfo=timezone.utc)
+TICKERS = ["AAA", "BBB", "CCC", "DDD", "EEE", "FFF"]
+
+
+def stream(days: int = 6, episode_at: timedelta | None = timedelta(days=5, hours=15), seed: int = 0) -> list[ScoredEvent]:
+    rng = random.Random(seed)
+    events, n = [], 0
+    minute = 0
+    while minute < days * 24 * 60:
+        t = START + timedelta(minutes=minute)
+        busy = 13 <= t.hour < 21
+        minute += rng.randint(1, 6) if busy else rng.randint(5, 40)
+        n += 1
+        negative = rng.random() < 0.15
+        events.append(ScoredEvent(f"e{n}", t, negative, 0.9 if negative else 0.05, rng.choice(["Earnings", "Macro"]), (rng.choice(TICKERS),)))
+    if episode_at is not None:
+        for i in range(30):
+            t = START + episode_at + timedelta(minutes=2 * i)
+            events.append(ScoredEvent(f"x{i}", t, True, 0.97, "Legal | Regulation", ("EEE",)))
+    events.sort(key=lambda e: e.published_at)
+    return events
+
+
+def run(events: list[ScoredEvent]) -> list:
+    tracker = NewsTracker()
+    alerts = []
+    for e in events:
+        alerts += tracker.add(e)
+    alerts += tracker.flush(events[-1].published_at + timedelta(hours=2))
+    return alerts
+
+
+def test_planted_episode_gives_one_opened_alert_for_its_ticker_then_ended() -> None:
+    alerts = run(stream())
+    eee = [a for a in alerts if a.key == "ticker:EEE" and a.kind == "negative_volume"]
+    opened = [a for a in eee if a.status == "opened"]
+    assert len(opened) == 1
+    assert opened[0].window_start >= START + timedelta(days=5, hours=15) - timedelta(minutes=15)
+    assert any(a.status == "ended" and a.id == opened[0].id for a in eee)
+    assert opened[0].observed > 3 * opened[0].baseline and opened[0].item_ids
+
+
+def test_background_alone_raises_no_ticker_alert() -> None:
+    alerts = run(stream(episode_at=None))
+    assert [a for a in alerts if a.key.startswith("ticker:") and a.status == "opened"] == []
+
+
+def test_replay_gives_identical_alerts() -> None:
+    events = stream(seed=3)
+    assert run(events) == run(events)
+
+
+def test_duplicates_and_repeated_ids_are_not_counted() -> None:
+    tracker = NewsTracker()
+    e = ScoredEvent("same", START, True, 0.9, "Macro", ("AAA",))
+    tracker.add(e)
+    tracker.add(e)
+    tracker.add(ScoredEvent("dup", START, True, 0.9, "Macro", ("AAA",), duplicate=True))
+    bucket = tracker.open[START]["ticker:AAA"]
+    assert bucket.items == 1 and bucket.negatives == 1
+
+
+def test_late_items_within_the_allowance_land_in_their_bucket_and_later_ones_are_counted_late() -> None:
+    tracker = NewsTracker()
+    tracker.add(ScoredEvent("a", START + timedelta(minutes=16), False, 0.1))
+    tracker.add(ScoredEvent("b", START + timedelta(minutes=14), False, 0.1))  # within the 2-minute allowance
+    assert tracker.open[START]["all"].items == 1 and tracker.late == 0
+    tracker.add(ScoredEvent("c", START + timedelta(minutes=40), False, 0.1))  # closes the 00:15 bucket
+    tracker.add(ScoredEvent("d", START + timedelta(minutes=1), False, 0.1))  # far too late
+    assert tracker.late == 1
+
+
+def test_binomial_tail() -> None:
+    assert abs(binomial_sf(3, 10, 0.1) - 0.0701908) < 1e-6
+    assert binomial_sf(0, 5, 0.3) == 1.0 and binomial_sf(6, 5, 0.3) == 0.0
