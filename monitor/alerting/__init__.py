@@ -1,0 +1,1 @@
+"""Alerting: turning alert decisions into messages people can act on, delivered once."""

@@ -1,0 +1,123 @@
+"""Slack delivery with slack-sdk: bot token + channel (chat.postMessage) or an incoming webhook.
+
+Rate limits (429 + Retry-After), server errors and transient ``ok: false`` answers are retried with
+back-off that honours Retry-After; anything still failing raises :class:`DeliveryFailed`, and the
+outbox keeps the alert pending for a later attempt. With a bot token every message carries the
+alert id in its metadata, so before re-sending an alert whose earlier attempt may have reached
+Slack, the channel is checked for it: a crash between posting and recording never posts twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from dataclasses import dataclass
+
+from monitor.errors import BearwatchError
+from monitor.settings import Secret
+
+log = logging.getLogger("bearwatch.slack")
+TRANSIENT_ERRORS = {"ratelimited", "service_unavailable", "fatal_error", "internal_error", "request_timeout"}
+METADATA_EVENT = "bearwatch_alert"
+
+
+class DeliveryFailed(BearwatchError):
+    """Slack did not take the message (after retries); the alert stays pending."""
+
+
+@dataclass(frozen=True)
+class SlackSettings:
+    token: Secret | None = None
+    channel: str | None = None
+    webhook_url: Secret | None = None
+    base_url: str = "https://slack.com/api/"
+    attempts: int = 5
+    max_wait_s: float = 60.0
+    timeout_s: float = 10.0
+
+
+class SlackDelivery:
+    def __init__(self, settings: SlackSettings, sleep=time.sleep) -> None:
+        if not (settings.token and settings.channel) and not settings.webhook_url:
+            raise ValueError("Slack needs a bot token and a channel, or an incoming webhook URL")
+        self.settings = settings
+        self.sleep = sleep
+        if settings.token:
+            from slack_sdk import WebClient
+
+            self.client = WebClient(token=settings.token.reveal(), base_url=settings.base_url, timeout=int(settings.timeout_s))
+            self.webhook = None
+        else:
+            from slack_sdk.webhook import WebhookClient
+
+            self.client = None
+            self.webhook = WebhookClient(settings.webhook_url.reveal(), timeout=int(settings.timeout_s))
+
+    def already_posted(self, alert_id: str, since_epoch: float) -> str | None:
+        """The ts of a message already carrying this alert id, if the channel has one (token mode)."""
+        if self.client is None:
+            return None
+        from slack_sdk.errors import SlackApiError
+
+        try:
+            response = self.client.conversations_history(channel=self.settings.channel, oldest=str(since_epoch), include_all_metadata=True, limit=200)
+        except SlackApiError as exc:
+            raise DeliveryFailed(f"Slack conversations.history failed: {exc.response.get('error') if exc.response else exc}") from None
+        for message in response.get("messages", []):
+            meta = message.get("metadata") or {}
+            if meta.get("event_type") == METADATA_EVENT and (meta.get("event_payload") or {}).get("alert_id") == alert_id:
+                return message.get("ts")
+        return None
+
+    def post(self, alert_id: str, text: str, blocks: list[dict]) -> str:
+        """Post once (with retries); returns the message ts (token mode) or "webhook"."""
+        delay = 1.0
+        last = ""
+        for attempt in range(1, self.settings.attempts + 1):
+            outcome, wait, detail = self._try(alert_id, text, blocks)
+            if outcome == "ok":
+                return detail
+            last = detail
+            if outcome == "permanent":
+                break
+            wait = min(self.settings.max_wait_s, wait if wait is not None else delay * (0.5 + random.random()))
+            log.warning("Slack delivery of %s failed (%s), attempt %d/%d; retrying in %.1fs", alert_id, detail, attempt, self.settings.attempts, wait)
+            if attempt < self.settings.attempts:
+                self.sleep(wait)
+            delay = min(self.settings.max_wait_s, delay * 2)
+        raise DeliveryFailed(f"Slack did not accept alert {alert_id}: {last}")
+
+    def _try(self, alert_id: str, text: str, blocks: list[dict]) -> tuple[str, float | None, str]:
+        """('ok', None, ts) | ('retry', retry_after or None, why) | ('permanent', None, why)."""
+        from slack_sdk.errors import SlackApiError
+
+        try:
+            if self.client is not None:
+                response = self.client.chat_postMessage(
+                    channel=self.settings.channel, text=text, blocks=blocks, unfurl_links=False, unfurl_media=False,
+                    metadata={"event_type": METADATA_EVENT, "event_payload": {"alert_id": alert_id}},
+                )
+                return "ok", None, response["ts"]
+            response = self.webhook.send(text=text, blocks=blocks, unfurl_links=False, unfurl_media=False)
+            if response.status_code == 200:
+                return "ok", None, "webhook"
+            return self._classify(response.status_code, response.headers or {}, response.body)
+        except SlackApiError as exc:
+            r = exc.response
+            return self._classify(r.status_code, r.headers or {}, r.get("error") if hasattr(r, "get") else str(exc))
+        except OSError as exc:  # connection refused, timeouts
+            return "retry", None, f"{type(exc).__name__}: {exc}"
+
+    @staticmethod
+    def _classify(status: int, headers: dict, error) -> tuple[str, float | None, str]:
+        retry_after = next((v for k, v in headers.items() if k.lower() == "retry-after"), None)
+        detail = f"HTTP {status}: {error}"
+        if status == 429 or error == "ratelimited":
+            try:
+                return "retry", float(retry_after[0] if isinstance(retry_after, list) else retry_after), detail
+            except (TypeError, ValueError):
+                return "retry", None, detail
+        if status >= 500 or error in TRANSIENT_ERRORS:
+            return "retry", None, detail
+        return "permanent", None, detail

@@ -1,0 +1,81 @@
+"""A local HTTP server that answers as Slack's Web API and incoming webhooks do, including 429 with
+Retry-After, 5xx, and ``ok: false`` errors, scripted per test. Records what was posted."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs
+
+
+class FakeSlack:
+    def __init__(self) -> None:
+        self.script: list[tuple[int, dict, dict]] = []  # (status, headers, body) answered before normal service
+        self.messages: list[dict] = []
+        self.requests: list[str] = []
+        self.lock = threading.Lock()
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802
+                length = int(self.headers.get("Content-Length") or 0)
+                raw = self.rfile.read(length).decode()
+                body = json.loads(raw) if self.headers.get("Content-Type", "").startswith("application/json") else {k: v[0] for k, v in parse_qs(raw).items()}
+                status, headers, answer = fake.answer(self.path, body, self.headers.get("Authorization", ""))
+                data = (answer if isinstance(answer, str) else json.dumps(answer)).encode()
+                self.send_response(status)
+                for k, v in headers.items():
+                    self.send_header(k, v)
+                self.send_header("Content-Type", "text/plain" if isinstance(answer, str) else "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            do_GET = do_POST
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}/api/"
+
+    @property
+    def webhook_url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}/services/T000/B000/XXXX"
+
+    def answer(self, path: str, body: dict, auth: str):
+        with self.lock:
+            self.requests.append(path)
+            if self.script:
+                return self.script.pop(0)
+            if path.startswith("/services/"):
+                self.messages.append(body)
+                return 200, {}, "ok"
+            if auth != "Bearer xoxb-test":
+                return 200, {}, {"ok": False, "error": "invalid_auth"}
+            if path.endswith("/chat.postMessage"):
+                if isinstance(body.get("blocks"), str):
+                    body["blocks"] = json.loads(body["blocks"])
+                if isinstance(body.get("metadata"), str):
+                    body["metadata"] = json.loads(body["metadata"])
+                ts = f"{time.time():.6f}"
+                self.messages.append({**body, "ts": ts})
+                return 200, {}, {"ok": True, "channel": body.get("channel"), "ts": ts, "message": {"text": body.get("text")}}
+            if path.endswith("/conversations.history"):
+                return 200, {}, {"ok": True, "messages": [{"ts": m["ts"], "text": m.get("text"), "metadata": m.get("metadata")} for m in reversed(self.messages)], "has_more": False}
+            return 404, {}, {"ok": False, "error": "unknown_method"}
+
+    def rate_limit(self, times: int, retry_after: int = 1) -> None:
+        self.script += [(429, {"Retry-After": str(retry_after)}, {"ok": False, "error": "ratelimited"})] * times
+
+    def server_error(self, times: int) -> None:
+        self.script += [(500, {}, "internal error")] * times
+
+    def close(self) -> None:
+        self.server.shutdown()

@@ -1,0 +1,85 @@
+"""Slack delivery against a local server that answers as Slack does."""
+
+from __future__ import annotations
+
+import pytest
+
+from monitor.alerting.message import Headline, alert_blocks, escape
+from monitor.alerting.slack import DeliveryFailed, SlackDelivery, SlackSettings
+from monitor.settings import Secret
+from tests.fake_slack import FakeSlack
+
+ALERT = {"id": "ticker:HLCY|negative_volume|2026-11-03T06:00:00+00:00", "key": "ticker:HLCY", "kind": "negative_volume", "status": "opened",
+         "severity": "high", "observed": 9, "baseline": 1.2, "window_start": "2026-11-03T06:00:00Z", "window_end": "2026-11-03T06:15:00Z"}
+
+
+@pytest.fixture
+def slack():
+    fake = FakeSlack()
+    yield fake
+    fake.close()
+
+
+def delivery(fake: FakeSlack, sleeps: list | None = None, **kw) -> SlackDelivery:
+    settings = SlackSettings(token=Secret("xoxb-test"), channel="C123", base_url=fake.base_url, **kw)
+    return SlackDelivery(settings, sleep=(sleeps.append if sleeps is not None else lambda s: None))
+
+
+def test_posts_block_kit_with_the_alert_id_in_metadata(slack) -> None:
+    text, blocks = alert_blocks(ALERT, [Headline("Halcyon breach widens", "https://news.example/1", "2026-11-03T06:01:00Z", 0.98)], "http://kibana:5601")
+    ts = delivery(slack).post(ALERT["id"], text, blocks)
+    assert len(slack.messages) == 1 and slack.messages[0]["ts"] == ts
+    posted = slack.messages[0]
+    assert posted["metadata"]["event_payload"]["alert_id"] == ALERT["id"]
+    assert any(b["type"] == "actions" for b in posted["blocks"])
+    assert "<https://news.example/1|Halcyon breach widens>" in str(posted["blocks"])
+
+
+def test_rate_limit_is_retried_honouring_retry_after(slack) -> None:
+    slack.rate_limit(2, retry_after=3)
+    sleeps: list = []
+    delivery(slack, sleeps).post(ALERT["id"], *alert_blocks(ALERT, []))
+    assert sleeps == [3.0, 3.0] and len(slack.messages) == 1
+
+
+def test_server_errors_are_retried_then_delivered_once(slack) -> None:
+    slack.server_error(2)
+    delivery(slack).post(ALERT["id"], *alert_blocks(ALERT, []))
+    assert len(slack.messages) == 1
+
+
+def test_persistent_failure_raises_and_posts_nothing(slack) -> None:
+    slack.server_error(10)
+    with pytest.raises(DeliveryFailed, match="HTTP 500"):
+        delivery(slack, attempts=3).post(ALERT["id"], *alert_blocks(ALERT, []))
+    assert slack.messages == []
+
+
+def test_permanent_error_is_not_retried(slack) -> None:
+    bad = SlackDelivery(SlackSettings(token=Secret("xoxb-wrong"), channel="C123", base_url=slack.base_url), sleep=lambda s: None)
+    with pytest.raises(DeliveryFailed, match="invalid_auth"):
+        bad.post(ALERT["id"], *alert_blocks(ALERT, []))
+    assert slack.requests.count("/api/chat.postMessage") == 1
+
+
+def test_an_alert_already_in_the_channel_is_found_by_its_id(slack) -> None:
+    d = delivery(slack)
+    ts = d.post(ALERT["id"], *alert_blocks(ALERT, []))
+    assert d.already_posted(ALERT["id"], 0) == ts
+    assert d.already_posted("another-alert", 0) is None
+
+
+def test_webhook_mode_with_rate_limit(slack) -> None:
+    slack.rate_limit(1, retry_after=2)
+    sleeps: list = []
+    d = SlackDelivery(SlackSettings(webhook_url=Secret(slack.webhook_url)), sleep=sleeps.append)
+    assert d.post(ALERT["id"], *alert_blocks(ALERT, [])) == "webhook"
+    assert sleeps == [2.0] and len(slack.messages) == 1
+
+
+def test_headlines_cannot_inject_mentions_or_links() -> None:
+    hostile = Headline("<!channel> ACME <http://evil.example|click> & <@U123>", "javascript:alert(1)", "2026-11-03T06:01:00Z", 0.9)
+    _, blocks = alert_blocks(ALERT, [hostile])
+    text = str(blocks)
+    assert "<!channel>" not in text and "<http://evil.example|click>" not in text and "<@U123>" not in text
+    assert escape("<!channel>") in text and "javascript:" not in text
