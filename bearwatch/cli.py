@@ -114,6 +114,18 @@ def cmd_detect_series(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_detect_run(args: argparse.Namespace) -> int:
+    """The detection stage daemon: scored topic -> alerts outbox (Elasticsearch) -> Slack."""
+    from bearwatch.daemon import build_detection_stage, install_signal_handlers
+
+    stage = build_detection_stage(_settings(args))
+    install_signal_handlers(stage)
+    stats = stage.run(max_batches=args.max_batches, idle_timeout_s=args.idle_exit)
+    stage.source.close()
+    print(f"stopped: {stats.events} events, {len(stats.alerts)} alert events, {stats.delivered} delivered")
+    return 0
+
+
 def cmd_produce(args: argparse.Namespace) -> int:
     from bearwatch.daemon import produce_file
 
@@ -184,6 +196,11 @@ def build_parser() -> argparse.ArgumentParser:
     detect = commands.add_parser("detect", help="spike detection", description="spike detection")
     detect_commands = detect.add_subparsers(dest="detect_command", metavar="COMMAND")
     detect_commands.required = True
+    drun = detect_commands.add_parser("run", help="the detection daemon: scored items in, alerts to Elasticsearch and Slack")
+    drun.set_defaults(handler=cmd_detect_run)
+    drun.add_argument("--config", help="settings TOML (environment variables override it)")
+    drun.add_argument("--max-batches", type=int)
+    drun.add_argument("--idle-exit", type=float, help="stop after N seconds without scored items (tests, drills)")
     series = detect_commands.add_parser("series", help="run the count-spike detector over a timestamp,value CSV")
     series.set_defaults(handler=cmd_detect_series)
     series.add_argument("--input", required=True, help="CSV with timestamp,value columns")

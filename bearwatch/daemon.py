@@ -119,6 +119,60 @@ def build_embedded_app(settings: Settings, input_path: str | None, out_dir: Path
     )
 
 
+def tracker_config(settings: Settings):
+    from datetime import timedelta
+
+    from monitor.detection.tracker import TrackerConfig
+
+    d = settings.detection
+    return TrackerConfig(bucket=timedelta(minutes=d.bucket_minutes), lateness=timedelta(minutes=d.lateness_minutes))
+
+
+def slack_delivery(settings: Settings):
+    """The Slack delivery the settings ask for, or None when no Slack is configured."""
+    from monitor.alerting.slack import SlackDelivery, SlackSettings
+
+    s = settings.slack
+    if not ((s.token and s.channel) or s.webhook_url):
+        return None
+    return SlackDelivery(SlackSettings(token=s.token, channel=s.channel, webhook_url=s.webhook_url, base_url=s.base_url))
+
+
+def build_detection_stage(settings: Settings):
+    """The detection stage on Kafka (scored topic) and Elasticsearch (outbox, snapshots), Slack if configured."""
+    from monitor.alerting.outbox import ElasticsearchOutbox, deliver_pending
+    from monitor.alerting.message import Headline
+    from monitor.detection.stage import DetectionStage, SnapshotStore
+    from monitor.indices import ALERTS, NEWS, STATE
+    from monitor.retrieval.elasticsearch import connect, ensure_indices
+    from monitor.sources.kafka import KafkaTopicReader, ensure_topics
+
+    k, es_settings = settings.kafka, settings.elasticsearch
+    es = connect(es_settings)
+    ensure_indices(es, es_settings, embedding_dims=384)
+    if k.create_topics:
+        ensure_topics(k, [k.scored_topic])
+    outbox = ElasticsearchOutbox(es, es_settings.index(ALERTS))
+    slack = slack_delivery(settings)
+
+    def headlines(ids: list[str]) -> list[Headline]:
+        if not ids:
+            return []
+        docs = es.mget(index=es_settings.index(NEWS), ids=ids, source_includes=["headline", "url", "published_at", "p_bearish"])["docs"]
+        return [Headline(d["_source"]["headline"], d["_source"].get("url"), d["_source"]["published_at"], d["_source"].get("p_bearish", 0.0)) for d in docs if d.get("found")]
+
+    deliver = None
+    if slack is not None:
+        def deliver():
+            return deliver_pending(outbox, slack.post, headlines, slack.already_posted, settings.slack.kibana_url)
+    else:
+        log.warning("no Slack configured (BEARWATCH_SLACK_TOKEN + slack.channel, or BEARWATCH_SLACK_WEBHOOK_URL): alerts are only written to %s", es_settings.index(ALERTS))
+    source = KafkaTopicReader(k, k.scored_topic, group=f"{k.group}-detect")
+    snapshots = SnapshotStore(es, es_settings.index(STATE), f"detector:{k.scored_topic}")
+    d = settings.detection
+    return DetectionStage.resume(source, tracker_config(settings), outbox, snapshots, deliver=deliver, snapshot_every=d.snapshot_every_batches, batch_size=d.batch_size)
+
+
 def demo_input() -> Path:
     return Path(__file__).resolve().parent.parent / "monitor" / "demo" / "news.jsonl"
 

@@ -14,6 +14,7 @@ EMBEDDING_DIMS = 384  # all-MiniLM-L6 width; a model of another width gets its o
 NEWS = "news"
 ALERTS = "alerts"
 LABELS = "labels"
+STATE = "state"
 
 
 def news_mapping(embedding_dims: int = EMBEDDING_DIMS) -> dict:
@@ -59,7 +60,8 @@ def alerts_mapping() -> dict:
             "key_kind": {"type": "keyword"},
             "kind": {"type": "keyword"},
             "severity": {"type": "keyword"},
-            "status": {"type": "keyword"},
+            "status": {"type": "keyword"},  # the episode: opened, updated, ended
+            "delivery": {"type": "keyword"},  # the Slack message: pending, sent
             "window_start": {"type": "date"},
             "window_end": {"type": "date"},
             "created_at": {"type": "date"},
@@ -90,5 +92,10 @@ def labels_mapping() -> dict:
     }
 
 
+def state_mapping() -> dict:
+    """Snapshots of the detection stage (tracker state with the offsets it reflects)."""
+    return {"dynamic": "strict", "properties": {"updated_at": {"type": "date"}, "snapshot": {"type": "object", "enabled": False}}}
+
+
 def mappings(embedding_dims: int = EMBEDDING_DIMS) -> dict[str, dict]:
-    return {NEWS: news_mapping(embedding_dims), ALERTS: alerts_mapping(), LABELS: labels_mapping()}
+    return {NEWS: news_mapping(embedding_dims), ALERTS: alerts_mapping(), LABELS: labels_mapping(), STATE: state_mapping()}

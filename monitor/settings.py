@@ -116,6 +116,23 @@ class RetrievalSettings:
 
 
 @dataclass(frozen=True)
+class DetectionSettings:
+    bucket_minutes: float = 15.0
+    lateness_minutes: float = 2.0
+    snapshot_every_batches: int = 10
+    batch_size: int = 500
+
+
+@dataclass(frozen=True)
+class SlackAlertSettings:
+    channel: str | None = None  # with a bot token (BEARWATCH_SLACK_TOKEN): chat.postMessage
+    token: Secret | None = None
+    webhook_url: Secret | None = None  # or an incoming webhook (BEARWATCH_SLACK_WEBHOOK_URL)
+    base_url: str = "https://slack.com/api/"
+    kibana_url: str | None = None  # links in alerts open the drill-down dashboard here
+
+
+@dataclass(frozen=True)
 class MetricsSettings:
     port: int = 9108  # 0: no HTTP endpoint
     host: str = "127.0.0.1"
@@ -129,6 +146,8 @@ class Settings:
     monitor: MonitorSettings = field(default_factory=MonitorSettings)
     retrieval: RetrievalSettings = field(default_factory=RetrievalSettings)
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
+    detection: DetectionSettings = field(default_factory=DetectionSettings)
+    slack: SlackAlertSettings = field(default_factory=SlackAlertSettings)
 
     def __post_init__(self) -> None:
         if self.model.device not in ("auto", "cpu", "cuda"):
@@ -145,6 +164,8 @@ SECRETS = {
     ("kafka", "sasl_password"): "BEARWATCH_KAFKA_SASL_PASSWORD",
     ("elasticsearch", "api_key"): "BEARWATCH_ES_API_KEY",
     ("elasticsearch", "password"): "BEARWATCH_ES_PASSWORD",
+    ("slack", "token"): "BEARWATCH_SLACK_TOKEN",
+    ("slack", "webhook_url"): "BEARWATCH_SLACK_WEBHOOK_URL",
 }
 
 

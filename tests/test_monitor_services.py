@@ -72,8 +72,10 @@ def settings(env):
 
 @pytest.fixture(autouse=True)
 def cleanup_indices(es_client, unique_name: str):
+    from monitor.indices import mappings
+
     yield
-    for name in ("news", "alerts", "labels"):
+    for name in mappings():
         es_client.indices.delete(index=f"{unique_name}-{name}", ignore_unavailable=True)
 
 

@@ -93,7 +93,7 @@ def items(rng: random.Random) -> list[dict]:
                         "headline": headline, "source": rng.choice(SOURCES), "tickers": tickers,
                         "url": f"https://news.example/{n:05d}", "lang": "en"})
         if EPISODE_START <= hour < EPISODE_START + 4:
-            for i in range(10):
+            for i in range(16):
                 n += 1
                 published = START + timedelta(hours=hour, seconds=rng.randint(0, 3599))
                 out.append({"id": f"demo-{n:05d}", "published_at": published.isoformat().replace("+00:00", "Z"),

@@ -23,6 +23,8 @@ import copy
 import math
 from dataclasses import dataclass, field
 
+FACTOR_MIN, FACTOR_MAX = 0.25, 4.0
+
 
 @dataclass(frozen=True)
 class CountSpikeConfig:
@@ -66,9 +68,12 @@ class CountSpike:
         if self.config.seasonal_period and not self.factors:
             self.factors = [1.0] * self.config.seasonal_period
 
+    def _factor(self, slot: int) -> float:
+        # Clamped: a slot that has only ever been empty must not make its first item look infinite.
+        return min(FACTOR_MAX, max(FACTOR_MIN, self.factors[slot % len(self.factors)])) if self.factors else 1.0
+
     def expected(self, slot: int = 0) -> float:
-        factor = self.factors[slot % len(self.factors)] if self.factors else 1.0
-        return max(self.config.min_rate, self.level * factor)
+        return max(self.config.min_rate, self.level * self._factor(slot))
 
     def update(self, count: float, slot: int = 0) -> Decision:
         """Test this bucket's count, then learn from it. `slot` is its place in the seasonal cycle."""
@@ -98,8 +103,7 @@ class CountSpike:
 
     def _learn(self, count: float, slot: int) -> None:
         c = self.config
-        factor = self.factors[slot % len(self.factors)] if self.factors else 1.0
-        deseasonalised = count / factor if factor > 0 else count
+        deseasonalised = count / self._factor(slot)
         w = 1.0 / (self.seen + 1) if self.seen < c.warmup else 1 - 0.5 ** (1 / c.halflife)
         self.level += w * (deseasonalised - self.level)
         self.second_moment += w * (deseasonalised**2 - self.second_moment)

@@ -8,9 +8,10 @@ empty ones included, so quiet hours teach the baseline too.
 
 Three tests per key on each closed bucket, each a :class:`CountSpike` or a binomial test:
 negative volume, negative share (against the key's own baseline share), overall volume burst.
-An episode is one alert (``opened``) with a cooldown, updated while it lasts and ``ended`` after
-``end_after`` quiet buckets. Alert id = key + kind + the bucket the episode opened in, so a replay
-produces the same ids and a delivery layer can refuse to send one twice.
+An episode is one alert per key (``opened``, whichever tests flag it), ``updated`` while buckets
+keep flagging and ``ended`` after ``end_after`` quiet buckets: the quiet period is the cooldown.
+Alert id = key + the bucket the episode opened in, so a replay produces the same ids and the
+outbox refuses to write or send one twice.
 """
 
 from __future__ import annotations
@@ -29,11 +30,12 @@ ALERT_KINDS = ("negative_volume", "negative_share", "volume_burst")
 class TrackerConfig:
     bucket: timedelta = timedelta(minutes=15)
     lateness: timedelta = timedelta(minutes=2)
-    end_after: int = 4  # quiet buckets that end an episode
+    end_after: int = 8  # quiet buckets that end an episode (2 hours of 15-minute buckets)
     share_alpha: float = 1e-3
-    share_min_negatives: int = 4
+    share_min_negatives: int = 3
     share_prior: float = 20.0  # pseudo-items of the baseline share (small keys lean on the global share)
-    counts: CountSpikeConfig = field(default_factory=lambda: CountSpikeConfig(seasonal_period=24, warmup=4 * 24, halflife=4 * 24 * 3))
+    # Three negatives about one key in a bucket is the smallest signal worth a page (two is not).
+    counts: CountSpikeConfig = field(default_factory=lambda: CountSpikeConfig(min_count=3, seasonal_period=24, warmup=4 * 24, halflife=4 * 24 * 3))
 
 
 @dataclass(frozen=True)
@@ -60,6 +62,7 @@ class AlertEvent:
     baseline: float
     score: float
     item_ids: tuple[str, ...]
+    kinds: tuple[str, ...] = ()  # every test that flagged this bucket
 
 
 @dataclass
@@ -76,7 +79,16 @@ class _KeyState:
     volume: CountSpike
     share_neg: float = 0.0  # decayed negative count
     share_all: float = 0.0  # decayed item count
-    episodes: dict[str, tuple[datetime, int]] = field(default_factory=dict)  # kind -> (opened bucket, quiet buckets)
+    episodes: dict[str, tuple[datetime, int]] = field(default_factory=dict)  # "episode" -> (opened bucket, quiet buckets)
+
+
+def scored_event(doc: dict) -> ScoredEvent:
+    """The detection stage's view of a scored item (a record of the scored topic)."""
+    return ScoredEvent(
+        id=str(doc["id"]), published_at=datetime.fromisoformat(doc["published_at"].replace("Z", "+00:00")),
+        negative=bool(doc.get("negative")), p_bearish=float(doc.get("p_bearish", 0.0)), topic=doc.get("topic"),
+        tickers=tuple(doc.get("tickers") or ()), duplicate=bool(doc.get("duplicate")),
+    )
 
 
 def binomial_sf(k: int, n: int, p: float) -> float:
@@ -112,6 +124,7 @@ class NewsTracker:
         self.remember = timedelta(days=2)
         self.late = 0
         self.closed_any = False
+        self.closed_buckets = 0
 
     def _bucket_start(self, t: datetime) -> datetime:
         size = self.config.bucket.total_seconds()
@@ -150,6 +163,7 @@ class NewsTracker:
         while self.next_close is not None and self.watermark is not None and self.next_close + self.config.bucket <= self.watermark:
             alerts += self._close(self.next_close, self.open.pop(self.next_close, {}))
             self.closed_any = True
+            self.closed_buckets += 1
             self.next_close += self.config.bucket
             if self.next_close.minute == 0 and self.next_close.hour == 0:  # once a day: forget old ids
                 horizon = self.next_close - self.remember
@@ -158,7 +172,10 @@ class NewsTracker:
 
     def _state(self, key: str) -> _KeyState:
         if key not in self.keys:
-            self.keys[key] = _KeyState(CountSpike(self.config.counts), CountSpike(self.config.counts))
+            # A key seen for the first time had zero items in every bucket closed so far.
+            negatives, volume = CountSpike(self.config.counts), CountSpike(self.config.counts)
+            negatives.seen = volume.seen = self.closed_buckets
+            self.keys[key] = _KeyState(negatives, volume)
         return self.keys[key]
 
     def _close(self, start: datetime, buckets: dict[str, _Bucket]) -> list[AlertEvent]:
@@ -169,14 +186,15 @@ class NewsTracker:
         alerts = []
         for key, state in sorted(self.keys.items()):
             b = buckets.get(key, _Bucket())
-            decisions = {
-                "negative_volume": state.negatives.update(b.negatives, slot),
-                "volume_burst": state.volume.update(b.items, slot),
+            neg, vol = state.negatives.update(b.negatives, slot), state.volume.update(b.items, slot)
+            tests = {  # kind -> (flag, p-value, observed, expected)
+                "negative_volume": (neg.flag, neg.p_value, neg.count, neg.expected),
+                "volume_burst": (vol.flag, vol.p_value, vol.count, vol.expected),
+                "negative_share": self._share_test(state, b, global_share),
             }
-            flags = {kind: (d.flag, d.p_value, d.count, d.expected) for kind, d in decisions.items()}
-            flags["negative_share"] = self._share_test(state, b, global_share)
-            for kind, (flag, p, observed, expected) in flags.items():
-                alerts += self._episode(key, kind, state, start, b, flag, p, observed, expected)
+            alert = self._episode(key, state, start, b, {k: v for k, v in tests.items() if v[0]}, tests["negative_volume"])
+            if alert is not None:
+                alerts.append(alert)
         return alerts
 
     def _share(self, key: str) -> float:
@@ -197,28 +215,62 @@ class NewsTracker:
         state.share_all = decay * state.share_all + b.items
         return flag, p, share, baseline
 
-    def _episode(self, key, kind, state, start, b, flag, p, observed, expected) -> list[AlertEvent]:
+    def _episode(self, key: str, state: _KeyState, start: datetime, b: _Bucket, flagged: dict, negative_volume: tuple) -> AlertEvent | None:
+        """One episode per key, whatever tests flag it: opened, updated while flagged, ended when quiet."""
         end = start + self.config.bucket
-        opened = state.episodes.get(kind)
         ids = tuple(i for _, i in sorted(b.negative_ids, key=lambda x: (-x[0], x[1]))[:5])
+        episode = state.episodes.get("episode")
+        if flagged:
+            # The headline kind: a negative one if any flagged, then the most significant.
+            kind, (_, p, observed, expected) = min(flagged.items(), key=lambda kv: (kv[0] == "volume_burst", kv[1][1], kv[0]))
+            status = "opened" if episode is None else "updated"
+            since = start if episode is None else episode[0]
+            state.episodes["episode"] = (since, 0)
+        elif episode is not None:
+            quiet = episode[1] + 1
+            if quiet < self.config.end_after:
+                state.episodes["episode"] = (episode[0], quiet)
+                return None
+            del state.episodes["episode"]
+            since, status, kind = episode[0], "ended", "negative_volume"
+            _, p, observed, expected = negative_volume
+        else:
+            return None
         ratio = observed / expected if expected > 0 else math.inf
+        return AlertEvent(f"{key}|{since.isoformat()}", key, kind, status, severity(p, ratio), since, end, float(observed),
+                          float(expected), round(1 - p, 6), ids, tuple(sorted(flagged)))
 
-        def event(status: str, since: datetime) -> AlertEvent:
-            return AlertEvent(f"{key}|{kind}|{since.isoformat()}", key, kind, status, severity(p, ratio), since, end, float(observed), float(expected), round(1 - p, 6), ids)
+    # --- persistence: the whole state as JSON, so a restart resumes exactly where it was --------
+    def snapshot(self) -> dict:
+        def t(x: datetime | None) -> str | None:
+            return x.isoformat() if x else None
 
-        if flag and opened is None:
-            state.episodes[kind] = (start, 0)
-            return [event("opened", start)]
-        if flag and opened is not None:
-            state.episodes[kind] = (opened[0], 0)
-            return [event("updated", opened[0])]
-        if opened is not None:
-            quiet = opened[1] + 1
-            if quiet >= self.config.end_after:
-                del state.episodes[kind]
-                return [event("ended", opened[0])]
-            state.episodes[kind] = (opened[0], quiet)
-        return []
+        return {
+            "watermark": t(self.watermark), "next_close": t(self.next_close), "late": self.late, "closed_any": self.closed_any,
+            "closed_buckets": self.closed_buckets,
+            "seen_ids": {i: t(b) for i, b in self.seen_ids.items()},
+            "open": {t(start): {k: [b.items, b.negatives, b.mass, b.negative_ids] for k, b in keys.items()} for start, keys in self.open.items()},
+            "keys": {k: {"negatives": s.negatives.snapshot(), "volume": s.volume.snapshot(), "share": [s.share_neg, s.share_all],
+                         "episodes": {kind: [t(v[0]), v[1]] for kind, v in s.episodes.items()}} for k, s in self.keys.items()},
+        }
+
+    @classmethod
+    def restore(cls, state: dict, config: TrackerConfig | None = None) -> "NewsTracker":
+        tracker = cls(config)
+        parse = datetime.fromisoformat
+        tracker.watermark = parse(state["watermark"]) if state["watermark"] else None
+        tracker.next_close = parse(state["next_close"]) if state["next_close"] else None
+        tracker.late, tracker.closed_any, tracker.closed_buckets = state["late"], state["closed_any"], state["closed_buckets"]
+        tracker.seen_ids = {i: parse(b) for i, b in state["seen_ids"].items()}
+        for start, keys in state["open"].items():
+            for k, (items, negatives, mass, ids) in keys.items():
+                tracker.open[parse(start)][k] = _Bucket(items, negatives, mass, [tuple(x) for x in ids])
+        for k, s in state["keys"].items():
+            tracker.keys[k] = _KeyState(
+                CountSpike.restore(tracker.config.counts, s["negatives"]), CountSpike.restore(tracker.config.counts, s["volume"]),
+                s["share"][0], s["share"][1], {kind: (parse(v[0]), v[1]) for kind, v in s["episodes"].items()},
+            )
+        return tracker
 
     def flush(self, until: datetime) -> list[AlertEvent]:
         """Close every bucket ending at or before `until` (end of a replay, or a clock tick)."""

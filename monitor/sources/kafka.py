@@ -105,3 +105,43 @@ class KafkaSource:
 
     def close(self) -> None:
         self.consumer.close(autocommit=False)
+
+
+class KafkaTopicReader:
+    """Every partition of one topic, assigned by hand (no rebalancing), from offsets it is given.
+
+    For the detection stage, whose state spans all partitions and carries its own offsets; it still
+    commits them under its group so lag shows up in the usual tools.
+    """
+
+    def __init__(self, settings: KafkaSettings, topic: str, group: str, client_id: str = "bearwatch-detect") -> None:
+        from kafka import KafkaConsumer
+
+        self.topic = topic
+        self.consumer = KafkaConsumer(group_id=group, client_id=client_id, enable_auto_commit=False, auto_offset_reset="earliest", **settings.client_options())
+
+    def start(self, offsets: Mapping[int, int]) -> None:
+        import time
+
+        from kafka import TopicPartition
+
+        deadline = time.monotonic() + 30
+        partitions = self.consumer.partitions_for_topic(self.topic)
+        while not partitions and time.monotonic() < deadline:
+            time.sleep(0.2)
+            partitions = self.consumer.partitions_for_topic(self.topic)
+        if not partitions:
+            raise SourceUnavailable(f"topic {self.topic} has no partitions (does it exist?)")
+        assigned = [TopicPartition(self.topic, p) for p in sorted(partitions)]
+        self.consumer.assign(assigned)
+        for tp in assigned:
+            if tp.partition in offsets:
+                self.consumer.seek(tp, offsets[tp.partition])
+            else:
+                self.consumer.seek_to_beginning(tp)
+
+    poll = KafkaSource.poll
+    commit = KafkaSource.commit
+
+    def close(self) -> None:
+        self.consumer.close(autocommit=False)

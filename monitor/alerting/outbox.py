@@ -1,0 +1,165 @@
+"""The alert outbox: every alert is written first (delivery pending), then delivered, then marked.
+
+An episode is one document, id = alert id. ``opened`` creates it (a replayed ``opened`` finds it
+and changes nothing), ``updated``/``ended`` update its window and status. Delivery takes pending
+documents, counts the attempt durably *before* posting, and marks them sent with the Slack ts
+afterwards; an alert whose earlier attempt may have reached Slack is looked up in the channel
+before it is posted again.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from datetime import datetime, timezone
+from typing import Protocol
+
+from monitor.alerting.message import Headline, alert_blocks
+from monitor.alerting.slack import DeliveryFailed
+from monitor.detection.tracker import AlertEvent
+from monitor.retrieval.history import StoreUnavailable
+from monitor.schema import format_time
+
+log = logging.getLogger("bearwatch.alerts")
+
+
+def alert_document(alert: AlertEvent, now: datetime) -> dict:
+    key_kind = alert.key.split(":", 1)[0]
+    return {
+        "id": alert.id, "key": alert.key, "key_kind": key_kind, "kind": alert.kind, "severity": alert.severity,
+        "status": alert.status, "delivery": "pending", "window_start": format_time(alert.window_start),
+        "window_end": format_time(alert.window_end), "created_at": format_time(now), "updated_at": format_time(now),
+        "observed": alert.observed, "baseline": alert.baseline, "score": alert.score,
+        "headline_ids": list(alert.item_ids), "attempts": 0,
+    }
+
+
+class Outbox(Protocol):
+    def record(self, alerts: Sequence[AlertEvent], now: datetime) -> list[dict]:
+        """Write alerts; returns the documents of episodes opened by this call."""
+
+    def pending(self) -> list[dict]: ...
+
+    def attempt(self, alert_id: str, error: str | None = None) -> None: ...
+
+    def mark_sent(self, alert_id: str, ts: str) -> None: ...
+
+
+class MemoryOutbox:
+    """The embedded default's outbox (and a reference for the Elasticsearch one)."""
+
+    def __init__(self) -> None:
+        self.docs: dict[str, dict] = {}
+
+    def record(self, alerts: Sequence[AlertEvent], now: datetime) -> list[dict]:
+        opened = []
+        for alert in alerts:
+            doc = self.docs.get(alert.id)
+            if doc is None:
+                if alert.status == "opened":
+                    self.docs[alert.id] = doc = alert_document(alert, now)
+                    opened.append(doc)
+                continue
+            doc.update(status=alert.status, window_end=format_time(alert.window_end), updated_at=format_time(now),
+                       observed=max(doc["observed"], alert.observed), severity=_worse(doc["severity"], alert.severity))
+        return opened
+
+    def pending(self) -> list[dict]:
+        return [d for d in self.docs.values() if d["delivery"] == "pending"]
+
+    def attempt(self, alert_id: str, error: str | None = None) -> None:
+        doc = self.docs[alert_id]
+        doc["attempts"] += 0 if error else 1
+        if error:
+            doc["last_error"] = error
+
+    def mark_sent(self, alert_id: str, ts: str) -> None:
+        self.docs[alert_id].update(delivery="sent", slack_ts=ts)
+
+
+_SEVERITY_ORDER = ("warning", "high", "critical")
+
+
+def _worse(a: str, b: str) -> str:
+    return max(a, b, key=_SEVERITY_ORDER.index)
+
+
+class ElasticsearchOutbox:
+    def __init__(self, client, index: str, refresh: str | bool = "wait_for") -> None:
+        self.client = client
+        self.index = index
+        self.refresh = refresh
+
+    def _call(self, action: str, fn, **kwargs):
+        from elasticsearch import ApiError, TransportError
+
+        try:
+            return fn(**kwargs)
+        except (ApiError, TransportError) as exc:
+            raise StoreUnavailable(f"Elasticsearch {action} failed: {type(exc).__name__}: {str(exc)[:300]}") from exc
+
+    def record(self, alerts: Sequence[AlertEvent], now: datetime) -> list[dict]:
+        from elasticsearch import ConflictError
+
+        opened = []
+        for alert in alerts:
+            if alert.status == "opened":
+                doc = alert_document(alert, now)
+                try:
+                    self._call("alert create", self.client.create, index=self.index, id=alert.id, document=doc, refresh=self.refresh)
+                    opened.append(doc)
+                except StoreUnavailable as exc:
+                    if isinstance(exc.__cause__, ConflictError):
+                        continue  # a replay re-opening an episode already written: nothing new
+                    raise
+            else:
+                fields = {"status": alert.status, "window_end": format_time(alert.window_end), "updated_at": format_time(now)}
+                self._call("alert update", self.client.update, index=self.index, id=alert.id, doc=fields, refresh=self.refresh)
+        return opened
+
+    def pending(self) -> list[dict]:
+        response = self._call("pending alerts", self.client.search, index=self.index, query={"term": {"delivery": "pending"}},
+                              sort=[{"created_at": "asc"}], size=100)
+        return [h["_source"] for h in response["hits"]["hits"]]
+
+    def attempt(self, alert_id: str, error: str | None = None) -> None:
+        if error:
+            self._call("alert attempt", self.client.update, index=self.index, id=alert_id, doc={"last_error": error[:1000]}, refresh=self.refresh)
+            return
+        doc = self._call("alert get", self.client.get, index=self.index, id=alert_id)["_source"]
+        self._call("alert attempt", self.client.update, index=self.index, id=alert_id, doc={"attempts": doc.get("attempts", 0) + 1}, refresh=self.refresh)
+
+    def mark_sent(self, alert_id: str, ts: str) -> None:
+        self._call("alert sent", self.client.update, index=self.index, id=alert_id, doc={"delivery": "sent", "slack_ts": ts}, refresh=self.refresh)
+
+
+def deliver_pending(outbox: Outbox, post: Callable[[str, str, list], str], headlines: Callable[[list[str]], list[Headline]],
+                    already_posted: Callable[[str, float], str | None] | None = None, kibana: str | None = None) -> tuple[int, int]:
+    """Deliver every pending alert once; returns (sent, still pending)."""
+    from monitor.alerting.message import kibana_link
+
+    sent = failed = 0
+    for doc in outbox.pending():
+        try:
+            if doc.get("attempts", 0) > 0 and already_posted is not None:
+                created = datetime.fromisoformat(doc["created_at"].replace("Z", "+00:00")).timestamp()
+                ts = already_posted(doc["id"], created - 60)
+                if ts:
+                    outbox.mark_sent(doc["id"], ts)
+                    sent += 1
+                    continue
+            outbox.attempt(doc["id"])  # durably, before the post: a crash after it is detectable
+            start = datetime.fromisoformat(doc["window_start"].replace("Z", "+00:00"))
+            end = datetime.fromisoformat(doc["window_end"].replace("Z", "+00:00"))
+            text, blocks = alert_blocks(doc, headlines(doc.get("headline_ids", [])), kibana_link(kibana, doc["key"], start, end))
+            outbox.mark_sent(doc["id"], post(doc["id"], text, blocks))
+            sent += 1
+        except DeliveryFailed as exc:
+            log.warning("%s (stays pending)", exc)
+            outbox.attempt(doc["id"], str(exc))
+            failed += 1
+    return sent, failed
+
+
+def now_utc() -> datetime:
+    return datetime.now(timezone.utc)

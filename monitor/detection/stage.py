@@ -1,0 +1,149 @@
+"""The detection stage: scored items in, alerts written to the outbox, then delivered.
+
+One instance reads every partition of the scored topic (the tracker's keys span partitions). Its
+state survives restarts as a snapshot of the tracker *with the offsets it reflects*, stored
+together in one document: after a crash it resumes from the snapshot's offsets, replays what came
+after, and the tracker ignores ids it already counted. Alerts are written before offsets move on;
+an ``opened`` alert already in the outbox is not written twice, and delivery only posts pending ones.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+from monitor.alerting.outbox import Outbox
+from monitor.detection.tracker import AlertEvent, NewsTracker, TrackerConfig, scored_event
+from monitor.retrieval.history import StoreUnavailable
+
+log = logging.getLogger("bearwatch.detect")
+
+
+class SnapshotStore:
+    """Tracker state + offsets as one Elasticsearch document (id per scored topic)."""
+
+    def __init__(self, client, index: str, doc_id: str) -> None:
+        self.client, self.index, self.doc_id = client, index, doc_id
+
+    def load(self) -> dict | None:
+        from elasticsearch import NotFoundError
+
+        try:
+            return self.client.get(index=self.index, id=self.doc_id)["_source"]["snapshot"]
+        except NotFoundError:
+            return None
+
+    def save(self, snapshot: dict) -> None:
+        from elasticsearch import ApiError, TransportError
+
+        try:
+            self.client.index(index=self.index, id=self.doc_id, document={"updated_at": datetime.now(timezone.utc).isoformat(), "snapshot": snapshot}, refresh="wait_for")
+        except (ApiError, TransportError) as exc:
+            raise StoreUnavailable(f"Elasticsearch snapshot save failed: {exc}") from exc
+
+
+@dataclass
+class DetectionStats:
+    events: int = 0
+    skipped: int = 0
+    alerts: list[AlertEvent] = field(default_factory=list)
+    delivered: int = 0
+
+
+class DetectionStage:
+    def __init__(self, source, tracker: NewsTracker, outbox: Outbox, snapshots: SnapshotStore | None = None,
+                 deliver: Callable[[], tuple[int, int]] | None = None, snapshot_every: int = 10, batch_size: int = 500) -> None:
+        self.source = source
+        self.tracker = tracker
+        self.outbox = outbox
+        self.snapshots = snapshots
+        self.deliver = deliver
+        self.snapshot_every = snapshot_every
+        self.batch_size = batch_size
+        self.stats = DetectionStats()
+        self._unrecorded: list[AlertEvent] = []
+        self._offsets: dict[str, int] = {}
+        self._batches = 0
+        self._stop = threading.Event()
+
+    @classmethod
+    def resume(cls, source, config: TrackerConfig, outbox: Outbox, snapshots: SnapshotStore | None, **kw) -> "DetectionStage":
+        """Start from the last snapshot (tracker + offsets), or from the beginning of the topic."""
+        saved = snapshots.load() if snapshots else None
+        tracker = NewsTracker.restore(saved["tracker"], config) if saved else NewsTracker(config)
+        source.start({int(p): o for p, o in (saved or {}).get("offsets", {}).items()})
+        stage = cls(source, tracker, outbox, snapshots, **kw)
+        stage._offsets = dict((saved or {}).get("offsets", {}))
+        log.info("detection resumed from %s", f"a snapshot at offsets {stage._offsets}" if saved else "the beginning of the scored topic")
+        return stage
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def run(self, max_batches: int | None = None, idle_timeout_s: float | None = None) -> DetectionStats:
+        import time
+
+        idle_since = time.monotonic()
+        while not self._stop.is_set() and (max_batches is None or self._batches < max_batches):
+            messages = self.source.poll(self.batch_size, 1.0)
+            if messages:
+                idle_since = time.monotonic()
+                self._process(messages)
+            elif idle_timeout_s is not None and time.monotonic() - idle_since > idle_timeout_s:
+                break
+            self._deliver()
+        self._save_snapshot()
+        self._deliver()
+        return self.stats
+
+    def _process(self, messages) -> None:
+        for m in messages:
+            try:
+                event = scored_event(json.loads(m.value))
+            except (ValueError, KeyError, TypeError) as exc:
+                self.stats.skipped += 1  # the scored topic is ours; a bad record is a bug, not an outage
+                log.error("skipping scored record at %s/%d/%d: %s", m.topic, m.partition, m.offset, exc)
+                continue
+            self.stats.events += 1
+            self._unrecorded += self.tracker.add(event)
+            self._offsets[str(m.partition)] = m.offset + 1
+        self._record()
+        self._batches += 1
+        if self._batches % self.snapshot_every == 0:
+            self._save_snapshot()
+
+    def _record(self) -> None:
+        import time
+
+        delay = 0.5
+        while self._unrecorded and not self._stop.is_set():
+            try:
+                self.outbox.record(self._unrecorded, datetime.now(timezone.utc))
+                self.stats.alerts += self._unrecorded
+                self._unrecorded = []
+            except StoreUnavailable as exc:
+                log.warning("%s; alerts kept in memory, retrying in %.1fs", exc, delay)
+                time.sleep(delay)
+                delay = min(30.0, delay * 2)
+
+    def _save_snapshot(self) -> None:
+        if self.snapshots is None or self._unrecorded:
+            return  # never snapshot past alerts that are not yet in the outbox
+        try:
+            self.snapshots.save({"offsets": self._offsets, "tracker": self.tracker.snapshot()})
+            self.source.commit({(self.source.topic, int(p)): o for p, o in self._offsets.items()})
+        except StoreUnavailable as exc:
+            log.warning("snapshot not saved (%s); the next one will be", exc)
+
+    def _deliver(self) -> None:
+        if self.deliver is None:
+            return
+        try:
+            sent, pending = self.deliver()
+            self.stats.delivered += sent
+        except StoreUnavailable as exc:
+            log.warning("alert delivery postponed: %s", exc)
