@@ -80,7 +80,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if out.exists() and not args.resume:
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
-    report = DemoReport()
+    from bearwatch.daemon import tracker_config
+
+    report = DemoReport(tracker_config(settings))
     app = build_embedded_app(settings, args.input or str(demo_input()), out, on_batch=report.add)
     print(f"bearwatch demo: scoring {args.input or 'the bundled synthetic stream (fictional companies)'} with model {app.models.scorer.version} on {app.models.scorer.provider}")
     stats = app.run(idle_timeout_s=0)

@@ -5,23 +5,51 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from pathlib import Path
 
+from monitor.alerting.message import describe
+from monitor.alerting.outbox import MemoryOutbox, now_utc
 from monitor.app import RunStats
+from monitor.detection.tracker import NewsTracker, TrackerConfig, scored_event
 
 
 class DemoReport:
-    def __init__(self) -> None:
+    """Collects the scored batches, runs the detection stage in-process, and renders a summary."""
+
+    def __init__(self, tracker_config: TrackerConfig | None = None) -> None:
         self.documents: list[dict] = []
         self.dead_letters: list[tuple[str, str]] = []  # (where, reason)
+        self.tracker = NewsTracker(tracker_config)
+        self.outbox = MemoryOutbox()
 
     def add(self, messages, result) -> None:
         self.documents.extend(result.documents)
+        alerts = []
+        for doc in result.documents:
+            alerts += self.tracker.add(scored_event(doc))
+        self.outbox.record(alerts, now_utc())
         for record in result.records:
             headers = dict(record.headers)
             if "bearwatch.error" in headers:
                 where = f"line {int(headers['bearwatch.source.offset']) + 1}"
                 self.dead_letters.append((where, headers["bearwatch.error"].decode()))
 
+    def finish(self, out: Path) -> list[dict]:
+        """Close the last buckets (the stream has ended) and write the alerts as JSON lines."""
+        import json
+
+        if self.documents:
+            last = max(d["published_at"] for d in self.documents)
+            from datetime import datetime, timedelta
+
+            end = datetime.fromisoformat(last.replace("Z", "+00:00")) + timedelta(hours=3)
+            self.outbox.record(self.tracker.flush(end), now_utc())
+        alerts = sorted(self.outbox.docs.values(), key=lambda d: (d["window_start"], d["key"]))
+        with (out / "alerts.jsonl").open("w", encoding="utf-8") as fh:
+            for a in alerts:
+                fh.write(json.dumps(a) + "\n")
+        return alerts
+
     def render(self, stats: RunStats, out: Path) -> str:
+        alerts = self.finish(out)
         docs = [d for d in self.documents if not d["duplicate"]]
         total_s = stats.seconds["total"] or 1e-9
         lines = [
@@ -47,7 +75,15 @@ class DemoReport:
         if negative:
             lines += ["", "most negative headlines:"]
             lines += [f"  {d['p_bearish']:.2f}  {d['published_at'][:16]}  {d['headline']}" for d in negative]
+        by_id = {d["id"]: d for d in self.documents}
+        lines += ["", f"alerts ({len(alerts)} episode(s); a Slack message each when Slack is configured):"]
+        for a in alerts:
+            lines.append(f"  [{a['severity'].upper()}] {a['key']}: {a['kind'].replace('_', ' ')} from {a['window_start'][:16]} "
+                         f"to {a['window_end'][:16]} ({a['status']}): {describe(a)}")
+            for item_id in a["headline_ids"][:3]:
+                if item_id in by_id:
+                    lines.append(f"      {by_id[item_id]['headline']}")
         topics = Counter(d["topic"] for d in docs).most_common(6)
         lines += ["", "topics: " + ", ".join(f"{t} {n}" for t, n in topics)]
-        lines += ["", f"outputs in {out}/: bearwatch.news.scored.jsonl, bearwatch.news.dlq.jsonl, history/ (the retrieval index)"]
+        lines += ["", f"outputs in {out}/: bearwatch.news.scored.jsonl, bearwatch.news.dlq.jsonl, alerts.jsonl, history/ (the retrieval index)"]
         return "\n".join(lines)

@@ -34,6 +34,18 @@ def test_demo_scores_the_bundled_stream_and_dead_letters_the_bad_lines(tiny_mode
     assert "dead letters" in result.stdout and "sentiment by ticker" in result.stdout
     history = (out / "history" / "history.jsonl").read_text().splitlines()
     assert len(history) == len(scored)
+    assert "alerts (" in result.stdout and (out / "alerts.jsonl").exists()
+
+
+def test_demo_with_the_shipped_model_alerts_on_the_bundled_episode(tmp_path: Path) -> None:
+    out = tmp_path / "demo"
+    result = subprocess.run([sys.executable, "-m", "bearwatch", "demo", "--out", str(out)], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    alerts = [json.loads(line) for line in (out / "alerts.jsonl").read_text().splitlines()]
+    hlcy = [a for a in alerts if a["key"] == "ticker:HLCY"]
+    assert len(hlcy) == 1 and hlcy[0]["window_start"].startswith("2026-11-03T06")  # the planted breach, once
+    assert not [a for a in alerts if a["key"].startswith("ticker:") and a["key"] != "ticker:HLCY"]  # no other company
+    assert "ticker:HLCY" in result.stdout
 
 
 def _copy_with_version(model_dir: Path, target: Path, version: str) -> Path:

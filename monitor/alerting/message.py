@@ -50,13 +50,20 @@ def kibana_link(base: str | None, key: str, start: datetime, end: datetime) -> s
             f"&_a=(query:(language:kuery,query:'{quote(query)}'))")
 
 
+def describe(alert: dict) -> str:
+    """Now vs baseline in words, in the unit of the alert's kind."""
+    if alert["kind"] == "negative_share":
+        return f"{alert['observed']:.0%} of items negative vs {alert['baseline']:.0%} usually"
+    noun = "negative items" if alert["kind"] == "negative_volume" else "items"
+    return f"{alert['observed']:.0f} {noun} in the bucket vs {alert['baseline']:.1f} expected"
+
+
 def alert_blocks(alert: dict, headlines: Sequence[Headline], kibana: str | None = None) -> tuple[str, list[dict]]:
     """(fallback text, blocks) for one alert document of the outbox."""
     title = f"{KIND_TITLES.get(alert['kind'], alert['kind'])}{STATUS_WORDS.get(alert['status'], '')}: {alert['key']}"
     icon = SEVERITY_ICONS.get(alert["severity"], "")
-    fallback = escape(f"{title} — {alert['observed']:.0f} vs {alert['baseline']:.1f} expected ({alert['severity']})")
-    facts = (f"*Severity:* {alert['severity']}   *Now:* {alert['observed']:.2f}   *Baseline:* {alert['baseline']:.2f}\n"
-             f"*Window:* {alert['window_start']} → {alert['window_end']}")
+    fallback = escape(f"{title} — {describe(alert)} ({alert['severity']})")
+    facts = f"*Severity:* {alert['severity']}   *Now vs baseline:* {describe(alert)}\n*Window:* {alert['window_start']} → {alert['window_end']}"
     blocks: list[dict] = [
         {"type": "header", "text": {"type": "plain_text", "text": f"{title}"[:150]}},
         {"type": "section", "text": {"type": "mrkdwn", "text": f"{icon} {escape(facts)}"}},

@@ -60,8 +60,7 @@ class MemoryOutbox:
                     self.docs[alert.id] = doc = alert_document(alert, now)
                     opened.append(doc)
                 continue
-            doc.update(status=alert.status, window_end=format_time(alert.window_end), updated_at=format_time(now),
-                       observed=max(doc["observed"], alert.observed), severity=_worse(doc["severity"], alert.severity))
+            doc.update(status=alert.status, window_end=format_time(alert.window_end), updated_at=format_time(now))
         return opened
 
     def pending(self) -> list[dict]:
@@ -75,13 +74,6 @@ class MemoryOutbox:
 
     def mark_sent(self, alert_id: str, ts: str) -> None:
         self.docs[alert_id].update(delivery="sent", slack_ts=ts)
-
-
-_SEVERITY_ORDER = ("warning", "high", "critical")
-
-
-def _worse(a: str, b: str) -> str:
-    return max(a, b, key=_SEVERITY_ORDER.index)
 
 
 class ElasticsearchOutbox:
