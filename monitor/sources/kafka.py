@@ -16,8 +16,12 @@ class SourceUnavailable(BearwatchError):
     """Kafka could not be reached or refused a request."""
 
 
-def ensure_topics(settings: KafkaSettings, topics: list[str]) -> None:
-    """Create missing topics (a development convenience: production creates them on purpose)."""
+def ensure_topics(settings: KafkaSettings, topics: list[str], partitions: int | None = None) -> None:
+    """Create missing topics (a development convenience: production creates them on purpose).
+
+    The scored topic is created with one partition: the detection stage reads it as one ordered
+    log, which is what makes a replay of it give the same alerts.
+    """
     from kafka import KafkaAdminClient
     from kafka.admin import NewTopic
     from kafka.errors import KafkaError, TopicAlreadyExistsError
@@ -28,7 +32,7 @@ def ensure_topics(settings: KafkaSettings, topics: list[str]) -> None:
         missing = [t for t in topics if t not in existing]
         if missing:
             try:
-                admin.create_topics([NewTopic(t, num_partitions=settings.partitions, replication_factor=1) for t in missing])
+                admin.create_topics([NewTopic(t, num_partitions=partitions or (1 if t == settings.scored_topic else settings.partitions), replication_factor=1) for t in missing])
                 log.info("created topics %s", ", ".join(missing))
             except TopicAlreadyExistsError:
                 pass
