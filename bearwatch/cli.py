@@ -128,6 +128,19 @@ def cmd_detect_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_detect_evaluate(args: argparse.Namespace) -> int:
+    """Recall, precision, false alarms and delay on synthetic streams with planted episodes."""
+    import json
+
+    from monitor.detection.evaluate import candidates, format_table, summary
+
+    seeds = list(range(args.seeds))
+    configs = candidates() if args.compare else dict(list(candidates().items())[:1])
+    rows = {name: summary(seeds, config) for name, config in configs.items()}
+    print(json.dumps(rows, indent=2) if args.json else format_table(rows))
+    return 0
+
+
 def cmd_produce(args: argparse.Namespace) -> int:
     from bearwatch.daemon import produce_file
 
@@ -203,6 +216,11 @@ def build_parser() -> argparse.ArgumentParser:
     drun.add_argument("--config", help="settings TOML (environment variables override it)")
     drun.add_argument("--max-batches", type=int)
     drun.add_argument("--idle-exit", type=float, help="stop after N seconds without scored items (tests, drills)")
+    devaluate = detect_commands.add_parser("evaluate", help="score the detector on synthetic streams with planted episodes")
+    devaluate.set_defaults(handler=cmd_detect_evaluate)
+    devaluate.add_argument("--seeds", type=int, default=10, help="streams per configuration (two weeks, 30 tickers, 8 episodes each)")
+    devaluate.add_argument("--compare", action="store_true", help="also score the alternative configurations")
+    devaluate.add_argument("--json", action="store_true")
     series = detect_commands.add_parser("series", help="run the count-spike detector over a timestamp,value CSV")
     series.set_defaults(handler=cmd_detect_series)
     series.add_argument("--input", required=True, help="CSV with timestamp,value columns")

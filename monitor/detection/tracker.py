@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 
 from monitor.detection.counts import CountSpike, CountSpikeConfig
@@ -34,8 +34,18 @@ class TrackerConfig:
     share_alpha: float = 1e-3
     share_min_negatives: int = 3
     share_prior: float = 20.0  # pseudo-items of the baseline share (small keys lean on the global share)
-    # Three negatives about one key in a bucket is the smallest signal worth a page (two is not).
+    # A negative-volume spike also needs the share of negatives up this much: more news of the
+    # usual mix (an earnings day) is a volume burst, not bad news.
+    volume_share_lift: float = 1.5
+    # Three negatives about one key in a window is the smallest signal worth a page (two is not).
     counts: CountSpikeConfig = field(default_factory=lambda: CountSpikeConfig(min_count=3, seasonal_period=24, warmup=4 * 24, halflife=4 * 24 * 3))
+    # Windows of 1, 4 and 16 buckets (15 min, 1 h, 4 h): a burst shows in the short one, a slow
+    # build-up only in the long ones. Each scale has its own baseline; any of them can open an episode.
+    scales: tuple[int, ...] = (1, 4, 16)
+
+    def counts_for(self, scale: int) -> CountSpikeConfig:
+        c = self.counts
+        return replace(c, warmup=max(8, c.warmup // scale), halflife=max(8.0, c.halflife / scale))
 
 
 @dataclass(frozen=True)
@@ -74,12 +84,29 @@ class _Bucket:
 
 
 @dataclass
-class _KeyState:
+class _Scale:
+    """One window length of one key: its baselines and the window being filled."""
+
     negatives: CountSpike
     volume: CountSpike
     share_neg: float = 0.0  # decayed negative count
     share_all: float = 0.0  # decayed item count
+    window: _Bucket = field(default_factory=_Bucket)
+
+
+@dataclass
+class _KeyState:
+    scales: list[_Scale]
     episodes: dict[str, tuple[datetime, int]] = field(default_factory=dict)  # "episode" -> (opened bucket, quiet buckets)
+
+
+def _bucket_state(b: _Bucket) -> list:
+    return [b.items, b.negatives, b.mass, [list(x) for x in b.negative_ids]]
+
+
+def _bucket_from(state: list) -> _Bucket:
+    items, negatives, mass, ids = state
+    return _Bucket(items, negatives, mass, [tuple(x) for x in ids])
 
 
 def scored_event(doc: dict) -> ScoredEvent:
@@ -172,59 +199,85 @@ class NewsTracker:
 
     def _state(self, key: str) -> _KeyState:
         if key not in self.keys:
-            # A key seen for the first time had zero items in every bucket closed so far.
-            negatives, volume = CountSpike(self.config.counts), CountSpike(self.config.counts)
-            negatives.seen = volume.seen = self.closed_buckets
-            self.keys[key] = _KeyState(negatives, volume)
+            # A key seen for the first time had zero items in every window closed so far.
+            scales = []
+            for scale in self.config.scales:
+                config = self.config.counts_for(scale)
+                negatives, volume = CountSpike(config), CountSpike(config)
+                negatives.seen = volume.seen = self.closed_buckets // scale
+                scales.append(_Scale(negatives, volume))
+            self.keys[key] = _KeyState(scales)
         return self.keys[key]
 
     def _close(self, start: datetime, buckets: dict[str, _Bucket]) -> list[AlertEvent]:
         for key in buckets:
             self._state(key)
-        slot = start.hour
+        index = self.closed_buckets  # this bucket's number since the tracker started
         global_share = self._share("all")
         alerts = []
         for key, state in sorted(self.keys.items()):
             b = buckets.get(key, _Bucket())
-            neg, vol = state.negatives.update(b.negatives, slot), state.volume.update(b.items, slot)
-            tests = {  # kind -> (flag, p-value, observed, expected)
-                "negative_volume": (neg.flag, neg.p_value, neg.count, neg.expected),
-                "volume_burst": (vol.flag, vol.p_value, vol.count, vol.expected),
-                "negative_share": self._share_test(state, b, global_share),
-            }
-            alert = self._episode(key, state, start, b, {k: v for k, v in tests.items() if v[0]}, tests["negative_volume"])
+            flagged: dict[str, tuple] = {}
+            shortest = None
+            for scale, sc in zip(self.config.scales, state.scales):
+                w = sc.window
+                w.items, w.negatives, w.mass = w.items + b.items, w.negatives + b.negatives, w.mass + b.mass
+                w.negative_ids = sorted(w.negative_ids + b.negative_ids, key=lambda x: (-x[0], x[1]))[:5]
+                if (index + 1) % scale:
+                    continue  # this scale's window is not complete yet
+                window_start = start - (scale - 1) * self.config.bucket
+                tests = self._window_tests(sc, w, window_start.hour, global_share)
+                shortest = shortest or (tests["negative_volume"], w)
+                for kind, test in tests.items():
+                    if test[0] and (kind not in flagged or test[1] < flagged[kind][1]):
+                        flagged[kind] = (*test, w.negative_ids, window_start)
+                sc.window = _Bucket()
+            alert = self._episode(key, state, start, flagged, shortest)
             if alert is not None:
                 alerts.append(alert)
         return alerts
 
+    def _window_tests(self, sc: _Scale, w: _Bucket, slot: int, global_share: float) -> dict[str, tuple]:
+        """kind -> (flag, p-value, observed, expected) for one completed window."""
+        baseline_share = self._baseline_share(sc, global_share)
+        neg, vol = sc.negatives.update(w.negatives, slot), sc.volume.update(w.items, slot)
+        share_up = w.items > 0 and w.negatives / w.items >= self.config.volume_share_lift * baseline_share
+        return {
+            "negative_volume": (neg.flag and share_up, neg.p_value, neg.count, neg.expected),
+            "volume_burst": (vol.flag, vol.p_value, vol.count, vol.expected),
+            "negative_share": self._share_test(sc, w, global_share),
+        }
+
+    def _baseline_share(self, sc: _Scale, global_share: float) -> float:
+        prior = self.config.share_prior
+        return (sc.share_neg + prior * global_share) / (sc.share_all + prior)
+
     def _share(self, key: str) -> float:
         s = self.keys.get(key)
-        return (s.share_neg + 1) / (s.share_all + 4) if s else 0.25
+        return (s.scales[0].share_neg + 1) / (s.scales[0].share_all + 4) if s else 0.25
 
-    def _share_test(self, state: _KeyState, b: _Bucket, global_share: float):
+    def _share_test(self, state: _Scale, b: _Bucket, global_share: float):
         c = self.config
-        prior = c.share_prior
-        baseline = (state.share_neg + prior * global_share) / (state.share_all + prior)
+        baseline = self._baseline_share(state, global_share)
         p = binomial_sf(b.negatives, b.items, baseline) if b.items else 1.0
-        warm = state.negatives.seen > c.counts.warmup
+        warm = state.negatives.seen > state.negatives.config.warmup
         share = b.negatives / b.items if b.items else 0.0
         flag = warm and p < c.share_alpha and b.negatives >= c.share_min_negatives and share >= 2 * baseline
-        decay = 0.5 ** (1 / c.counts.halflife)
+        decay = 0.5 ** (1 / state.negatives.config.halflife)
         capped = min(b.negatives, math.ceil(2 * baseline * b.items)) if flag else b.negatives
         state.share_neg = decay * state.share_neg + capped
         state.share_all = decay * state.share_all + b.items
         return flag, p, share, baseline
 
-    def _episode(self, key: str, state: _KeyState, start: datetime, b: _Bucket, flagged: dict, negative_volume: tuple) -> AlertEvent | None:
-        """One episode per key, whatever tests flag it: opened, updated while flagged, ended when quiet."""
+    def _episode(self, key: str, state: _KeyState, start: datetime, flagged: dict, shortest) -> AlertEvent | None:
+        """One episode per key, whatever tests or scales flag it: opened, updated while flagged, ended when quiet."""
         end = start + self.config.bucket
-        ids = tuple(i for _, i in sorted(b.negative_ids, key=lambda x: (-x[0], x[1]))[:5])
         episode = state.episodes.get("episode")
         if flagged:
             # The headline kind: a negative one if any flagged, then the most significant.
-            kind, (_, p, observed, expected) = min(flagged.items(), key=lambda kv: (kv[0] == "volume_burst", kv[1][1], kv[0]))
+            kind, (_, p, observed, expected, ids, window_start) = min(flagged.items(), key=lambda kv: (kv[0] == "volume_burst", kv[1][1], kv[0]))
             status = "opened" if episode is None else "updated"
-            since = start if episode is None else episode[0]
+            since = window_start if episode is None else episode[0]  # the episode began with the window that showed it
             state.episodes["episode"] = (since, 0)
         elif episode is not None:
             quiet = episode[1] + 1
@@ -233,12 +286,13 @@ class NewsTracker:
                 return None
             del state.episodes["episode"]
             since, status, kind = episode[0], "ended", "negative_volume"
-            _, p, observed, expected = negative_volume
+            (_, p, observed, expected), window = shortest
+            ids = window.negative_ids
         else:
             return None
         ratio = observed / expected if expected > 0 else math.inf
         return AlertEvent(f"{key}|{since.isoformat()}", key, kind, status, severity(p, ratio), since, end, float(observed),
-                          float(expected), round(1 - p, 6), ids, tuple(sorted(flagged)))
+                          float(expected), round(1 - p, 6), tuple(i for _, i in ids), tuple(sorted(flagged)))
 
     # --- persistence: the whole state as JSON, so a restart resumes exactly where it was --------
     def snapshot(self) -> dict:
@@ -249,8 +303,9 @@ class NewsTracker:
             "watermark": t(self.watermark), "next_close": t(self.next_close), "late": self.late, "closed_any": self.closed_any,
             "closed_buckets": self.closed_buckets,
             "seen_ids": {i: t(b) for i, b in self.seen_ids.items()},
-            "open": {t(start): {k: [b.items, b.negatives, b.mass, b.negative_ids] for k, b in keys.items()} for start, keys in self.open.items()},
-            "keys": {k: {"negatives": s.negatives.snapshot(), "volume": s.volume.snapshot(), "share": [s.share_neg, s.share_all],
+            "open": {t(start): {k: _bucket_state(b) for k, b in keys.items()} for start, keys in self.open.items()},
+            "keys": {k: {"scales": [{"negatives": sc.negatives.snapshot(), "volume": sc.volume.snapshot(), "share": [sc.share_neg, sc.share_all],
+                                     "window": _bucket_state(sc.window)} for sc in s.scales],
                          "episodes": {kind: [t(v[0]), v[1]] for kind, v in s.episodes.items()}} for k, s in self.keys.items()},
         }
 
@@ -263,13 +318,15 @@ class NewsTracker:
         tracker.late, tracker.closed_any, tracker.closed_buckets = state["late"], state["closed_any"], state["closed_buckets"]
         tracker.seen_ids = {i: parse(b) for i, b in state["seen_ids"].items()}
         for start, keys in state["open"].items():
-            for k, (items, negatives, mass, ids) in keys.items():
-                tracker.open[parse(start)][k] = _Bucket(items, negatives, mass, [tuple(x) for x in ids])
+            for k, b in keys.items():
+                tracker.open[parse(start)][k] = _bucket_from(b)
         for k, s in state["keys"].items():
-            tracker.keys[k] = _KeyState(
-                CountSpike.restore(tracker.config.counts, s["negatives"]), CountSpike.restore(tracker.config.counts, s["volume"]),
-                s["share"][0], s["share"][1], {kind: (parse(v[0]), v[1]) for kind, v in s["episodes"].items()},
-            )
+            scales = []
+            for scale, sc in zip(tracker.config.scales, s["scales"]):
+                config = tracker.config.counts_for(scale)
+                scales.append(_Scale(CountSpike.restore(config, sc["negatives"]), CountSpike.restore(config, sc["volume"]),
+                                     sc["share"][0], sc["share"][1], _bucket_from(sc["window"])))
+            tracker.keys[k] = _KeyState(scales, {kind: (parse(v[0]), v[1]) for kind, v in s["episodes"].items()})
         return tracker
 
     def flush(self, until: datetime) -> list[AlertEvent]:

@@ -1,0 +1,181 @@
+"""`bearwatch detect evaluate`: the tracker scored against synthetic streams with planted episodes.
+
+Background: tickers of very different volume (busy, medium, quiet), a daily cycle (busy in market
+hours), a base negative share, neutral news bursts (earnings days: many items, normal share) and
+market-wide busy hours. Planted negative episodes on random tickers, three shapes (spike: a burst
+within half an hour; ramp: negatives growing over three hours; sustained: a doubled-plus negative
+share over six hours) and three sizes. An episode counts as detected when an alert whose tests
+include a negative one opens on its key with a window overlapping the episode (or the hour after
+it); delay is from the episode's start to the end of the bucket that raised the alert (when it
+could be sent).
+Any other alert with a negative test on a ticker is a false alarm.
+"""
+
+from __future__ import annotations
+
+import random
+import statistics
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+
+from dataclasses import replace
+
+from monitor.detection.tracker import NewsTracker, ScoredEvent, TrackerConfig
+
+START = datetime(2026, 1, 5, tzinfo=timezone.utc)  # a Monday
+NEGATIVE_KINDS = {"negative_volume", "negative_share"}
+SHAPES = ("spike", "ramp", "sustained")
+SIZES = {"small": 0.6, "medium": 1.0, "large": 2.0}
+
+
+@dataclass(frozen=True)
+class Episode:
+    ticker: str
+    start: datetime
+    end: datetime
+    shape: str
+    size: str
+
+
+def _poisson(rng: random.Random, lam: float) -> int:
+    if lam <= 0:
+        return 0
+    if lam > 50:
+        return max(0, round(rng.gauss(lam, lam**0.5)))
+    import math
+
+    k, p, threshold = 0, 1.0, math.exp(-lam)
+    while True:
+        p *= rng.random()
+        if p <= threshold:
+            return k
+        k += 1
+
+
+def synthetic_stream(seed: int, days: int = 14, tickers: int = 30, episodes: int = 8) -> tuple[list[ScoredEvent], list[Episode]]:
+    rng = random.Random(seed)
+    names = [f"T{i:02d}" for i in range(tickers)]
+    rates = {t: rng.choice([2.0, 0.6, 0.6, 0.15, 0.15, 0.04]) for t in names}  # items per hour in market hours
+    base_share = 0.15
+    events: list[ScoredEvent] = []
+    n = 0
+
+    def emit(t: datetime, ticker: str | None, negative: bool) -> None:
+        nonlocal n
+        n += 1
+        events.append(ScoredEvent(f"s{seed}-{n}", t, negative, 0.9 if negative else rng.uniform(0.01, 0.3),
+                                  rng.choice(["Earnings", "Company | Product News", "Analyst Update", "Macro"]), (ticker,) if ticker else ()))
+
+    earnings_days = {t: START + timedelta(days=rng.randrange(days)) for t in names if rng.random() < 0.5}
+    for hour in range(days * 24):
+        t0 = START + timedelta(hours=hour)
+        local = (hour - 5) % 24
+        weekday = t0.weekday() < 5
+        cycle = (1.0 if 8 <= local < 17 else 0.2) * (1.0 if weekday else 0.3)
+        for ticker, rate in rates.items():
+            boost = 5.0 if ticker in earnings_days and earnings_days[ticker].date() == t0.date() and 8 <= local < 17 else 1.0
+            for _ in range(_poisson(rng, rate * cycle * boost)):
+                emit(t0 + timedelta(seconds=rng.randrange(3600)), ticker, rng.random() < base_share)
+        for _ in range(_poisson(rng, 8 * cycle)):  # market-wide news without tickers
+            emit(t0 + timedelta(seconds=rng.randrange(3600)), None, rng.random() < base_share)
+
+    planted = []
+    for i in range(episodes):
+        ticker = rng.choice(names)
+        shape, size = SHAPES[i % 3], rng.choice(list(SIZES))
+        start = START + timedelta(days=3 + rng.random() * (days - 4))
+        scale = SIZES[size]
+        if shape == "spike":
+            duration, count = timedelta(minutes=30), round(8 * scale)
+            times = [start + timedelta(seconds=rng.randrange(1800)) for _ in range(count)]
+        elif shape == "ramp":
+            duration = timedelta(hours=3)
+            times = [start + timedelta(minutes=m) for m in range(0, 180, 4) if rng.random() < (m / 180) * scale * 0.8]
+        else:
+            duration = timedelta(hours=6)
+            times = [start + timedelta(minutes=rng.randrange(360)) for _ in range(round(12 * scale))]
+            for _ in range(round(6 * scale)):  # with some ordinary news in between
+                emit(start + timedelta(minutes=rng.randrange(360)), ticker, False)
+        for t in times:
+            emit(t, ticker, True)
+        planted.append(Episode(ticker, start, start + duration, shape, size))
+    events.sort(key=lambda e: (e.published_at, e.id))
+    return events, planted
+
+
+@dataclass
+class Score:
+    episodes: int = 0
+    detected: int = 0
+    alerts: int = 0
+    false_alarms: int = 0
+    delays_min: list[float] | None = None
+    key_weeks: float = 0.0
+    by_shape: dict | None = None
+
+
+def evaluate(seed: int, config: TrackerConfig | None = None, days: int = 14) -> Score:
+    events, planted = synthetic_stream(seed, days=days)
+    tracker = NewsTracker(config)
+    opened = []
+    for e in events:
+        opened += [a for a in tracker.add(e) if a.status == "opened"]
+    opened += [a for a in tracker.flush(events[-1].published_at + timedelta(hours=6)) if a.status == "opened"]
+    negative = [a for a in opened if a.key.startswith("ticker:") and set(a.kinds) & NEGATIVE_KINDS]
+    score = Score(episodes=len(planted), alerts=len(negative), delays_min=[], by_shape={s: [0, 0] for s in SHAPES})
+    matched = set()
+    for ep in planted:
+        score.by_shape[ep.shape][1] += 1
+        hits = [a for a in negative if a.key == f"ticker:{ep.ticker}" and a.window_start <= ep.end + timedelta(hours=1) and a.window_end >= ep.start]
+        if hits:
+            first = min(hits, key=lambda a: a.window_start)
+            matched.update(a.id for a in hits)
+            score.detected += 1
+            score.by_shape[ep.shape][0] += 1
+            score.delays_min.append(max(0.0, (first.window_end - ep.start).total_seconds() / 60))
+    score.false_alarms = len([a for a in negative if a.id not in matched])
+    tickers = {k for e in events for k in e.tickers}
+    score.key_weeks = len(tickers) * days / 7
+    return score
+
+
+def summary(seeds: list[int], config: TrackerConfig | None = None) -> dict:
+    scores = [evaluate(s, config) for s in seeds]
+    episodes = sum(s.episodes for s in scores)
+    detected = sum(s.detected for s in scores)
+    alerts = sum(s.alerts for s in scores)
+    false_alarms = sum(s.false_alarms for s in scores)
+    delays = [d for s in scores for d in s.delays_min]
+    by_shape = {shape: [sum(s.by_shape[shape][0] for s in scores), sum(s.by_shape[shape][1] for s in scores)] for shape in SHAPES}
+    return {
+        "seeds": len(seeds), "episodes": episodes, "recall": detected / episodes if episodes else 0.0,
+        "precision": (alerts - false_alarms) / alerts if alerts else 0.0,
+        "false_alarms_per_key_week": false_alarms / sum(s.key_weeks for s in scores),
+        "delay_minutes_median": statistics.median(delays) if delays else None,
+        "delay_minutes_p90": sorted(delays)[int(0.9 * (len(delays) - 1))] if delays else None,
+        "recall_by_shape": {k: (v[0] / v[1] if v[1] else None) for k, v in by_shape.items()},
+    }
+
+
+def candidates() -> dict[str, TrackerConfig]:
+    """The configurations compared when choosing the default (the first is the default)."""
+    base = TrackerConfig()
+    return {
+        "default: scales 15m/1h/4h, alpha 1e-3, min 3": base,
+        "15-minute windows only": replace(base, scales=(1,)),
+        "scales 15m/1h": replace(base, scales=(1, 4)),
+        "alpha 1e-4": replace(base, counts=replace(base.counts, alpha=1e-4), share_alpha=1e-4),
+        "alpha 1e-2": replace(base, counts=replace(base.counts, alpha=1e-2), share_alpha=1e-2),
+        "min 4 negatives": replace(base, counts=replace(base.counts, min_count=4), share_min_negatives=4),
+        "no share lift on volume": replace(base, volume_share_lift=0.0),
+    }
+
+
+def format_table(rows: dict[str, dict]) -> str:
+    head = f"{'configuration':<44}{'recall':>8}{'precision':>11}{'FA/key/wk':>11}{'delay p50':>11}{'p90':>7}   recall spike/ramp/sustained"
+    lines = [head]
+    for name, r in rows.items():
+        shapes = "/".join(f"{v:.2f}" for v in r["recall_by_shape"].values())
+        lines.append(f"{name:<44}{r['recall']:>8.2f}{r['precision']:>11.2f}{r['false_alarms_per_key_week']:>11.3f}"
+                     f"{r['delay_minutes_median'] or 0:>10.0f}m{r['delay_minutes_p90'] or 0:>6.0f}m   {shapes}")
+    return "\n".join(lines)
