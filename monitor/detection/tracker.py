@@ -80,7 +80,8 @@ class _Bucket:
     items: int = 0
     negatives: int = 0
     mass: float = 0.0
-    negative_ids: list[tuple[float, str]] = field(default_factory=list)
+    negative_ids: list[tuple[float, str]] = field(default_factory=list)  # (p_bearish, id); top 5 in windows
+    all_negative_ids: list[str] = field(default_factory=list)  # in windows: every negative id
 
 
 @dataclass
@@ -101,12 +102,12 @@ class _KeyState:
 
 
 def _bucket_state(b: _Bucket) -> list:
-    return [b.items, b.negatives, b.mass, [list(x) for x in b.negative_ids]]
+    return [b.items, b.negatives, b.mass, [list(x) for x in b.negative_ids], list(b.all_negative_ids)]
 
 
 def _bucket_from(state: list) -> _Bucket:
-    items, negatives, mass, ids = state
-    return _Bucket(items, negatives, mass, [tuple(x) for x in ids])
+    items, negatives, mass, ids, all_ids = state
+    return _Bucket(items, negatives, mass, [tuple(x) for x in ids], list(all_ids))
 
 
 def scored_event(doc: dict) -> ScoredEvent:
@@ -215,7 +216,11 @@ class NewsTracker:
         index = self.closed_buckets  # this bucket's number since the tracker started
         global_share = self._share("all")
         alerts = []
-        for key, state in sorted(self.keys.items()):
+        # Tickers first: negatives that flagged tickers explain do not page again for the topic or
+        # the whole market (one company's bad day is one alert, not three).
+        explained: dict[int, set[str]] = defaultdict(set)  # scale -> negative item ids of flagged tickers
+        order = sorted(self.keys.items(), key=lambda kv: (not kv[0].startswith("ticker:"), kv[0]))
+        for key, state in order:
             b = buckets.get(key, _Bucket())
             flagged: dict[str, tuple] = {}
             shortest = None
@@ -223,11 +228,19 @@ class NewsTracker:
                 w = sc.window
                 w.items, w.negatives, w.mass = w.items + b.items, w.negatives + b.negatives, w.mass + b.mass
                 w.negative_ids = sorted(w.negative_ids + b.negative_ids, key=lambda x: (-x[0], x[1]))[:5]
+                w.all_negative_ids = w.all_negative_ids + [i for _, i in b.negative_ids]
                 if (index + 1) % scale:
                     continue  # this scale's window is not complete yet
                 window_start = start - (scale - 1) * self.config.bucket
                 tests = self._window_tests(sc, w, window_start.hour, global_share)
                 shortest = shortest or (tests["negative_volume"], w)
+                if key != "all":  # a volume burst is an alert for the news flow overall, not per key
+                    tests["volume_burst"] = (False, *tests["volume_burst"][1:])
+                if key.startswith("ticker:"):
+                    if any(t[0] for k, t in tests.items() if k != "volume_burst"):
+                        explained[scale].update(w.all_negative_ids)
+                elif len(explained[scale] & set(w.all_negative_ids)) * 2 >= max(1, w.negatives):
+                    tests = {k: (False, *t[1:]) for k, t in tests.items()}  # mostly one ticker's story
                 for kind, test in tests.items():
                     if test[0] and (kind not in flagged or test[1] < flagged[kind][1]):
                         flagged[kind] = (*test, w.negative_ids, window_start)
