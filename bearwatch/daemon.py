@@ -120,12 +120,15 @@ def build_embedded_app(settings: Settings, input_path: str | None, out_dir: Path
 
 
 def tracker_config(settings: Settings):
+    from dataclasses import replace
     from datetime import timedelta
 
     from monitor.detection.tracker import TrackerConfig
 
     d = settings.detection
-    return TrackerConfig(bucket=timedelta(minutes=d.bucket_minutes), lateness=timedelta(minutes=d.lateness_minutes))
+    base = TrackerConfig()
+    return TrackerConfig(bucket=timedelta(minutes=d.bucket_minutes), lateness=timedelta(minutes=d.lateness_minutes),
+                         share_alpha=d.alpha, counts=replace(base.counts, alpha=d.alpha))
 
 
 def slack_delivery(settings: Settings):
@@ -164,7 +167,8 @@ def build_detection_stage(settings: Settings):
     deliver = None
     if slack is not None:
         def deliver():
-            return deliver_pending(outbox, slack.post, headlines, slack.already_posted, settings.slack.kibana_url)
+            return deliver_pending(outbox, slack.post, headlines, slack.already_posted, settings.slack.kibana_url,
+                                   update=slack.update if slack.can_update else None)
     else:
         log.warning("no Slack configured (BEARWATCH_SLACK_TOKEN + slack.channel, or BEARWATCH_SLACK_WEBHOOK_URL): alerts are only written to %s", es_settings.index(ALERTS))
     source = KafkaTopicReader(k, k.scored_topic, group=f"{k.group}-detect")

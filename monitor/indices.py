@@ -62,6 +62,7 @@ def alerts_mapping() -> dict:
             "severity": {"type": "keyword"},
             "status": {"type": "keyword"},  # the episode: opened, updated, ended
             "delivery": {"type": "keyword"},  # the Slack message: pending, sent
+            "notified": {"type": "keyword"},  # the episode status the Slack message last showed
             "window_start": {"type": "date"},
             "window_end": {"type": "date"},
             "created_at": {"type": "date"},

@@ -119,6 +119,7 @@ class RetrievalSettings:
 class DetectionSettings:
     bucket_minutes: float = 15.0
     lateness_minutes: float = 2.0
+    alpha: float = 1e-3  # tail probability under which a window is a spike (lower: fewer, later alerts)
     snapshot_every_batches: int = 10
     batch_size: int = 500
 

@@ -67,6 +67,14 @@ class FakeSlack:
                 ts = f"{time.time():.6f}"
                 self.messages.append({**body, "ts": ts})
                 return 200, {}, {"ok": True, "channel": body.get("channel"), "ts": ts, "message": {"text": body.get("text")}}
+            if path.endswith("/chat.update"):
+                if isinstance(body.get("blocks"), str):
+                    body["blocks"] = json.loads(body["blocks"])
+                for m in self.messages:
+                    if m.get("ts") == body.get("ts"):
+                        m.update(text=body.get("text"), blocks=body.get("blocks"), edited=True)
+                        return 200, {}, {"ok": True, "ts": body["ts"]}
+                return 200, {}, {"ok": False, "error": "message_not_found"}
             if path.endswith("/conversations.history"):
                 return 200, {}, {"ok": True, "messages": [{"ts": m["ts"], "text": m.get("text"), "metadata": m.get("metadata")} for m in reversed(self.messages)], "has_more": False}
             return 404, {}, {"ok": False, "error": "unknown_method"}

@@ -83,6 +83,9 @@ def test_planted_episode_gives_one_alert_document_and_one_slack_message(settings
     assert len(hlcy_messages(slack)) == 1
     assert len(slack.messages) == len(docs)  # every alert once, nothing else
     assert all(d["delivery"] == "sent" for d in docs)
+    assert hlcy[0]["status"] == "ended" and hlcy[0]["notified"] == "ended"
+    message = hlcy_messages(slack)[0]
+    assert message.get("edited") and "ended" in message["text"]  # the same message now says the episode ended
 
 
 def test_rate_limits_and_server_errors_still_deliver_exactly_once(settings, slack, es_client) -> None:

@@ -83,3 +83,22 @@ def test_headlines_cannot_inject_mentions_or_links() -> None:
     text = str(blocks)
     assert "<!channel>" not in text and "<http://evil.example|click>" not in text and "<@U123>" not in text
     assert escape("<!channel>") in text and "javascript:" not in text
+
+
+def test_ended_episode_edits_the_posted_message(slack) -> None:
+    from datetime import datetime, timedelta, timezone
+
+    from monitor.alerting.outbox import MemoryOutbox, deliver_pending
+    from monitor.detection.tracker import AlertEvent
+
+    d = delivery(slack)
+    outbox = MemoryOutbox()
+    t0 = datetime(2026, 11, 3, 6, 0, tzinfo=timezone.utc)
+    opened = AlertEvent("ticker:HLCY|x", "ticker:HLCY", "negative_volume", "opened", "high", t0, t0 + timedelta(minutes=15), 9, 1.2, 0.999, ())
+    outbox.record([opened], t0)
+    assert deliver_pending(outbox, d.post, lambda ids: [], d.already_posted, update=d.update) == (1, 0)
+    outbox.record([AlertEvent(**{**opened.__dict__, "status": "ended", "window_end": t0 + timedelta(hours=3)})], t0)
+    deliver_pending(outbox, d.post, lambda ids: [], d.already_posted, update=d.update)
+    assert len(slack.messages) == 1 and slack.messages[0]["edited"] and "ended" in slack.messages[0]["text"]
+    deliver_pending(outbox, d.post, lambda ids: [], d.already_posted, update=d.update)
+    assert slack.requests.count("/api/chat.update") == 1  # edited once, not at every cycle

@@ -18,7 +18,7 @@ KIND_TITLES = {
     "volume_burst": "News volume burst",
 }
 SEVERITY_ICONS = {"warning": ":large_yellow_circle:", "high": ":large_orange_circle:", "critical": ":red_circle:"}
-STATUS_WORDS = {"opened": "", "updated": "", "ended": " (already ended)"}
+STATUS_WORDS = {"opened": "", "updated": "", "ended": " — ended"}
 
 
 def escape(text: str) -> str:

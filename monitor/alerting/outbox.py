@@ -44,6 +44,11 @@ class Outbox(Protocol):
 
     def mark_sent(self, alert_id: str, ts: str) -> None: ...
 
+    def ended_unnotified(self) -> list[dict]:
+        """Sent alerts whose episode has ended since their message was posted."""
+
+    def mark_notified(self, alert_id: str, status: str) -> None: ...
+
 
 class MemoryOutbox:
     """The embedded default's outbox (and a reference for the Elasticsearch one)."""
@@ -73,7 +78,13 @@ class MemoryOutbox:
             doc["last_error"] = error
 
     def mark_sent(self, alert_id: str, ts: str) -> None:
-        self.docs[alert_id].update(delivery="sent", slack_ts=ts)
+        self.docs[alert_id].update(delivery="sent", slack_ts=ts, notified=self.docs[alert_id]["status"])
+
+    def ended_unnotified(self) -> list[dict]:
+        return [d for d in self.docs.values() if d["delivery"] == "sent" and d["status"] == "ended" and d.get("notified") != "ended"]
+
+    def mark_notified(self, alert_id: str, status: str) -> None:
+        self.docs[alert_id]["notified"] = status
 
 
 class ElasticsearchOutbox:
@@ -122,13 +133,28 @@ class ElasticsearchOutbox:
         self._call("alert attempt", self.client.update, index=self.index, id=alert_id, doc={"attempts": doc.get("attempts", 0) + 1}, refresh=self.refresh)
 
     def mark_sent(self, alert_id: str, ts: str) -> None:
-        self._call("alert sent", self.client.update, index=self.index, id=alert_id, doc={"delivery": "sent", "slack_ts": ts}, refresh=self.refresh)
+        status = self._call("alert get", self.client.get, index=self.index, id=alert_id)["_source"]["status"]
+        self._call("alert sent", self.client.update, index=self.index, id=alert_id, doc={"delivery": "sent", "slack_ts": ts, "notified": status}, refresh=self.refresh)
+
+    def ended_unnotified(self) -> list[dict]:
+        query = {"bool": {"filter": [{"term": {"delivery": "sent"}}, {"term": {"status": "ended"}}], "must_not": [{"term": {"notified": "ended"}}]}}
+        response = self._call("ended alerts", self.client.search, index=self.index, query=query, size=100)
+        return [h["_source"] for h in response["hits"]["hits"]]
+
+    def mark_notified(self, alert_id: str, status: str) -> None:
+        self._call("alert notified", self.client.update, index=self.index, id=alert_id, doc={"notified": status}, refresh=self.refresh)
 
 
 def deliver_pending(outbox: Outbox, post: Callable[[str, str, list], str], headlines: Callable[[list[str]], list[Headline]],
-                    already_posted: Callable[[str, float], str | None] | None = None, kibana: str | None = None) -> tuple[int, int]:
-    """Deliver every pending alert once; returns (sent, still pending)."""
+                    already_posted: Callable[[str, float], str | None] | None = None, kibana: str | None = None,
+                    update: Callable[[str, str, list], None] | None = None) -> tuple[int, int]:
+    """Deliver every pending alert once, and edit sent ones whose episode ended; returns (sent, still pending)."""
     from monitor.alerting.message import kibana_link
+
+    def render(doc: dict) -> tuple[str, list]:
+        start = datetime.fromisoformat(doc["window_start"].replace("Z", "+00:00"))
+        end = datetime.fromisoformat(doc["window_end"].replace("Z", "+00:00"))
+        return alert_blocks(doc, headlines(doc.get("headline_ids", [])), kibana_link(kibana, doc["key"], start, end))
 
     sent = failed = 0
     for doc in outbox.pending():
@@ -141,15 +167,19 @@ def deliver_pending(outbox: Outbox, post: Callable[[str, str, list], str], headl
                     sent += 1
                     continue
             outbox.attempt(doc["id"])  # durably, before the post: a crash after it is detectable
-            start = datetime.fromisoformat(doc["window_start"].replace("Z", "+00:00"))
-            end = datetime.fromisoformat(doc["window_end"].replace("Z", "+00:00"))
-            text, blocks = alert_blocks(doc, headlines(doc.get("headline_ids", [])), kibana_link(kibana, doc["key"], start, end))
-            outbox.mark_sent(doc["id"], post(doc["id"], text, blocks))
+            outbox.mark_sent(doc["id"], post(doc["id"], *render(doc)))
             sent += 1
         except DeliveryFailed as exc:
             log.warning("%s (stays pending)", exc)
             outbox.attempt(doc["id"], str(exc))
             failed += 1
+    if update is not None:
+        for doc in outbox.ended_unnotified():
+            try:
+                update(doc["slack_ts"], *render(doc))  # the same message, now saying the episode ended
+                outbox.mark_notified(doc["id"], "ended")
+            except DeliveryFailed as exc:
+                log.warning("%s (will retry)", exc)
     return sent, failed
 
 

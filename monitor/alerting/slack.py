@@ -70,6 +70,19 @@ class SlackDelivery:
                 return message.get("ts")
         return None
 
+    @property
+    def can_update(self) -> bool:
+        return self.client is not None  # incoming webhooks cannot edit what they posted
+
+    def update(self, ts: str, text: str, blocks: list[dict]) -> None:
+        """Edit a posted message (token mode): how an episode's end reaches the channel."""
+        from slack_sdk.errors import SlackApiError
+
+        try:
+            self.client.chat_update(channel=self.settings.channel, ts=ts, text=text, blocks=blocks)
+        except SlackApiError as exc:
+            raise DeliveryFailed(f"Slack chat.update failed: {exc.response.get('error') if exc.response else exc}") from None
+
     def post(self, alert_id: str, text: str, blocks: list[dict]) -> str:
         """Post once (with retries); returns the message ts (token mode) or "webhook"."""
         delay = 1.0
