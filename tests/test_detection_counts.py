@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import math
 import random
 from datetime import datetime, timedelta, timezone
 
 import pytest
 
 from monitor.detection.counts import CountSpike, CountSpikeConfig, negbin_sf, poisson_sf
+from monitor.detection.evaluate import poisson_sample
 from monitor.detection.series import Point, detect, infer_step_seconds, run_file
 
 
@@ -17,17 +17,8 @@ def daily_rhythm(hours: int, seed: int = 0, busy: float = 12.0, quiet: float = 2
     out = []
     for h in range(hours):
         rate = busy if 13 <= h % 24 < 21 else quiet
-        out.append((h % 24, _poisson(rng, rate)))
+        out.append((h % 24, poisson_sample(rng, rate)))
     return out
-
-
-def _poisson(rng: random.Random, lam: float) -> int:
-    k, p, threshold = 0, 1.0, math.exp(-lam)
-    while True:
-        p *= rng.random()
-        if p <= threshold:
-            return k
-        k += 1
 
 
 def test_tail_probabilities_match_known_values() -> None:
@@ -46,7 +37,7 @@ def test_no_flag_during_warm_up_even_for_a_huge_count() -> None:
 def test_spike_and_step_are_caught() -> None:
     d = CountSpike(CountSpikeConfig(warmup=24))
     rng = random.Random(1)
-    background = [d.update(_poisson(rng, 3.0)).flag for _ in range(100)]
+    background = [d.update(poisson_sample(rng, 3.0)).flag for _ in range(100)]
     assert sum(background) <= 1
     assert d.update(20).flag  # a spike
     later = [d.update(15).flag for _ in range(3)]  # a step up is flagged at first
@@ -58,7 +49,7 @@ def test_quiet_key_with_sparse_items_does_not_alert_on_two() -> None:
     rng = random.Random(2)
     flags = []
     for _ in range(24 * 14):
-        flags.append(d.update(_poisson(rng, 0.3)).flag)
+        flags.append(d.update(poisson_sample(rng, 0.3)).flag)
     flags.append(d.update(2).flag)  # 2 negatives where 0.3 are usual: small counts stay small
     assert not any(flags)
 

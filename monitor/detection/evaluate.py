@@ -13,6 +13,7 @@ Any other alert with a negative test on a ticker is a false alarm.
 
 from __future__ import annotations
 
+import math
 import random
 import statistics
 from dataclasses import dataclass
@@ -37,13 +38,12 @@ class Episode:
     size: str
 
 
-def _poisson(rng: random.Random, lam: float) -> int:
+def poisson_sample(rng: random.Random, lam: float) -> int:
+    """A Poisson draw from a seeded generator (Knuth; a normal approximation for large means)."""
     if lam <= 0:
         return 0
     if lam > 50:
         return max(0, round(rng.gauss(lam, lam**0.5)))
-    import math
-
     k, p, threshold = 0, 1.0, math.exp(-lam)
     while True:
         p *= rng.random()
@@ -74,9 +74,9 @@ def synthetic_stream(seed: int, days: int = 14, tickers: int = 30, episodes: int
         cycle = (1.0 if 8 <= local < 17 else 0.2) * (1.0 if weekday else 0.3)
         for ticker, rate in rates.items():
             boost = 5.0 if ticker in earnings_days and earnings_days[ticker].date() == t0.date() and 8 <= local < 17 else 1.0
-            for _ in range(_poisson(rng, rate * cycle * boost)):
+            for _ in range(poisson_sample(rng, rate * cycle * boost)):
                 emit(t0 + timedelta(seconds=rng.randrange(3600)), ticker, rng.random() < base_share)
-        for _ in range(_poisson(rng, 8 * cycle)):  # market-wide news without tickers
+        for _ in range(poisson_sample(rng, 8 * cycle)):  # market-wide news without tickers
             emit(t0 + timedelta(seconds=rng.randrange(3600)), None, rng.random() < base_share)
 
     planted = []
