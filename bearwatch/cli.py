@@ -175,6 +175,11 @@ def _training_commands():
     return training_cli, None
 
 
+def needs_training_extra(args: argparse.Namespace) -> int:
+    print(f"bearwatch {args.command} needs the training extra: pip install 'bearwatch[train]' ({args.missing})", file=sys.stderr)
+    return 2
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="bearwatch",
@@ -245,11 +250,8 @@ def build_parser() -> argparse.ArgumentParser:
     if training_cli is not None:
         training_cli.add_commands(commands, add)
     else:
-        def needs_training_extra(args: argparse.Namespace) -> int:
-            print(f"bearwatch {args.command} needs the training extra: pip install 'bearwatch[train]' ({missing})", file=sys.stderr)
-            return 2
         for name in ("train", "export", "package"):
-            add(name, needs_training_extra, f"(needs bearwatch[train]) {name}").add_argument("rest", nargs=argparse.REMAINDER)
+            add(name, needs_training_extra, f"(needs bearwatch[train]: {missing})").set_defaults(missing=missing)
     return parser
 
 
@@ -257,7 +259,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     import logging
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, unknown = parser.parse_known_args(argv)
+    if unknown and args.handler is not needs_training_extra:  # a placeholder takes any arguments
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     from monitor.errors import BearwatchError
 
     try:

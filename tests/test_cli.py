@@ -24,3 +24,11 @@ def test_console_script_help_lists_commands() -> None:
         [sys.executable, "-m", "bearwatch", "--help"], capture_output=True, text=True, check=True
     )
     assert "version" in result.stdout and "demo" in result.stdout
+
+
+def test_training_commands_without_the_train_extra_say_what_to_install(monkeypatch, capsys) -> None:
+    import bearwatch.cli as cli
+
+    monkeypatch.setattr(cli, "_training_commands", lambda: (None, "missing: torch"))  # a serving-only install
+    assert cli.main(["train", "--config", "x.toml", "--output", "runs/x"]) == 2
+    assert "pip install 'bearwatch[train]'" in capsys.readouterr().err
