@@ -116,6 +116,29 @@ def committed_equals_end(settings) -> bool:
     return ok
 
 
+def committed_total(settings) -> int:
+    k = settings.kafka
+    consumer = KafkaConsumer(group_id=k.group, enable_auto_commit=False, **k.client_options())
+    total = sum(consumer.committed(TopicPartition(k.news_topic, p)) or 0 for p in consumer.partitions_for_topic(k.news_topic))
+    consumer.close()
+    return total
+
+
+def wait_for_docs(es_client, settings, at_least: int, timeout_s: float = 120) -> None:
+    """Until the daemon under test has indexed `at_least` documents (the index may not exist yet)."""
+    from elasticsearch import NotFoundError
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if count_docs(es_client, settings) >= at_least:
+                return
+        except NotFoundError:
+            pass
+        time.sleep(0.2)
+    raise AssertionError(f"fewer than {at_least} documents after {timeout_s}s")
+
+
 def count_docs(es_client, settings) -> int:
     index = settings.elasticsearch.index("news")
     es_client.indices.refresh(index=index)
@@ -171,14 +194,7 @@ def test_killed_without_warning_then_restarted_ends_with_exactly_n_documents(env
     n = 3000
     produce(settings, news(n, prefix="crash"))
     first = daemon(env)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            if count_docs(es_client, settings) >= 200:
-                break
-        except Exception:  # index not created yet
-            pass
-        time.sleep(0.2)
+    wait_for_docs(es_client, settings, 200)
     first.send_signal(signal.SIGKILL)
     first.wait(30)
     partial = count_docs(es_client, settings)
@@ -196,18 +212,13 @@ def test_killed_without_warning_then_restarted_ends_with_exactly_n_documents(env
 def test_sigterm_finishes_the_batch_commits_and_exits_zero(env, settings, es_client) -> None:
     produce(settings, news(400, prefix="term"))
     proc = daemon(env)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            if count_docs(es_client, settings) >= 50:
-                break
-        except Exception:
-            pass
-        time.sleep(0.2)
+    wait_for_docs(es_client, settings, 50)
     proc.send_signal(signal.SIGTERM)
     out, _ = proc.communicate(timeout=60)
     assert proc.returncode == 0, out
     assert "stopped:" in out
+    committed = committed_total(settings)
+    assert 0 < committed <= count_docs(es_client, settings)  # what was committed was written first
 
 
 def test_two_instances_split_the_partitions_and_score_everything_once(env, settings, es_client) -> None:

@@ -97,14 +97,16 @@ class KafkaSource:
 
     def lag(self) -> int | None:
         """Messages behind the end of the assigned partitions, or None when unknown."""
+        from kafka.errors import KafkaError
+
         try:
             assigned = list(self.consumer.assignment())
             if not assigned:
                 return 0
             ends = self.consumer.end_offsets(assigned)
             return sum(max(0, ends[tp] - self.consumer.position(tp)) for tp in assigned)
-        except Exception:  # lag is informational: never let it stop scoring
-            log.debug("could not compute consumer lag", exc_info=True)
+        except KafkaError as exc:  # lag is informational (a rebalance, a slow broker): never stop scoring for it
+            log.info("consumer lag unknown for now: %s", exc)
             return None
 
     def close(self) -> None:
