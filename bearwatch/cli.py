@@ -141,6 +141,33 @@ def cmd_detect_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_model(args: argparse.Namespace) -> int:
+    """Operator view of a model registry: list, show, promote, rollback."""
+    import json
+
+    from monitor.registry import ModelRegistry
+
+    registry = ModelRegistry(args.registry)
+    current = registry.current_version()
+    if args.model_command == "list":
+        print(f"{'':2}{'version':<28}{'status':<12}{'sentiment acc/F1':<18}{'topic acc/F1':<14}")
+        for version in registry.versions():
+            m = registry.load(version).manifest.get("metrics", {}).get("validation", {})
+            cells = [f"{100 * m[t]['encoder_only']['accuracy']:.1f}/{100 * m[t]['encoder_only']['macro_f1']:.1f}" if t in m else "-" for t in ("sentiment", "topic")]
+            print(f"{'* ' if version == current else '  '}{version:<28}{registry.status(version):<12}{cells[0]:<18}{cells[1]:<14}")
+    elif args.model_command == "show":
+        artifact = registry.load(args.version) if args.version else registry.current()
+        print((artifact.path / "MODEL_CARD.md").read_text() if (artifact.path / "MODEL_CARD.md").exists() else json.dumps(artifact.manifest, indent=2))
+    elif args.model_command == "promote":
+        registry.promote(args.version, reason=args.reason or "promoted by an operator")
+        print(f"current: {args.version} (was {current})")
+    elif args.model_command == "rollback":
+        print(f"current: {registry.rollback(args.reason or 'rolled back by an operator')} (was {current})")
+    elif args.model_command == "register":
+        print(registry.register(args.model_dir))
+    return 0
+
+
 def cmd_produce(args: argparse.Namespace) -> int:
     from bearwatch.daemon import produce_file
 
@@ -230,6 +257,22 @@ def build_parser() -> argparse.ArgumentParser:
     series.set_defaults(handler=cmd_detect_series)
     series.add_argument("--input", required=True, help="CSV with timestamp,value columns")
     series.add_argument("--output", required=True, help="CSV timestamp,anomaly_score,flag for every input row")
+
+    model = commands.add_parser("model", help="the model registry: list, show, register, promote, rollback")
+    model_commands = model.add_subparsers(dest="model_command", metavar="COMMAND")
+    model_commands.required = True
+    for name, help_text in (("list", "versions, their status and validation figures (* = current)"), ("show", "a version's model card (default: the current one)"),
+                            ("register", "copy a model directory into the registry"), ("promote", "make a version current (atomic)"),
+                            ("rollback", "make the previously promoted version current again")):
+        sub = model_commands.add_parser(name, help=help_text)
+        sub.set_defaults(handler=cmd_model)
+        sub.add_argument("--registry", required=True, help="registry folder")
+        if name in ("show", "promote"):
+            sub.add_argument("version", nargs="?" if name == "show" else None)
+        if name == "register":
+            sub.add_argument("model_dir")
+        if name in ("promote", "rollback"):
+            sub.add_argument("--reason")
 
     produce = add("produce", cmd_produce, "publish a JSONL news file to Kafka (demos, tests, replays)")
     produce.add_argument("file")

@@ -78,3 +78,21 @@ def test_readers_never_see_a_half_written_pointer(tmp_path: Path) -> None:
     stop.set()
     thread.join()
     assert errors == []
+
+
+def test_model_commands_list_promote_rollback(tmp_path: Path, capsys) -> None:
+    from bearwatch.cli import main
+
+    reg = str(tmp_path / "reg")
+    for v in ("v1", "v2"):
+        assert main(["model", "register", "--registry", reg, str(fake_model_dir(tmp_path, v))]) == 0
+    assert main(["model", "promote", "--registry", reg, "v1"]) == 0
+    assert main(["model", "promote", "--registry", reg, "v2", "--reason", "better"]) == 0
+    capsys.readouterr()
+    assert main(["model", "list", "--registry", reg]) == 0
+    listing = capsys.readouterr().out
+    assert "* v2" in listing and "  v1" in listing
+    assert main(["model", "rollback", "--registry", reg]) == 0
+    assert ModelRegistry(reg).current_version() == "v1"
+    assert main(["model", "promote", "--registry", reg, "v9"]) == 1  # unknown version: an error, CURRENT unchanged
+    assert ModelRegistry(reg).current_version() == "v1"
