@@ -30,12 +30,14 @@ class SnapshotStore:
         self.client, self.index, self.doc_id = client, index, doc_id
 
     def load(self) -> dict | None:
-        from elasticsearch import NotFoundError
+        from elasticsearch import ApiError, NotFoundError, TransportError
 
         try:
             return self.client.get(index=self.index, id=self.doc_id)["_source"]["snapshot"]
         except NotFoundError:
             return None
+        except (ApiError, TransportError) as exc:
+            raise StoreUnavailable(f"Elasticsearch snapshot load failed: {exc}") from exc
 
     def save(self, snapshot: dict) -> None:
         from elasticsearch import ApiError, TransportError
