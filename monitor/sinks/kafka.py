@@ -14,16 +14,20 @@ class SinkUnavailable(BearwatchError):
 class KafkaPublisher:
     def __init__(self, settings: KafkaSettings, client_id: str = "bearwatch-publisher", flush_timeout_s: float = 30.0) -> None:
         from kafka import KafkaProducer
+        from kafka.errors import KafkaError
 
-        self.producer = KafkaProducer(
-            client_id=client_id,
-            acks="all",
-            linger_ms=5,
-            retries=5,
-            max_in_flight_requests_per_connection=1,  # keeps per-partition order across retries
-            compression_type=None,
-            **settings.client_options(),
-        )
+        try:
+            self.producer = KafkaProducer(
+                client_id=client_id,
+                acks="all",
+                linger_ms=5,
+                retries=5,
+                max_in_flight_requests_per_connection=1,  # keeps per-partition order across retries
+                compression_type=None,
+                **settings.client_options(),
+            )
+        except KafkaError as exc:
+            raise SinkUnavailable(f"cannot connect to Kafka at {settings.bootstrap}: {exc}") from exc
         self.flush_timeout_s = flush_timeout_s
         self._futures: list = []
 

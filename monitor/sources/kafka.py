@@ -45,16 +45,20 @@ def ensure_topics(settings: KafkaSettings, topics: list[str], partitions: int | 
 class KafkaSource:
     def __init__(self, settings: KafkaSettings, topic: str | None = None, group: str | None = None, client_id: str = "bearwatch-monitor") -> None:
         from kafka import KafkaConsumer
+        from kafka.errors import KafkaError
 
-        self.consumer = KafkaConsumer(
-            topic or settings.news_topic,
-            group_id=group or settings.group,
-            client_id=client_id,
-            enable_auto_commit=False,  # offsets are committed after the batch's writes, never on a timer
-            auto_offset_reset="earliest",
-            max_poll_interval_ms=600_000,
-            **settings.client_options(),
-        )
+        try:
+            self.consumer = KafkaConsumer(
+                topic or settings.news_topic,
+                group_id=group or settings.group,
+                client_id=client_id,
+                enable_auto_commit=False,  # offsets are committed after the batch's writes, never on a timer
+                auto_offset_reset="earliest",
+                max_poll_interval_ms=600_000,
+                **settings.client_options(),
+            )
+        except KafkaError as exc:
+            raise SourceUnavailable(f"cannot connect to Kafka at {settings.bootstrap}: {exc}") from exc
 
     def poll(self, max_records: int, timeout_s: float) -> list[Message]:
         from kafka.errors import KafkaError
@@ -122,9 +126,13 @@ class KafkaTopicReader:
 
     def __init__(self, settings: KafkaSettings, topic: str, group: str, client_id: str = "bearwatch-detect") -> None:
         from kafka import KafkaConsumer
+        from kafka.errors import KafkaError
 
         self.topic = topic
-        self.consumer = KafkaConsumer(group_id=group, client_id=client_id, enable_auto_commit=False, auto_offset_reset="earliest", **settings.client_options())
+        try:
+            self.consumer = KafkaConsumer(group_id=group, client_id=client_id, enable_auto_commit=False, auto_offset_reset="earliest", **settings.client_options())
+        except KafkaError as exc:
+            raise SourceUnavailable(f"cannot connect to Kafka at {settings.bootstrap}: {exc}") from exc
 
     def start(self, offsets: Mapping[int, int]) -> None:
         import time
