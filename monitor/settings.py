@@ -61,10 +61,12 @@ class KafkaSettings:
     ssl_keyfile: str | None = None
     create_topics: bool = True  # create missing topics at start-up (partitions below)
     partitions: int = 3
+    connect_timeout_seconds: float = 30.0  # how long a client waits for the first broker at start-up
 
     def client_options(self) -> dict[str, Any]:
         """Connection options shared by kafka-python's consumer, producer and admin client."""
-        options: dict[str, Any] = {"bootstrap_servers": self.bootstrap.split(","), "security_protocol": self.security_protocol}
+        options: dict[str, Any] = {"bootstrap_servers": self.bootstrap.split(","), "security_protocol": self.security_protocol,
+                                   "bootstrap_timeout_ms": int(self.connect_timeout_seconds * 1000)}
         if self.sasl_mechanism:
             options.update(sasl_mechanism=self.sasl_mechanism, sasl_plain_username=self.sasl_username,
                            sasl_plain_password=self.sasl_password.reveal() if self.sasl_password else None)
