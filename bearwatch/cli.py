@@ -168,6 +168,31 @@ def cmd_model(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_label(args: argparse.Namespace) -> int:
+    """Analysts' labels into the labels index: one (`add`) or a file (`import`, bad rows reported)."""
+    from monitor.indices import LABELS
+    from monitor.labels_store import ElasticsearchLabels, InvalidLabel, make_label, read_label_file
+    from monitor.retrieval.elasticsearch import connect, ensure_indices
+
+    settings = _settings(args)
+    if args.label_command == "add":
+        try:
+            labels = [make_label({"item_id": args.item_id, "text": args.text, "sentiment": args.sentiment, "topic": args.topic}, args.by)]
+        except InvalidLabel as exc:
+            print(f"bearwatch: error: {exc}", file=sys.stderr)
+            return 1
+        rejected: list = []
+    else:
+        labels, rejected = read_label_file(args.file, args.by)
+    client = connect(settings.elasticsearch)
+    ensure_indices(client, settings.elasticsearch, embedding_dims=384)
+    written = ElasticsearchLabels(client, settings.elasticsearch.index(LABELS)).put(labels)
+    for line, reason in rejected:
+        print(f"{getattr(args, 'file', '')}:{line}: {reason}", file=sys.stderr)
+    print(f"{written} label(s) written, {len(rejected)} row(s) rejected")
+    return 1 if rejected and not written else 0
+
+
 def cmd_produce(args: argparse.Namespace) -> int:
     from bearwatch.daemon import produce_file
 
@@ -273,6 +298,21 @@ def build_parser() -> argparse.ArgumentParser:
             sub.add_argument("model_dir")
         if name in ("promote", "rollback"):
             sub.add_argument("--reason")
+
+    label = commands.add_parser("label", help="analysts' labels for retraining: add one, or import a file")
+    label_commands = label.add_subparsers(dest="label_command", metavar="COMMAND")
+    label_commands.required = True
+    ladd = label_commands.add_parser("add", help="label (or correct) one item")
+    ladd.add_argument("--text", required=True)
+    ladd.add_argument("--item-id", help="the news item's id (default: derived from the text)")
+    ladd.add_argument("--sentiment", help="bearish, neutral, bullish (negative/positive accepted)")
+    ladd.add_argument("--topic", help="one of the 20 topic names")
+    limport = label_commands.add_parser("import", help="labels from a CSV (text plus sentiment and/or topic; item_id, labelled_by optional) or JSONL file")
+    limport.add_argument("file")
+    for sub in (ladd, limport):
+        sub.set_defaults(handler=cmd_label)
+        sub.add_argument("--by", required=True, help="who labelled (recorded with each label)")
+        sub.add_argument("--config", help="settings TOML")
 
     produce = add("produce", cmd_produce, "publish a JSONL news file to Kafka (demos, tests, replays)")
     produce.add_argument("file")

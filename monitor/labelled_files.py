@@ -12,8 +12,9 @@ class LabelledFileError(ValueError):
     """A labelled file that cannot be read as CSV/JSONL with text and label."""
 
 
-def read_rows(path: str | Path) -> Iterator[tuple[int, dict]]:
-    """Yield (line number, row) pairs. JSONL: one object per non-blank line; CSV: a header row."""
+def read_rows(path: str | Path, required: tuple[str, ...] = ("text", "label")) -> Iterator[tuple[int, dict]]:
+    """Yield (line number, row) pairs. JSONL: one object per non-blank line; CSV: a header row
+    that names at least the `required` columns."""
     path = Path(path)
     if path.suffix in (".jsonl", ".ndjson"):
         with path.open(encoding="utf-8") as fh:
@@ -30,7 +31,7 @@ def read_rows(path: str | Path) -> Iterator[tuple[int, dict]]:
         return
     with path.open(encoding="utf-8", newline="") as fh:
         reader = csv.DictReader(fh)
-        if reader.fieldnames is None or "text" not in reader.fieldnames or "label" not in reader.fieldnames:
-            raise LabelledFileError(f"{path}: a labelled CSV needs a header with text and label columns (got {reader.fieldnames})")
+        if reader.fieldnames is None or not set(required) <= set(reader.fieldnames):
+            raise LabelledFileError(f"{path}: the CSV needs a header with {' and '.join(required)} columns (got {reader.fieldnames})")
         for row in reader:
             yield reader.line_num, row
