@@ -333,7 +333,7 @@ def build_parser() -> argparse.ArgumentParser:
     if training_cli is not None:
         training_cli.add_commands(commands, add)
     else:
-        for name in ("train", "export", "package"):
+        for name in ("train", "export", "package", "trainer"):
             add(name, needs_training_extra, f"(needs bearwatch[train]: {missing})").set_defaults(missing=missing)
     return parser
 

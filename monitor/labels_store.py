@@ -70,6 +70,50 @@ def read_label_file(path: str | Path, labelled_by: str) -> tuple[list[Label], li
     return labels, rejected
 
 
+class MemoryLabels:
+    """The in-process labels store (embedded default): the same operations, kept in memory."""
+
+    def __init__(self) -> None:
+        self.docs: dict[str, dict] = {}
+
+    def put(self, labels: Iterable[Label]) -> int:
+        n = 0
+        for label in labels:
+            doc, previous = label.document(), self.docs.get(label.item_id)
+            if previous is not None:
+                doc["history"] = (previous.get("history") or []) + [{k: previous.get(k) for k in ("sentiment", "topic", "labelled_by", "labelled_at")}]
+            self.docs[label.item_id] = doc
+            n += 1
+        return n
+
+    def since(self, when: datetime) -> int:
+        return sum(1 for d in self.docs.values() if d["labelled_at"] > format_time(when))
+
+    def export(self, folder: str | Path) -> dict[str, Path]:
+        return _write_label_csvs(folder, self.docs.values())
+
+
+def _write_label_csvs(folder: str | Path, docs: Iterable[dict]) -> dict[str, Path]:
+    import csv
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = {task: folder / f"labels-{task}.csv" for task in ("sentiment", "topic")}
+    handles = {task: path.open("w", newline="", encoding="utf-8") for task, path in paths.items()}
+    try:
+        writers = {task: csv.writer(fh) for task, fh in handles.items()}
+        for w in writers.values():
+            w.writerow(["text", "label"])
+        for doc in docs:
+            for task, w in writers.items():
+                if doc.get(task):
+                    w.writerow([doc["text"], doc[task]])
+    finally:
+        for fh in handles.values():
+            fh.close()
+    return paths
+
+
 class ElasticsearchLabels:
     def __init__(self, client, index: str) -> None:
         self.client, self.index = client, index
@@ -109,3 +153,13 @@ class ElasticsearchLabels:
             return self.client.count(index=self.index, query={"range": {"labelled_at": {"gt": format_time(when)}}})["count"]
         except (ApiError, TransportError) as exc:
             raise StoreUnavailable(f"Elasticsearch label count failed: {exc}") from exc
+
+    def export(self, folder: str | Path) -> dict[str, Path]:
+        """Every current label as training CSVs (text,label), one per head: {task: path}."""
+        from elasticsearch import ApiError, TransportError, helpers
+
+        try:
+            docs = [hit["_source"] for hit in helpers.scan(self.client, index=self.index, query={"query": {"match_all": {}}})]
+        except (ApiError, TransportError) as exc:
+            raise StoreUnavailable(f"Elasticsearch label export failed: {exc}") from exc
+        return _write_label_csvs(folder, docs)

@@ -40,7 +40,7 @@ class RegistryError(BearwatchError):
 @dataclass(frozen=True)
 class Event:
     at: str
-    action: str  # registered | promoted | rejected | rolled_back
+    action: str  # registered | promoted | rejected | rolled_back | failed
     version: str
     reason: str = ""
 
@@ -128,6 +128,10 @@ class ModelRegistry:
             self._log("rolled_back", current, reason)
         self._log("promoted", previous, f"rollback: {reason}".strip(": "))
         return previous
+
+    def record_failure(self, reason: str) -> None:
+        """A retraining cycle that failed: logged, nothing else changes."""
+        self._log("failed", "-", reason)
 
     def _write_current(self, version: str) -> None:
         self.root.mkdir(parents=True, exist_ok=True)

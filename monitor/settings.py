@@ -136,6 +136,21 @@ class SlackAlertSettings:
 
 
 @dataclass(frozen=True)
+class TrainerSettings:
+    registry: str = "registry"  # the model registry the monitor serves from (model.path)
+    recipe: str = "training/configs/default.toml"
+    workdir: str = "runs/trainer"
+    schedule: str = "interval:6h"  # "interval:<n>h|m" or a 5-field cron expression ("0 3 * * 1-5")
+    timezone: str = "UTC"
+    misfire_grace_seconds: int = 3600  # a run up to an hour late still runs (APScheduler's default is 1 s)
+    min_new_labels: int = 50  # labels added or corrected since the current model before it retrains
+    eval_files: str = ""  # fixed evaluation set, never trained on: "path:task,path:task"
+    margin: float = 0.005  # the candidate's mean macro-F1 must beat the current one's by this much
+    tolerance: float = 0.01  # and no head may lose more than this
+    lock_stale_seconds: int = 6 * 3600
+
+
+@dataclass(frozen=True)
 class MetricsSettings:
     port: int = 9108  # 0: no HTTP endpoint
     host: str = "127.0.0.1"
@@ -151,6 +166,7 @@ class Settings:
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
     detection: DetectionSettings = field(default_factory=DetectionSettings)
     slack: SlackAlertSettings = field(default_factory=SlackAlertSettings)
+    trainer: TrainerSettings = field(default_factory=TrainerSettings)
 
     def __post_init__(self) -> None:
         if self.model.device not in ("auto", "cpu", "cuda"):

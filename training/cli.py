@@ -56,6 +56,39 @@ def cmd_package(args: argparse.Namespace) -> int:
     return 0
 
 
+def _labels_and_settings(args: argparse.Namespace):
+    from monitor.indices import LABELS
+    from monitor.labels_store import ElasticsearchLabels
+    from monitor.retrieval.elasticsearch import connect
+    from monitor.settings import load_settings
+
+    settings = load_settings(args.config)
+    return ElasticsearchLabels(connect(settings.elasticsearch), settings.elasticsearch.index(LABELS)), settings.trainer
+
+
+def cmd_trainer(args: argparse.Namespace) -> int:
+    """`trainer run-once`: one cycle; `trainer run`: the scheduled daemon (Ctrl-C / SIGTERM stops it)."""
+    from training.schedule import run_once, scheduler
+
+    labels, settings = _labels_and_settings(args)
+    if args.trainer_command == "run-once":
+        result = run_once(settings, labels)
+        print(json.dumps({"outcome": result.outcome, "reason": result.reason, "candidate": result.candidate, "metrics": result.metrics}, indent=2))
+        return 1 if result.outcome == "failed" else 0
+
+    def job() -> None:
+        result = run_once(settings, labels)
+        logging.getLogger("bearwatch.trainer").info("cycle: %s (%s)", result.outcome, result.reason)
+
+    s = scheduler(settings, job)
+    logging.getLogger("bearwatch.trainer").info("retraining on schedule %s (%s)", settings.schedule, settings.timezone)
+    try:
+        s.start()
+    except (KeyboardInterrupt, SystemExit):
+        pass
+    return 0
+
+
 def add_commands(commands, add) -> None:
     train = add("train", cmd_train, "fine-tune the topic + sentiment model (retrieval-augmented) and export it")
     train.add_argument("--config", required=True, help="TOML recipe (see training/configs/)")
@@ -79,6 +112,14 @@ def add_commands(commands, add) -> None:
     export.add_argument("--texts", help="texts for the parity check, one per line (default: the model's pool)")
     export.add_argument("--no-int8", action="store_true")
     export.add_argument("--tolerance", type=float, default=1e-3, help="max |Δlogit| allowed between ONNX and PyTorch")
+
+    trainer = commands.add_parser("trainer", help="scheduled retraining on new labels, with a promotion gate")
+    trainer_commands = trainer.add_subparsers(dest="trainer_command", metavar="COMMAND")
+    trainer_commands.required = True
+    for name, help_text in (("run", "the daemon: a cycle on the configured schedule"), ("run-once", "one cycle now")):
+        sub = trainer_commands.add_parser(name, help=help_text)
+        sub.set_defaults(handler=cmd_trainer)
+        sub.add_argument("--config", help="settings TOML ([trainer], [elasticsearch])")
 
     package = add("package", cmd_package, "copy a model directory for shipping: one ONNX variant, no PyTorch weights")
     package.add_argument("--model", required=True)

@@ -47,7 +47,7 @@ class DataSource:
     path: str
     task: str  # "topic" or "sentiment": which head the file's label belongs to
     name: str = ""
-
+    overrides: bool = False  # its labels replace earlier sources' labels of the same (near-duplicate) text
     @property
     def label(self) -> str:
         return self.name or Path(self.path).stem

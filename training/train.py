@@ -84,7 +84,7 @@ class TrainConfig:
         configured_root = Path(path).resolve().parent / raw.pop("data_root", ".")
         data_root = Path(root_override).resolve() if root_override else configured_root
         sources = tuple(
-            DataSource(path=str((data_root / s["path"]).resolve()), task=s["task"], name=s.get("name", ""))
+            DataSource(path=str((data_root / s["path"]).resolve()), task=s["task"], name=s.get("name", ""), overrides=s.get("overrides", False))
             for s in raw.pop("sources", [])
         )
         lora = LoraSettings(**raw.pop("lora", {}))
@@ -129,6 +129,9 @@ def load_dataset(config: TrainConfig) -> Dataset:
         if config.limit_per_source:
             loaded = loaded[: config.limit_per_source]
         log.info("%s: %d rows, %d kept, %d rejected", source.path, report.rows, len(loaded), len(report.rejected))
+        if source.overrides:  # e.g. analysts' corrections: their label wins over the base data's
+            replaced = {e.group for e in loaded}
+            examples = [e for e in examples if getattr(e, source.task) is None or e.group not in replaced]
         examples.extend(loaded)
         reports.append(report)
     train, valid = grouped_split(examples, config.valid_fraction, config.seed)

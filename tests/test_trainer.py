@@ -1,0 +1,117 @@
+"""Scheduled retraining on a tiny model: promotion, rejection of a worse candidate, failure, lock, scheduler."""
+
+from __future__ import annotations
+
+import csv
+import random
+import threading
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("torch")
+
+from monitor.labels_store import MemoryLabels, make_label  # noqa: E402
+from monitor.registry import ModelRegistry  # noqa: E402
+from monitor.settings import TrainerSettings  # noqa: E402
+from training.schedule import TrainerLock, gate, run_once, scheduler  # noqa: E402
+
+
+def recipe(tmp_path: Path, base: str, sources: list[tuple[Path, str]], epochs: int = 3) -> Path:
+    lines = [f'base_model = "{base}"', f"epochs = {epochs}", "batch_size = 16", "lr = 2e-3", "max_length = 32", "threads = 1", "valid_fraction = 0.3"]
+    for path, task in sources:
+        lines += ["[[sources]]", f'path = "{path}"', f'task = "{task}"']
+    f = tmp_path / f"recipe-{len(list(tmp_path.glob('recipe-*')))}.toml"
+    f.write_text("\n".join(lines) + "\n")
+    return f
+
+
+@pytest.fixture
+def setup(tiny_model_run, tmp_path: Path):
+    config, model_dir, sent_csv = tiny_model_run
+    registry = ModelRegistry(tmp_path / "registry")
+    registry.promote(registry.register(model_dir), "initial")
+    labels = MemoryLabels()
+    rows = list(csv.DictReader(sent_csv.open()))
+    labels.put(make_label({"text": r["text"], "sentiment": r["label"]}, "ana") for r in rows[:60])
+    settings = TrainerSettings(registry=str(registry.root), workdir=str(tmp_path / "work"), min_new_labels=50,
+                               eval_files=f"{sent_csv}:sentiment", margin=-1.0, tolerance=1.0)
+    return config, registry, labels, settings, sent_csv, tmp_path
+
+
+def test_new_labels_train_a_candidate_that_is_evaluated_and_promoted(setup) -> None:
+    config, registry, labels, settings, sent_csv, tmp = setup
+    before = registry.current_version()
+    result = run_once(replace(settings, recipe=str(recipe(tmp, config.base_model, [(Path(config.sources[1].path), "topic")]))), labels)
+    assert result.outcome == "promoted", result.reason
+    assert registry.current_version() == result.candidate != before
+    assert set(result.metrics["candidate"]) == {"sentiment"} and result.metrics["current"]["sentiment"]["n"] > 0
+    assert (registry.root / "versions" / result.candidate / "comparison.json").exists()
+
+
+def test_a_worse_candidate_is_rejected_and_the_current_model_keeps_serving(setup) -> None:
+    config, registry, labels, settings, sent_csv, tmp = setup
+    rows = list(csv.DictReader(sent_csv.open()))
+    shuffled_labels = [r["label"] for r in rows]
+    random.Random(0).shuffle(shuffled_labels)
+    shuffled = tmp / "shuffled.csv"
+    with shuffled.open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["text", "label"])
+        w.writerows((r["text"], label) for r, label in zip(rows, shuffled_labels))
+    labels = MemoryLabels()
+    labels.put(make_label({"text": r["text"], "sentiment": lab}, "ana") for r, lab in zip(rows[:60], shuffled_labels))
+    before = registry.current_version()
+    strict = replace(settings, recipe=str(recipe(tmp, config.base_model, [(shuffled, "sentiment")], epochs=2)), margin=0.005, tolerance=0.01)
+    result = run_once(strict, labels)
+    assert result.outcome == "rejected", result
+    assert registry.current_version() == before
+    assert registry.status(result.candidate) == "rejected"
+
+
+def test_too_few_labels_skip_and_a_failing_run_is_recorded(setup) -> None:
+    config, registry, labels, settings, _, tmp = setup
+    assert run_once(replace(settings, min_new_labels=1000), labels).outcome == "skipped"
+    before = registry.current_version()
+    failed = run_once(replace(settings, recipe=str(tmp / "missing.toml")), labels)
+    assert failed.outcome == "failed" and registry.current_version() == before
+    assert registry.events()[-1].action == "failed"
+    assert not (registry.root / ".trainer.lock").exists()  # released after a failure
+
+
+def test_lock_keeps_a_second_trainer_out_and_a_dead_holder_is_taken_over(tmp_path: Path) -> None:
+    a, b = TrainerLock(tmp_path, 3600), TrainerLock(tmp_path, 3600)
+    assert a.acquire() and not b.acquire()
+    a.release()
+    (tmp_path / ".trainer.lock").write_text('{"pid": 999999999, "since": %f}' % time.time())  # its process is gone
+    assert b.acquire()
+
+
+def test_gate_margin_and_tolerance() -> None:
+    cur = {"sentiment": {"macro_f1": 0.80}, "topic": {"macro_f1": 0.80}}
+    assert gate({"sentiment": {"macro_f1": 0.83}, "topic": {"macro_f1": 0.80}}, cur, 0.01, 0.01)[0]
+    assert not gate({"sentiment": {"macro_f1": 0.805}, "topic": {"macro_f1": 0.80}}, cur, 0.01, 0.01)[0]  # below margin
+    ok, why = gate({"sentiment": {"macro_f1": 0.95}, "topic": {"macro_f1": 0.75}}, cur, 0.01, 0.01)
+    assert not ok and "topic" in why  # better on average but one head worse beyond tolerance
+
+
+def test_scheduler_fires_on_schedule_and_survives_a_job_that_raises() -> None:
+    calls: list[float] = []
+    done = threading.Event()
+
+    def job() -> None:
+        calls.append(time.monotonic())
+        if len(calls) == 1:
+            raise RuntimeError("first run fails")
+        if len(calls) >= 3:
+            done.set()
+
+    s = scheduler(TrainerSettings(schedule="interval:1s", misfire_grace_seconds=30), job, blocking=False)
+    s.start()
+    try:
+        assert done.wait(15), calls
+    finally:
+        s.shutdown(wait=False)
+    assert len(calls) >= 3 and 0.5 < calls[1] - calls[0] < 3
