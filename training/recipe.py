@@ -22,7 +22,7 @@ from monitor.scoring.onnx import OnnxScorer
 from training.export import export_model, save_torch
 from training.fusion import measure_fusion
 from training.model_card import write_model_card
-from training.train import LABELS, Batches, Dataset, TrainConfig, config_record, fit, head_reports, load_dataset, predict, resolve_base_model
+from training.train import LABELS, Batches, Dataset, TrainConfig, config_record, fit, load_dataset, predict, resolve_base_model
 
 log = logging.getLogger("bearwatch.train")
 

@@ -21,14 +21,14 @@ import random
 import time
 import tomllib
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from monitor.labels import SENTIMENT_LABELS, TASKS, TOPIC_LABELS
-from monitor.scoring.inputs import ContextSettings, build_model_input, encode, load_tokenizer
+from monitor.scoring.inputs import ContextSettings, build_model_input, encode
 from monitor.scoring.metrics import classification_report
 from training.data import DataSource, Example, LoadReport, file_sha256, grouped_split, load_source
 from training.model import IGNORE, LoraSettings, MultiTaskEncoder, masked_multitask_loss
@@ -298,10 +298,6 @@ def fit(config: TrainConfig, data: Dataset, tokenizer, base_dir: Path, run_dir: 
     model.load_state_dict(torch.load(run_dir / "best.pt", weights_only=True))
     best = max(state["history"], key=lambda h: h["primary"])
     return FitResult(model, state["history"], best, time.monotonic() - started)
-
-
-def with_overrides(config: TrainConfig, **overrides) -> TrainConfig:
-    return replace(config, **{k: v for k, v in overrides.items() if v is not None})
 
 
 def config_record(config: TrainConfig) -> dict:

@@ -12,7 +12,7 @@ import logging
 from collections.abc import Sequence
 from datetime import timedelta
 
-from monitor.indices import ALERTS, LABELS, NEWS, mappings
+from monitor.indices import NEWS, mappings
 from monitor.retrieval.history import TICKER_BOOST, DedupQuery, HistoryQuery, Related, StoreUnavailable
 from monitor.schema import format_time
 from monitor.settings import ElasticsearchSettings
@@ -152,5 +152,3 @@ class ElasticsearchHistory:
             first = failed[0]["error"]
             raise StoreUnavailable(f"Elasticsearch rejected {len(failed)} of {len(pending)} documents; first: {first.get('type')}: {str(first.get('reason'))[:300]}")
 
-
-__all__ = ["ElasticsearchHistory", "connect", "ensure_indices", "ALERTS", "LABELS", "NEWS"]
