@@ -342,6 +342,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     import logging
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("elastic_transport").setLevel(logging.WARNING)  # one line per HTTP request otherwise
     parser = build_parser()
     args, unknown = parser.parse_known_args(argv)
     if unknown and args.handler is not needs_training_extra:  # a placeholder takes any arguments

@@ -56,11 +56,14 @@ def make_label(row: dict, labelled_by: str, now: datetime | None = None) -> Labe
     return Label(item_id, text, who, now or datetime.now(timezone.utc), sentiment, topic)
 
 
+HISTORY_FIELDS = ("sentiment", "topic", "labelled_by", "labelled_at")
+
+
 def read_label_file(path: str | Path, labelled_by: str) -> tuple[list[Label], list[tuple[int, str]]]:
     """Labels from a CSV/JSONL file; bad rows come back as (line, reason), good rows are kept."""
     labels, rejected = [], []
     try:
-        for line, row in read_rows(path, required=("text",)):
+        for line, row in read_rows(path, required=("text",), bad_rows=rejected):
             try:
                 labels.append(make_label(row, labelled_by))
             except InvalidLabel as exc:
@@ -68,6 +71,20 @@ def read_label_file(path: str | Path, labelled_by: str) -> tuple[list[Label], li
     except LabelledFileError as exc:
         rejected.append((0, str(exc)))
     return labels, rejected
+
+
+def _fold(previous: dict | None, labels: list[Label]) -> dict | None:
+    """The stored document after `labels` (oldest first) are applied to `previous`: the last one
+    wins, every earlier one goes to its history."""
+    doc = previous
+    for label in labels:
+        new = label.document()
+        if doc is not None and all(doc.get(k) == new[k] for k in ("sentiment", "topic", "labelled_by")):
+            continue  # the same label again (a file imported twice): nothing changes
+        if doc is not None:
+            new["history"] = (doc.get("history") or []) + [{k: doc.get(k) for k in HISTORY_FIELDS}]
+        doc = new
+    return doc
 
 
 class MemoryLabels:
@@ -79,10 +96,7 @@ class MemoryLabels:
     def put(self, labels: Iterable[Label]) -> int:
         n = 0
         for label in labels:
-            doc, previous = label.document(), self.docs.get(label.item_id)
-            if previous is not None:
-                doc["history"] = (previous.get("history") or []) + [{k: previous.get(k) for k in ("sentiment", "topic", "labelled_by", "labelled_at")}]
-            self.docs[label.item_id] = doc
+            self.docs[label.item_id] = _fold(self.docs.get(label.item_id), [label])  # type: ignore[assignment]
             n += 1
         return n
 
@@ -118,32 +132,53 @@ class ElasticsearchLabels:
     def __init__(self, client, index: str) -> None:
         self.client, self.index = client, index
 
-    def put(self, labels: Iterable[Label]) -> int:
-        from elasticsearch import ApiError, ConflictError, NotFoundError, TransportError
-
-        written = 0
+    def put(self, labels: Iterable[Label], chunk: int = 500) -> int:
+        """Write labels in bulk: one multi-get and one bulk request per chunk, each write guarded by
+        the sequence number it read (a concurrent correction makes it re-read and retry)."""
+        written, batch = 0, []
         for label in labels:
-            for _ in range(5):  # optimistic concurrency: re-read and retry on a concurrent correction
-                try:
-                    try:
-                        current = self.client.get(index=self.index, id=label.item_id)
-                        previous, guard = current["_source"], {"if_seq_no": current["_seq_no"], "if_primary_term": current["_primary_term"]}
-                    except NotFoundError:
-                        previous, guard = None, {"op_type": "create"}
-                    doc = label.document()
-                    if previous is not None:
-                        history = previous.get("history") or []
-                        doc["history"] = history + [{k: previous.get(k) for k in ("sentiment", "topic", "labelled_by", "labelled_at")}]
-                    self.client.index(index=self.index, id=label.item_id, document=doc, refresh="wait_for", **guard)
-                    written += 1
-                    break
-                except ConflictError:
-                    continue
-                except (ApiError, TransportError) as exc:
-                    raise StoreUnavailable(f"Elasticsearch label write failed: {exc}") from exc
-            else:
-                raise StoreUnavailable(f"label of {label.item_id} kept conflicting with concurrent writes")
+            batch.append(label)
+            if len(batch) >= chunk:
+                written += self._put_chunk(batch)
+                batch = []
+        if batch:
+            written += self._put_chunk(batch)
         return written
+
+    def _put_chunk(self, labels: list[Label]) -> int:
+        from elasticsearch import ApiError, TransportError
+
+        pending: dict[str, list[Label]] = {}
+        for label in labels:  # the same item twice in one file: each later one is a correction
+            pending.setdefault(label.item_id, []).append(label)
+        written = 0
+        for _ in range(5):  # optimistic concurrency: re-read and retry what a concurrent writer changed
+            if not pending:
+                return written
+            try:
+                found = self.client.mget(index=self.index, ids=list(pending))["docs"]
+                actions = []
+                for hit in found:
+                    previous = hit["_source"] if hit.get("found") else None
+                    doc = _fold(previous, pending[hit["_id"]])
+                    if doc is previous:  # nothing new for this item
+                        written += len(pending.pop(hit["_id"]))
+                        continue
+                    guard = {"if_seq_no": hit["_seq_no"], "if_primary_term": hit["_primary_term"]} if previous is not None else {}
+                    actions.append({"create" if previous is None else "index": {"_index": self.index, "_id": hit["_id"], **guard}})
+                    actions.append(doc)
+                if not actions:
+                    return written
+                result = self.client.bulk(operations=actions, refresh="wait_for")
+            except (ApiError, TransportError) as exc:
+                raise StoreUnavailable(f"Elasticsearch label write failed: {exc}") from exc
+            for item in result["items"]:
+                outcome = next(iter(item.values()))
+                if outcome.get("status") in (200, 201):
+                    written += len(pending.pop(outcome["_id"]))
+                elif outcome.get("status") != 409:
+                    raise StoreUnavailable(f"Elasticsearch rejected the label of {outcome['_id']}: {outcome.get('error')}")
+        raise StoreUnavailable(f"labels of {', '.join(sorted(pending)[:5])} kept conflicting with concurrent writes")
 
     def since(self, when: datetime) -> int:
         """How many items were labelled (or corrected) after `when`."""
@@ -163,3 +198,46 @@ class ElasticsearchLabels:
         except (ApiError, TransportError) as exc:
             raise StoreUnavailable(f"Elasticsearch label export failed: {exc}") from exc
         return _write_label_csvs(folder, docs)
+
+
+INBOX_SUFFIXES = (".csv", ".jsonl", ".ndjson")
+
+
+@dataclass(frozen=True)
+class InboxFile:
+    name: str
+    written: int
+    rejected: list[tuple[int, str]]
+    moved_to: Path
+
+
+def import_inbox(folder: str | Path, store, settle_s: float = 2.0, now: float | None = None) -> list[InboxFile]:
+    """Import every labelled file dropped in `folder`, then move it to ``done/`` (with a
+    ``.rejected.txt`` report of its bad rows beside it) or, when no row was usable, to ``rejected/``.
+
+    Files are taken when complete: hidden and ``.tmp``/``.part`` names are skipped, and so is a
+    file modified in the last `settle_s` seconds (drop files in with a rename to be safe). A file
+    is moved only after its labels are stored, so a crash in between imports it again, which
+    changes nothing (the same label twice is no correction). A store outage raises and leaves
+    the file where it is."""
+    import shutil
+    import time
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    now = time.time() if now is None else now
+    results = []
+    for path in sorted(folder.iterdir()):
+        if not path.is_file() or path.name.startswith(".") or path.suffix not in INBOX_SUFFIXES or now - path.stat().st_mtime < settle_s:
+            continue
+        labels, rejected = read_label_file(path, f"inbox:{path.name}")
+        written = store.put(labels) if labels else 0
+        target = folder / ("done" if labels else "rejected")
+        target.mkdir(exist_ok=True)
+        stamp = datetime.fromtimestamp(now, timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+        moved = target / f"{stamp}-{path.name}"
+        if rejected:
+            moved.with_name(moved.name + ".rejected.txt").write_text("".join(f"line {line}: {why}\n" for line, why in rejected), encoding="utf-8")
+        shutil.move(str(path), moved)
+        results.append(InboxFile(path.name, written, rejected, moved))
+    return results

@@ -58,3 +58,24 @@ def test_corrections_replace_the_label_and_keep_history(es_client, unique_name: 
 
         for name in mappings():
             es_client.indices.delete(index=f"{unique_name}-{name}", ignore_unavailable=True)
+
+
+@pytest.mark.services
+def test_a_large_import_is_written_in_bulk_and_corrections_in_one_file_keep_history(es_client, unique_name: str) -> None:
+    from datetime import datetime, timezone
+
+    from monitor.indices import LABELS, labels_mapping
+    from monitor.labels_store import ElasticsearchLabels
+
+    es_client.indices.create(index=f"{unique_name}-{LABELS}", mappings=labels_mapping())
+    store = ElasticsearchLabels(es_client, f"{unique_name}-{LABELS}")
+    rows = [make_label({"item_id": f"i{n}", "text": f"headline {n}", "sentiment": "neutral"}, "ana") for n in range(1200)]
+    rows += [make_label({"item_id": "i7", "text": "headline 7", "sentiment": "bearish"}, "bob"),  # corrections, in other chunks
+             make_label({"item_id": "i7", "text": "headline 7", "sentiment": "bullish"}, "cy")]
+    try:
+        assert store.put(rows, chunk=500) == len(rows)
+        assert store.since(datetime(2000, 1, 1, tzinfo=timezone.utc)) == 1200
+        doc = es_client.get(index=f"{unique_name}-{LABELS}", id="i7")["_source"]
+        assert doc["sentiment"] == "bullish" and [h["labelled_by"] for h in doc["history"]] == ["ana", "bob"]
+    finally:
+        es_client.indices.delete(index=f"{unique_name}-{LABELS}", ignore_unavailable=True)
