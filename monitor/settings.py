@@ -148,6 +148,9 @@ class TrainerSettings:
     margin: float = 0.005  # the candidate's mean macro-F1 must beat the current one's by this much
     tolerance: float = 0.01  # and no head may lose more than this
     lock_stale_seconds: int = 6 * 3600
+    inbox: str = ""  # a folder whose labelled files (CSV/JSONL) are imported as labels; "" = none
+    inbox_poll_seconds: int = 60  # how often `trainer run` looks in the inbox (a cycle also looks first)
+    notify_slack: str = "off"  # "off", "promoted" or "all" (promoted and rejected), through the [slack] settings
 
 
 @dataclass(frozen=True)
@@ -175,6 +178,8 @@ class Settings:
             raise SettingsError(f"retrieval.history must be off, bm25, knn or both, not {self.retrieval.history!r}")
         if self.monitor.batch_size < 1 or self.model.batch_size < 1:
             raise SettingsError("batch sizes must be at least 1")
+        if self.trainer.notify_slack not in ("off", "promoted", "all"):
+            raise SettingsError(f"trainer.notify_slack must be off, promoted or all, not {self.trainer.notify_slack!r}")
         if self.elasticsearch.api_key and self.elasticsearch.username:
             raise SettingsError("give either an Elasticsearch API key or a username/password, not both")
 

@@ -16,7 +16,10 @@ pytest.importorskip("torch")
 from monitor.labels_store import MemoryLabels, make_label  # noqa: E402
 from monitor.registry import ModelRegistry  # noqa: E402
 from monitor.settings import TrainerSettings  # noqa: E402
-from training.schedule import TrainerLock, gate, run_once, scheduler  # noqa: E402
+from monitor.alerting.slack import SlackDelivery, SlackSettings  # noqa: E402
+from monitor.settings import Secret  # noqa: E402
+from tests.fake_slack import FakeSlack  # noqa: E402
+from training.schedule import TrainerLock, gate, run_once, scheduler, slack_notifier  # noqa: E402
 
 
 def recipe(tmp_path: Path, base: str, sources: list[tuple[Path, str]], epochs: int = 3) -> Path:
@@ -44,11 +47,19 @@ def setup(tiny_model_run, tmp_path: Path):
 def test_new_labels_train_a_candidate_that_is_evaluated_and_promoted(setup) -> None:
     config, registry, labels, settings, sent_csv, tmp = setup
     before = registry.current_version()
-    result = run_once(replace(settings, recipe=str(recipe(tmp, config.base_model, [(Path(config.sources[1].path), "topic")]))), labels)
+    slack = FakeSlack()
+    try:
+        notify = slack_notifier(SlackDelivery(SlackSettings(token=Secret("xoxb-test"), channel="C1", base_url=slack.base_url)), "promoted")
+        result = run_once(replace(settings, recipe=str(recipe(tmp, config.base_model, [(Path(config.sources[1].path), "topic")]))), labels, notify=notify)
+    finally:
+        slack.close()
     assert result.outcome == "promoted", result.reason
     assert registry.current_version() == result.candidate != before
     assert set(result.metrics["candidate"]) == {"sentiment"} and result.metrics["current"]["sentiment"]["n"] > 0
     assert (registry.root / "versions" / result.candidate / "comparison.json").exists()
+    [message] = slack.messages  # the channel hears of the promotion, with both models' figures
+    assert f"{result.candidate} promoted" in message["text"] and "sentiment* macro-F1" in str(message["blocks"])
+    assert before in str(message["blocks"])
 
 
 def test_a_worse_candidate_is_rejected_and_the_current_model_keeps_serving(setup) -> None:
@@ -65,8 +76,15 @@ def test_a_worse_candidate_is_rejected_and_the_current_model_keeps_serving(setup
     labels.put(make_label({"text": r["text"], "sentiment": lab}, "ana") for r, lab in zip(rows[:60], shuffled_labels))
     before = registry.current_version()
     strict = replace(settings, recipe=str(recipe(tmp, config.base_model, [(shuffled, "sentiment")], epochs=2)), margin=0.005, tolerance=0.01)
-    result = run_once(strict, labels)
+    told: list = []
+
+    def broken_slack(r) -> None:  # a fault: the notice cannot be delivered
+        told.append(r)
+        raise OSError("Slack unreachable")
+
+    result = run_once(strict, labels, notify=broken_slack)
     assert result.outcome == "rejected", result
+    assert told == [result]  # the notice was attempted; its failure does not undo the decision
     assert registry.current_version() == before
     assert registry.status(result.candidate) == "rejected"
 

@@ -56,32 +56,31 @@ def cmd_package(args: argparse.Namespace) -> int:
     return 0
 
 
-def _labels_and_settings(args: argparse.Namespace):
+def cmd_trainer(args: argparse.Namespace) -> int:
+    """`trainer run-once`: one cycle; `trainer run`: the scheduled daemon (Ctrl-C / SIGTERM stops it)."""
+    from bearwatch.daemon import slack_delivery
     from monitor.indices import LABELS
     from monitor.labels_store import ElasticsearchLabels
     from monitor.retrieval.elasticsearch import connect
     from monitor.settings import load_settings
+    from training.schedule import poll_inbox, run_once, scheduler, slack_notifier
 
     settings = load_settings(args.config)
-    return ElasticsearchLabels(connect(settings.elasticsearch), settings.elasticsearch.index(LABELS)), settings.trainer
-
-
-def cmd_trainer(args: argparse.Namespace) -> int:
-    """`trainer run-once`: one cycle; `trainer run`: the scheduled daemon (Ctrl-C / SIGTERM stops it)."""
-    from training.schedule import run_once, scheduler
-
-    labels, settings = _labels_and_settings(args)
+    labels = ElasticsearchLabels(connect(settings.elasticsearch), settings.elasticsearch.index(LABELS))
+    trainer = settings.trainer
+    notify = slack_notifier(slack_delivery(settings), trainer.notify_slack)
     if args.trainer_command == "run-once":
-        result = run_once(settings, labels)
+        result = run_once(trainer, labels, notify=notify)
         print(json.dumps({"outcome": result.outcome, "reason": result.reason, "candidate": result.candidate, "metrics": result.metrics}, indent=2))
         return 1 if result.outcome == "failed" else 0
 
     def job() -> None:
-        result = run_once(settings, labels)
+        result = run_once(trainer, labels, notify=notify)
         logging.getLogger("bearwatch.trainer").info("cycle: %s (%s)", result.outcome, result.reason)
 
-    s = scheduler(settings, job)
-    logging.getLogger("bearwatch.trainer").info("retraining on schedule %s (%s)", settings.schedule, settings.timezone)
+    s = scheduler(trainer, job, inbox_job=(lambda: poll_inbox(trainer, labels)) if trainer.inbox else None)
+    logging.getLogger("bearwatch.trainer").info("retraining on schedule %s (%s)%s", trainer.schedule, trainer.timezone,
+                                                f"; labels inbox {trainer.inbox}" if trainer.inbox else "")
     try:
         s.start()
     except (KeyboardInterrupt, SystemExit):

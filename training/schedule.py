@@ -121,20 +121,78 @@ def gate(candidate: dict, current: dict | None, margin: float, tolerance: float)
     return True, f"mean macro-F1 gain {gain:+.4f}"
 
 
-def run_once(settings: TrainerSettings, labels, train: Callable | None = None, now: datetime | None = None) -> CycleResult:
-    """One retraining cycle. `labels` is the labels store; `train(config) -> model_dir` defaults to the recipe."""
+def run_once(settings: TrainerSettings, labels, train: Callable | None = None, now: datetime | None = None,
+             notify: Callable[[CycleResult], None] | None = None) -> CycleResult:
+    """One retraining cycle. `labels` is the labels store; `train(config) -> model_dir` defaults to
+    the recipe; `notify(result)` (the Slack notice) is told of a promotion or rejection."""
     registry = ModelRegistry(settings.registry)
     lock = TrainerLock(Path(settings.registry), settings.lock_stale_seconds)
     if not lock.acquire():
         return CycleResult("skipped", "another trainer holds the lock")
     try:
-        return _cycle(settings, registry, labels, train, now or datetime.now(timezone.utc))
+        if settings.inbox:
+            poll_inbox(settings, labels)
+        result = _cycle(settings, registry, labels, train, now or datetime.now(timezone.utc))
     except Exception as exc:  # any failure: record it, keep serving the current model, try again next time
         log.exception("retraining cycle failed")
         registry.record_failure(f"{type(exc).__name__}: {exc}")
         return CycleResult("failed", f"{type(exc).__name__}: {exc}")
     finally:
         lock.release()
+    if notify is not None and result.outcome in ("promoted", "rejected"):
+        try:
+            notify(result)
+        except Exception:  # the decision stands whether or not Slack heard of it; the log says it did not
+            log.exception("the Slack notice of %s %s was not delivered", result.outcome, result.candidate)
+    return result
+
+
+def poll_inbox(settings: TrainerSettings, labels) -> int:
+    """Import the labelled files waiting in the inbox; returns the number of labels stored."""
+    from monitor.labels_store import import_inbox
+
+    stored = 0
+    for f in import_inbox(settings.inbox, labels):
+        stored += f.written
+        level = logging.WARNING if f.rejected else logging.INFO
+        log.log(level, "inbox: %s → %d label(s) stored, %d row(s) rejected (%s)", f.name, f.written, len(f.rejected), f.moved_to)
+    return stored
+
+
+def notice(result: CycleResult) -> tuple[str, list[dict]]:
+    """The Slack text and Block Kit blocks telling a channel that a model was promoted or rejected."""
+    from monitor.alerting.message import escape
+
+    metrics = result.metrics or {}
+    candidate, current = metrics.get("candidate") or {}, metrics.get("current") or {}
+    verb = "promoted" if result.outcome == "promoted" else "rejected"
+    text = f"bearwatch model {result.candidate} {verb}: {result.reason}"
+    rows = []
+    for task in sorted(set(candidate) | set(current)):
+        new, old = candidate.get(task, {}), current.get(task, {})
+        before = f"{100 * old['macro_f1']:.1f}" if old else "–"
+        rows.append(f"*{task}* macro-F1 {before} → {100 * new.get('macro_f1', 0.0):.1f}  (accuracy {100 * new.get('accuracy', 0.0):.1f}, n={new.get('n', 0)})")
+    header = f":{'white_check_mark' if verb == 'promoted' else 'no_entry_sign'}: Model `{escape(str(result.candidate))}` {verb}"
+    serving = result.candidate if verb == "promoted" else metrics.get("current_version")
+    blocks = [
+        {"type": "section", "text": {"type": "mrkdwn", "text": f"{header}\n{escape(result.reason)}"}},
+        {"type": "section", "text": {"type": "mrkdwn", "text": "\n".join(rows) or "no metrics"}},
+        {"type": "context", "elements": [{"type": "mrkdwn", "text": f"now serving: `{escape(str(serving))}` · vs. `{escape(str(metrics.get('current_version')))}`"}]},
+    ]
+    return text, blocks
+
+
+def slack_notifier(delivery, level: str) -> Callable[[CycleResult], None] | None:
+    """A `notify` for run_once that posts through the alerting sink, or None when switched off."""
+    if delivery is None or level == "off":
+        return None
+
+    def notify(result: CycleResult) -> None:
+        if result.outcome == "promoted" or level == "all":
+            text, blocks = notice(result)
+            delivery.post(f"model-{result.candidate}-{result.outcome}", text, blocks)
+
+    return notify
 
 
 def _cycle(settings: TrainerSettings, registry: ModelRegistry, labels, train, now: datetime) -> CycleResult:
@@ -198,13 +256,18 @@ def trigger(spec: str, timezone_name: str):
     return CronTrigger.from_crontab(spec, timezone=timezone_name)
 
 
-def scheduler(settings: TrainerSettings, job: Callable[[], object], blocking: bool = True):
-    """A scheduler with one job: explicit id, timezone, misfire grace and coalescing, one run at a time."""
+def scheduler(settings: TrainerSettings, job: Callable[[], object], blocking: bool = True, inbox_job: Callable[[], object] | None = None):
+    """A scheduler with the retraining job (explicit id, timezone, misfire grace and coalescing, one
+    run at a time) and, when given, the inbox job every `inbox_poll_seconds`."""
     from apscheduler.schedulers.background import BackgroundScheduler
     from apscheduler.schedulers.blocking import BlockingScheduler
+    from apscheduler.triggers.interval import IntervalTrigger
 
     cls = BlockingScheduler if blocking else BackgroundScheduler
     s = cls(timezone=settings.timezone)
     s.add_job(job, trigger(settings.schedule, settings.timezone), id="bearwatch-retrain", name="bearwatch retraining",
               replace_existing=True, coalesce=True, max_instances=1, misfire_grace_time=settings.misfire_grace_seconds)
+    if inbox_job is not None:
+        s.add_job(inbox_job, IntervalTrigger(seconds=settings.inbox_poll_seconds, timezone=settings.timezone), id="bearwatch-inbox",
+                  name="bearwatch labels inbox", replace_existing=True, coalesce=True, max_instances=1, misfire_grace_time=settings.inbox_poll_seconds)
     return s
