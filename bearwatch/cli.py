@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import argparse
 import importlib.metadata
+import os
 import platform
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from bearwatch import __version__
 
@@ -70,8 +72,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from dataclasses import replace
     from pathlib import Path
 
-    from bearwatch.daemon import build_embedded_app, default_model_dir, demo_input
-    from bearwatch.demo_report import DemoReport
+    from bearwatch.daemon import default_model_dir, run_demo
 
     settings = _settings(args)
     model = args.model or str(default_model_dir())
@@ -80,13 +81,40 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if out.exists() and not args.resume:
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
-    from bearwatch.daemon import tracker_config
+    run = run_demo(settings, args.input, out, announce=lambda app: print(
+        f"bearwatch demo: scoring {args.input or 'the bundled synthetic stream (fictional companies)'} with model {app.models.scorer.version} on {app.models.scorer.provider}"))
+    print(run.summary)
+    print(f"report (the dashboards' charts, no Kibana needed): {run.page}")
+    return 0
 
-    report = DemoReport(tracker_config(settings))
-    app = build_embedded_app(settings, args.input or str(demo_input()), out, on_batch=report.add)
-    print(f"bearwatch demo: scoring {args.input or 'the bundled synthetic stream (fictional companies)'} with model {app.models.scorer.version} on {app.models.scorer.provider}")
-    stats = app.run(idle_timeout_s=0)
-    print(report.render(stats, out))
+
+def cmd_dashboards(args: argparse.Namespace) -> int:
+    """Kibana saved objects: export (write the NDJSON), validate (against the mappings), import (Kibana's API)."""
+    from bearwatch import dashboards
+
+    if args.dashboards_command == "export":
+        text = dashboards.ndjson(args.index_prefix)
+        if args.out == "-":
+            sys.stdout.write(text)
+        else:
+            Path(args.out).write_text(text, encoding="utf-8")
+            print(f"{args.out}: {len(text.splitlines())} saved objects")
+        return 0
+    if args.dashboards_command == "validate":
+        problems = dashboards.validate(Path(args.file).read_text(encoding="utf-8"))
+        for p in problems:
+            print(p, file=sys.stderr)
+        print(f"{args.file}: {'OK' if not problems else f'{len(problems)} problem(s)'}")
+        return 1 if problems else 0
+    from bearwatch.kibana import import_saved_objects
+    from monitor.settings import Secret
+
+    api_key = os.environ.get("BEARWATCH_KIBANA_API_KEY")
+    password = os.environ.get("BEARWATCH_KIBANA_PASSWORD")
+    text = Path(args.file).read_text(encoding="utf-8") if args.file else dashboards.ndjson(args.index_prefix)
+    result = import_saved_objects(args.kibana_url, text, api_key=Secret(api_key) if api_key else None, username=args.username,
+                                  password=Secret(password) if password else None, space=args.space)
+    print(f"imported {result['successCount']} saved object(s) into {args.kibana_url}")
     return 0
 
 
@@ -313,6 +341,23 @@ def build_parser() -> argparse.ArgumentParser:
         sub.set_defaults(handler=cmd_label)
         sub.add_argument("--by", required=True, help="who labelled (recorded with each label)")
         sub.add_argument("--config", help="settings TOML")
+
+    dash = commands.add_parser("dashboards", help="Kibana dashboards: export the saved objects, validate them, import them")
+    dash_commands = dash.add_subparsers(dest="dashboards_command", metavar="COMMAND")
+    dash_commands.required = True
+    dexport = dash_commands.add_parser("export", help="write the saved objects (NDJSON) generated from the chart definitions")
+    dexport.add_argument("--out", required=True, help="file to write (- for standard output)")
+    dvalidate = dash_commands.add_parser("validate", help="check an NDJSON file: JSON, nested JSON, references, fields vs. the mappings")
+    dvalidate.add_argument("file")
+    dimport = dash_commands.add_parser("import", help="import into Kibana (API key in BEARWATCH_KIBANA_API_KEY, or --username with BEARWATCH_KIBANA_PASSWORD)")
+    dimport.add_argument("--kibana-url", required=True)
+    dimport.add_argument("--file", help="NDJSON to import (default: generated now)")
+    dimport.add_argument("--username", help="basic auth user (password in BEARWATCH_KIBANA_PASSWORD)")
+    dimport.add_argument("--space", help="Kibana space id (default: the default space)")
+    for sub in (dexport, dimport):
+        sub.add_argument("--index-prefix", default="bearwatch", help="the indices' prefix (elasticsearch.index_prefix)")
+    for sub in (dexport, dvalidate, dimport):
+        sub.set_defaults(handler=cmd_dashboards)
 
     produce = add("produce", cmd_produce, "publish a JSONL news file to Kafka (demos, tests, replays)")
     produce.add_argument("file")

@@ -10,6 +10,7 @@ import json
 import logging
 import signal
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from monitor.app import ModelProvider, ScoringApp, pipeline_settings_from
@@ -117,6 +118,30 @@ def build_embedded_app(settings: Settings, input_path: str | None, out_dir: Path
         health=Health(),
         on_batch=on_batch,
     )
+
+
+@dataclass
+class DemoRun:
+    documents: list[dict]  # every scored document, as it would be indexed
+    alerts: list[dict]
+    summary: str  # what the demo prints
+    page: Path  # the HTML report
+
+
+def run_demo(settings: Settings, input_path: str | None, out: Path, announce=None) -> DemoRun:
+    """The embedded default end to end: score the stream in-process, detect, write the outputs and the HTML report."""
+    from bearwatch.demo_report import DemoReport
+    from bearwatch.report import render
+
+    report = DemoReport(tracker_config(settings))
+    app = build_embedded_app(settings, input_path or str(demo_input()), out, on_batch=report.add)
+    if announce is not None:
+        announce(app)
+    stats = app.run(idle_timeout_s=0)
+    summary = report.render(stats, out)
+    page = out / "report.html"
+    page.write_text(render(report.documents, report.alerts, note=f"model {app.models.scorer.version}"), encoding="utf-8")
+    return DemoRun(report.documents, report.alerts, summary, page)
 
 
 def tracker_config(settings: Settings):

@@ -19,6 +19,7 @@ class DemoReport:
         self.dead_letters: list[tuple[str, str]] = []  # (where, reason)
         self.tracker = NewsTracker(tracker_config)
         self.outbox = MemoryOutbox()
+        self.alerts: list[dict] = []
 
     def add(self, messages, result) -> None:
         self.documents.extend(result.documents)
@@ -42,7 +43,7 @@ class DemoReport:
 
             end = datetime.fromisoformat(last.replace("Z", "+00:00")) + timedelta(hours=3)
             self.outbox.record(self.tracker.flush(end), now_utc())
-        alerts = sorted(self.outbox.docs.values(), key=lambda d: (d["window_start"], d["key"]))
+        alerts = self.alerts = sorted(self.outbox.docs.values(), key=lambda d: (d["window_start"], d["key"]))
         with (out / "alerts.jsonl").open("w", encoding="utf-8") as fh:
             for a in alerts:
                 fh.write(json.dumps(a) + "\n")

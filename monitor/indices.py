@@ -38,6 +38,7 @@ def news_mapping(embedding_dims: int = EMBEDDING_DIMS) -> dict:
             "sentiment_confidence": {"type": "float"},
             **{f"p_{label}": {"type": "float"} for label in SENTIMENT_LABELS},
             "negative": {"type": "boolean"},
+            "is_negative": {"type": "byte"},  # the same as 0/1, so that a chart can average it into a share
             "topic": {"type": "keyword"},
             "topic_confidence": {"type": "float"},
             "model_version": {"type": "keyword"},

@@ -176,6 +176,7 @@ class ScoringPipeline:
             "sentiment_confidence": float(sentiment_p.max()),
             **{f"p_{label}": float(sentiment_p[j]) for j, label in enumerate(scores.labels["sentiment"]) if label in SENTIMENT_LABELS},
             "negative": sentiment == "bearish",
+            "is_negative": int(sentiment == "bearish"),  # 0/1: its mean over a window is the negative share (charts)
             "topic": scores.labels["topic"][int(topic_p.argmax())],
             "topic_confidence": float(topic_p.max()),
             "model_version": self.scorer.version,

@@ -43,7 +43,8 @@ def _translate(action: str, exc: Exception) -> StoreUnavailable:
 
 
 def ensure_indices(client, settings: ElasticsearchSettings, embedding_dims: int) -> None:
-    """Create bearwatch's indices if missing (0 replicas is left to the cluster's templates)."""
+    """Create bearwatch's indices if missing (0 replicas is left to the cluster's templates); an
+    existing index gets the fields a newer bearwatch added (a conflicting change is an error)."""
     from elasticsearch import ApiError, TransportError
 
     for name, mapping in mappings(embedding_dims).items():
@@ -52,6 +53,8 @@ def ensure_indices(client, settings: ElasticsearchSettings, embedding_dims: int)
             if not client.indices.exists(index=index):
                 client.indices.create(index=index, mappings=mapping)
                 log.info("created index %s", index)
+            else:
+                client.indices.put_mapping(index=index, properties=mapping["properties"])
         except ApiError as exc:
             if getattr(exc, "error", "") == "resource_already_exists_exception":
                 continue  # another instance created it between exists and create
