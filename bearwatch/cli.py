@@ -193,6 +193,13 @@ def cmd_model(args: argparse.Namespace) -> int:
         print(f"current: {registry.rollback(args.reason or 'rolled back by an operator')} (was {current})")
     elif args.model_command == "register":
         print(registry.register(args.model_dir))
+    elif args.model_command == "init":
+        if current:
+            print(f"current: {current} (the registry already serves a model; nothing done)")
+        else:
+            version = registry.register(args.model_dir)
+            registry.promote(version, reason="initial model")
+            print(f"current: {version} (registered and promoted)")
     return 0
 
 
@@ -316,7 +323,8 @@ def build_parser() -> argparse.ArgumentParser:
     model_commands.required = True
     for name, help_text in (("list", "versions, their status and validation figures (* = current)"), ("show", "a version's model card (default: the current one)"),
                             ("register", "copy a model directory into the registry"), ("promote", "make a version current (atomic)"),
-                            ("rollback", "make the previously promoted version current again")):
+                            ("rollback", "make the previously promoted version current again"),
+                            ("init", "register and promote a model when the registry has none yet (deployments' first start)")):
         sub = model_commands.add_parser(name, help=help_text)
         sub.set_defaults(handler=cmd_model)
         sub.add_argument("--registry", required=True, help="registry folder")
@@ -324,6 +332,9 @@ def build_parser() -> argparse.ArgumentParser:
             sub.add_argument("version", nargs="?" if name == "show" else None)
         if name == "register":
             sub.add_argument("model_dir")
+        if name == "init":
+            sub.add_argument("model_dir", nargs="?", default=str(Path(__file__).resolve().parent.parent / "models" / "default"),
+                             help="default: the shipped model")
         if name in ("promote", "rollback"):
             sub.add_argument("--reason")
 

@@ -199,7 +199,21 @@ def build_detection_stage(settings: Settings):
     source = KafkaTopicReader(k, k.scored_topic, group=f"{k.group}-detect")
     snapshots = SnapshotStore(es, es_settings.index(STATE), f"detector:{k.scored_topic}")
     d = settings.detection
-    return DetectionStage.resume(source, tracker_config(settings), outbox, snapshots, deliver=deliver, snapshot_every=d.snapshot_every_batches, batch_size=d.batch_size)
+    health = serve_health(settings, "detection")
+    return DetectionStage.resume(source, tracker_config(settings), outbox, snapshots, deliver=deliver, snapshot_every=d.snapshot_every_batches,
+                                 batch_size=d.batch_size, health=health)
+
+
+def serve_health(settings: Settings, what: str, registry=None) -> Health | None:
+    """/healthz (and /metrics) on settings.metrics for a daemon without scoring metrics; None when port is 0."""
+    if not settings.metrics.port:
+        return None
+    from prometheus_client import CollectorRegistry
+
+    health = Health()
+    server = serve(settings.metrics.host, settings.metrics.port, registry or CollectorRegistry(), health)
+    log.info("%s health on http://%s:%d/healthz", what, settings.metrics.host, server.server_address[1])
+    return health
 
 
 def demo_input() -> Path:

@@ -12,6 +12,9 @@ root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
 source deploy/local/venv.sh
 ensure_venv test
+source deploy/local/tools.sh
+ensure_chromium
+ensure_compose
 
 services=deploy/local/services.sh
 if [[ " $* " != *" not services"* ]]; then

@@ -110,3 +110,24 @@ def test_evaluation_harness_scores_planted_episodes_deterministically() -> None:
     assert first.episodes == 8 and 0 <= first.detected <= 8 and first.key_weeks > 0
     s = summary([0, 1])
     assert s["episodes"] == 16 and 0.5 <= s["recall"] <= 1.0 and 0.5 <= s["precision"] <= 1.0
+
+
+def test_the_detection_loop_reports_its_health() -> None:
+    import time
+
+    from monitor.alerting.outbox import MemoryOutbox
+    from monitor.detection.stage import DetectionStage
+    from monitor.observability import Health
+
+    class Idle:  # a scored topic with nothing new
+        def poll(self, n, timeout):
+            return []
+
+    health = Health(stale_after_s=0.5)
+    health.last_loop -= 10  # as if the loop had stalled
+    assert health.report()[0] is False
+    DetectionStage(Idle(), NewsTracker(), MemoryOutbox(), health=health).run(idle_timeout_s=0.05)
+    ok, state = health.report()
+    assert ok and state["seconds_since_last_loop"] < 0.5
+    time.sleep(0.6)
+    assert health.report()[0] is False  # a loop that stops turning turns /healthz unhealthy

@@ -96,3 +96,13 @@ def test_model_commands_list_promote_rollback(tmp_path: Path, capsys) -> None:
     assert ModelRegistry(reg).current_version() == "v1"
     assert main(["model", "promote", "--registry", reg, "v9"]) == 1  # unknown version: an error, CURRENT unchanged
     assert ModelRegistry(reg).current_version() == "v1"
+
+
+def test_model_init_seeds_an_empty_registry_once(tmp_path: Path) -> None:
+    from bearwatch.cli import main
+
+    reg = str(tmp_path / "reg")
+    assert main(["model", "init", "--registry", reg, str(fake_model_dir(tmp_path, "v1"))]) == 0
+    assert ModelRegistry(reg).current_version() == "v1"
+    assert main(["model", "init", "--registry", reg, str(fake_model_dir(tmp_path, "v2"))]) == 0  # a later start: nothing changes
+    assert ModelRegistry(reg).current_version() == "v1" and ModelRegistry(reg).versions() == ["v1"]

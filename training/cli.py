@@ -79,6 +79,11 @@ def cmd_trainer(args: argparse.Namespace) -> int:
         logging.getLogger("bearwatch.trainer").info("cycle: %s (%s)", result.outcome, result.reason)
 
     s = scheduler(trainer, job, inbox_job=(lambda: poll_inbox(trainer, labels)) if trainer.inbox else None)
+    from bearwatch.daemon import serve_health
+
+    health = serve_health(settings, "trainer")
+    if health is not None:  # alive while the scheduler runs its jobs (a long training run does not block this one)
+        s.add_job(health.loop_turned, "interval", seconds=30, id="bearwatch-heartbeat", coalesce=True, max_instances=1)
     logging.getLogger("bearwatch.trainer").info("retraining on schedule %s (%s)%s", trainer.schedule, trainer.timezone,
                                                 f"; labels inbox {trainer.inbox}" if trainer.inbox else "")
     try:

@@ -58,7 +58,8 @@ class DetectionStats:
 
 class DetectionStage:
     def __init__(self, source, tracker: NewsTracker, outbox: Outbox, snapshots: SnapshotStore | None = None,
-                 deliver: Callable[[], tuple[int, int]] | None = None, snapshot_every: int = 10, batch_size: int = 500) -> None:
+                 deliver: Callable[[], tuple[int, int]] | None = None, snapshot_every: int = 10, batch_size: int = 500,
+                 health=None) -> None:
         self.source = source
         self.tracker = tracker
         self.outbox = outbox
@@ -66,6 +67,7 @@ class DetectionStage:
         self.deliver = deliver
         self.snapshot_every = snapshot_every
         self.batch_size = batch_size
+        self.health = health  # monitor.observability.Health: /healthz says whether the loop turns
         self.stats = DetectionStats()
         self._unrecorded: list[AlertEvent] = []
         self._offsets: dict[str, int] = {}
@@ -91,6 +93,8 @@ class DetectionStage:
 
         idle_since = time.monotonic()
         while not self._stop.is_set() and (max_batches is None or self._batches < max_batches):
+            if self.health is not None:
+                self.health.loop_turned()
             messages = self.source.poll(self.batch_size, 1.0)
             if messages:
                 idle_since = time.monotonic()
