@@ -88,6 +88,26 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+BENCH_DIR = Path(__file__).resolve().parent.parent / "bench"
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    """Run a benchmark script of bench/ (a repository checkout) with the remaining arguments."""
+    import runpy
+
+    scripts = sorted(p.stem for p in BENCH_DIR.glob("*.py")) if BENCH_DIR.is_dir() else []
+    if args.name not in scripts:
+        print(f"bearwatch: error: no benchmark {args.name!r} (have: {', '.join(scripts) or 'none: bench/ is in the repository checkout'})", file=sys.stderr)
+        return 2
+    saved = sys.argv
+    sys.argv = [str(BENCH_DIR / f"{args.name}.py"), *args.args]
+    try:
+        runpy.run_path(sys.argv[0], run_name="__main__")
+    finally:
+        sys.argv = saved
+    return 0
+
+
 def cmd_dashboards(args: argparse.Namespace) -> int:
     """Kibana saved objects: export (write the NDJSON), validate (against the mappings), import (Kibana's API)."""
     from bearwatch import dashboards
@@ -352,6 +372,10 @@ def build_parser() -> argparse.ArgumentParser:
         sub.set_defaults(handler=cmd_label)
         sub.add_argument("--by", required=True, help="who labelled (recorded with each label)")
         sub.add_argument("--config", help="settings TOML")
+
+    bench = add("bench", cmd_bench, "run a benchmark: model_ceiling, scoring_stage, naive_baseline, retrieval, memory, gpu (each prints a table, --json FILE)")
+    bench.add_argument("name")
+    bench.add_argument("args", nargs=argparse.REMAINDER, help="the script's own arguments (bearwatch bench NAME --help)")
 
     dash = commands.add_parser("dashboards", help="Kibana dashboards: export the saved objects, validate them, import them")
     dash_commands = dash.add_subparsers(dest="dashboards_command", metavar="COMMAND")

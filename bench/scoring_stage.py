@@ -38,35 +38,47 @@ def news_items(n: int) -> list[bytes]:
     return out
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--items", type=int, default=5000)
-    parser.add_argument("--rate", type=float, help="offered load in items/s (default: a backlog, as fast as possible)")
-    parser.add_argument("--model", default=str(ROOT / "models" / "default"))
-    parser.add_argument("--batch-size", type=int, default=256)
-    parser.add_argument("--history", default="bm25", choices=["off", "bm25", "knn", "both"])
-    parser.add_argument("--json", help="write the results here")
-    args = parser.parse_args()
+def ceiling(model: str, items: list[bytes], batch: int, threads: int = 2) -> dict:
+    """ONNX Runtime alone on these items' text, pre-tokenised as the stage tokenises it, at the
+    stage's batch size: the most the stage could do on this machine."""
+    from monitor.model_artifact import ModelArtifact
+    from monitor.scoring.inputs import build_model_input, encode
+    from monitor.scoring.onnx import OnnxScorer
 
+    artifact = ModelArtifact.load(model)
+    scorer = OnnxScorer(artifact, device="cpu", threads=threads)
+    inputs = [build_model_input(json.loads(v)["headline"], [], artifact.context) for v in items]
+    batches = [encode(scorer.tokenizer, inputs[i:i + batch], artifact.context) for i in range(0, len(inputs), batch)]
+    feeds = [{"input_ids": b.input_ids, "attention_mask": b.attention_mask, "token_type_ids": b.token_type_ids} for b in batches]
+    scorer.session.run(None, feeds[0])
+    t0 = time.perf_counter()
+    for feed in feeds:
+        scorer.session.run(None, feed)
+    return {"items_per_s": round(len(inputs) / (time.perf_counter() - t0), 1),
+            "mean_tokens": round(float(np.mean([b.attention_mask.sum(1).mean() for b in batches])), 1)}
+
+
+def run_stage(items: list[bytes], model: str, batch_size: int = 256, history: str = "bm25", rate: float | None = None,
+              run: str | None = None, extra_env: dict | None = None) -> dict:
+    """The real scoring stage (in this process) on `items` through fresh topics and indices."""
     from bearwatch.daemon import build_kafka_app
     from monitor.settings import load_settings
     from monitor.sinks.base import Record
     from monitor.sinks.kafka import KafkaPublisher
     from monitor.sources.kafka import ensure_topics
 
-    run = f"bench-{uuid.uuid4().hex[:6]}"
-    settings = load_settings(env={**os.environ, "BEARWATCH_METRICS_PORT": "0"})
+    run = run or f"bench-{uuid.uuid4().hex[:6]}"
+    settings = load_settings(env={**os.environ, "BEARWATCH_METRICS_PORT": "0", **(extra_env or {})})
     settings = replace(
         settings,
         kafka=replace(settings.kafka, news_topic=f"{run}.news", scored_topic=f"{run}.scored", dlq_topic=f"{run}.dlq", group=run, partitions=1),
-        elasticsearch=replace(settings.elasticsearch, index_prefix=run),
-        model=replace(settings.model, path=args.model, threads=2),
-        monitor=replace(settings.monitor, batch_size=args.batch_size),
-        retrieval=replace(settings.retrieval, history=args.history),
+        elasticsearch=replace(settings.elasticsearch, index_prefix=(extra_env or {}).get("BEARWATCH_ES_INDEX_PREFIX", run)),
+        model=replace(settings.model, path=model, threads=2),
+        monitor=replace(settings.monitor, batch_size=batch_size),
+        retrieval=replace(settings.retrieval, history=history),
     )
     k = settings.kafka
     ensure_topics(k, [k.news_topic, k.scored_topic, k.dlq_topic])
-    items = news_items(args.items)
     latencies: list[float] = []
     done: list[tuple[float, int]] = []  # (when a batch was committed, its size)
 
@@ -83,14 +95,14 @@ def main() -> None:
         start = time.monotonic()
         for i, value in enumerate(items):
             publisher.add(Record(k.news_topic, value))
-            if args.rate:
+            if rate:
                 publisher.flush()
-                delay = start + (i + 1) / args.rate - time.monotonic()
+                delay = start + (i + 1) / rate - time.monotonic()
                 if delay > 0:
                     time.sleep(delay)
         publisher.flush()
 
-    if args.rate:
+    if rate:
         producer = threading.Thread(target=produce)
         producer.start()
         app.run(idle_timeout_s=5)
@@ -106,8 +118,8 @@ def main() -> None:
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.platform()}",
         "model": app.models.scorer.version, "provider": app.models.scorer.provider,
-        "items": s.consumed, "scored": s.scored, "mode": f"offered {args.rate}/s" if args.rate else "backlog",
-        "batch_size": args.batch_size, "history": args.history,
+        "items": s.consumed, "scored": s.scored, "mode": f"offered {rate}/s" if rate else "backlog",
+        "batch_size": batch_size, "history": history,
         "items_per_s": round(counted / elapsed, 1),
         "stage_ms_per_item": {k2: round(1000 * v / max(1, s.consumed), 3) for k2, v in s.seconds.items()},
         "wall_ms_per_item": round(1000 * elapsed / max(1, counted), 3),
@@ -118,6 +130,24 @@ def main() -> None:
     app.source.close()
     app.publisher.close()
     publisher.close()
+    return result
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--items", type=int, default=5000)
+    parser.add_argument("--rate", type=float, help="offered load in items/s (default: a backlog, as fast as possible)")
+    parser.add_argument("--model", default=str(ROOT / "models" / "default"))
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--history", default="bm25", choices=["off", "bm25", "knn", "both"])
+    parser.add_argument("--json", help="write the results here")
+    args = parser.parse_args(argv)
+
+    items = news_items(args.items)
+    top = ceiling(args.model, items[: min(len(items), 4096)], args.batch_size)
+    result = run_stage(items, args.model, args.batch_size, args.history, args.rate)
+    result["model_ceiling_same_items"] = top
+    result["ratio_to_ceiling"] = round(result["items_per_s"] / top["items_per_s"], 3)
     print(json.dumps(result, indent=2))
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2) + "\n")

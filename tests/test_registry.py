@@ -106,3 +106,13 @@ def test_model_init_seeds_an_empty_registry_once(tmp_path: Path) -> None:
     assert ModelRegistry(reg).current_version() == "v1"
     assert main(["model", "init", "--registry", reg, str(fake_model_dir(tmp_path, "v2"))]) == 0  # a later start: nothing changes
     assert ModelRegistry(reg).current_version() == "v1" and ModelRegistry(reg).versions() == ["v1"]
+
+
+def test_bench_command_runs_a_script_of_bench_and_names_the_others() -> None:
+    import subprocess
+    import sys
+
+    listed = subprocess.run([sys.executable, "-m", "bearwatch", "bench", "no-such"], capture_output=True, text=True, timeout=60)
+    assert listed.returncode == 2 and "naive_baseline" in listed.stderr and "memory" in listed.stderr
+    helped = subprocess.run([sys.executable, "-m", "bearwatch", "bench", "retrieval", "--help"], capture_output=True, text=True, timeout=60)
+    assert helped.returncode == 0 and "--history-items" in helped.stdout
