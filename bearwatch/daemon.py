@@ -163,7 +163,7 @@ def slack_delivery(settings: Settings):
     s = settings.slack
     if not ((s.token and s.channel) or s.webhook_url):
         return None
-    return SlackDelivery(SlackSettings(token=s.token, channel=s.channel, webhook_url=s.webhook_url, base_url=s.base_url))
+    return SlackDelivery(SlackSettings(token=s.token, channel=s.channel, webhook_url=s.webhook_url, base_url=s.base_url, timeout_s=s.timeout_seconds))
 
 
 def build_detection_stage(settings: Settings):

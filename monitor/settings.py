@@ -133,6 +133,7 @@ class SlackAlertSettings:
     webhook_url: Secret | None = None  # or an incoming webhook (BEARWATCH_SLACK_WEBHOOK_URL)
     base_url: str = "https://slack.com/api/"
     kibana_url: str | None = None  # links in alerts open the drill-down dashboard here
+    timeout_seconds: float = 10.0  # one Slack request; a timeout is retried like a 5xx
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from monitor.settings import load_settings
-from tests.fake_slack import FakeSlack
+from drills.slack_server import FakeSlack
 
 pytestmark = pytest.mark.services
 ROOT = Path(__file__).resolve().parents[1]

@@ -7,7 +7,7 @@ import pytest
 from monitor.alerting.message import Headline, alert_blocks, escape
 from monitor.alerting.slack import DeliveryFailed, SlackDelivery, SlackSettings
 from monitor.settings import Secret
-from tests.fake_slack import FakeSlack
+from drills.slack_server import FakeSlack
 
 ALERT = {"id": "ticker:HLCY|negative_volume|2026-11-03T06:00:00+00:00", "key": "ticker:HLCY", "kind": "negative_volume", "status": "opened",
          "severity": "high", "observed": 9, "baseline": 1.2, "window_start": "2026-11-03T06:00:00Z", "window_end": "2026-11-03T06:15:00Z"}

@@ -23,7 +23,8 @@ from typing import Protocol
 
 import numpy as np
 
-from monitor.errors import BearwatchError
+from monitor.errors import BearwatchError, check_disk_error
+from monitor.jsonl import append_batch, read_objects
 from monitor.schema import format_time
 
 _TOKEN = re.compile(r"[\w]+", re.UNICODE)
@@ -98,10 +99,8 @@ class EmbeddedHistory:
         self._lengths: dict[str, int] = {}
         self._vectors: dict[str, np.ndarray] = {}
         if folder is not None and (folder / "history.jsonl").exists():
-            with (folder / "history.jsonl").open(encoding="utf-8") as fh:
-                for line in fh:
-                    if line.strip():
-                        self._put(json.loads(line))
+            for doc in read_objects(folder / "history.jsonl"):
+                self._put(doc)
 
     # --- writes ----------------------------------------------------------------------------------
     def add(self, documents: Sequence[dict]) -> None:
@@ -114,11 +113,9 @@ class EmbeddedHistory:
         if self.folder is not None:
             self.folder.mkdir(parents=True, exist_ok=True)
             try:
-                with (self.folder / "history.jsonl").open("a", encoding="utf-8") as fh:
-                    for doc in pending:
-                        fh.write(json.dumps(doc, ensure_ascii=False) + "\n")
-                    fh.flush()
+                append_batch({self.folder / "history.jsonl": (json.dumps(doc, ensure_ascii=False) for doc in pending)})
             except OSError as exc:
+                check_disk_error(exc, f"the embedded history in {self.folder}")
                 raise StoreUnavailable(f"cannot write the embedded history in {self.folder}: {exc.strerror}") from exc
         for doc in pending:
             self._put(doc)

@@ -6,6 +6,8 @@ import base64
 import json
 from pathlib import Path
 
+from monitor.errors import check_disk_error
+from monitor.jsonl import append_batch
 from monitor.sinks.base import Record
 from monitor.sinks.kafka import SinkUnavailable
 
@@ -22,17 +24,14 @@ class FilePublisher:
         pending, self._pending = self._pending, []  # a failed batch is replayed and added again
         if not pending:
             return
+        lines: dict[Path, list[str]] = {}
+        for record in pending:
+            lines.setdefault(self.folder / f"{record.topic}.jsonl", []).append(json.dumps(self._line(record), ensure_ascii=False))
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
-            handles = {}
-            try:
-                for record in pending:
-                    fh = handles.get(record.topic) or handles.setdefault(record.topic, (self.folder / f"{record.topic}.jsonl").open("a", encoding="utf-8"))
-                    fh.write(json.dumps(self._line(record), ensure_ascii=False) + "\n")
-            finally:
-                for fh in handles.values():
-                    fh.close()
+            append_batch(lines)  # all or nothing: a replayed batch neither duplicates nor tears lines
         except OSError as exc:
+            check_disk_error(exc, f"the outputs in {self.folder}")
             raise SinkUnavailable(f"cannot write to {self.folder}: {exc.strerror}") from exc
 
     @staticmethod

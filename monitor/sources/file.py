@@ -11,7 +11,9 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
+from monitor.errors import check_disk_error
 from monitor.sources.base import Message
+from monitor.sources.kafka import SourceUnavailable
 
 
 class FileSource:
@@ -44,8 +46,12 @@ class FileSource:
     def commit(self, next_offsets: Mapping[tuple[str, int], int]) -> None:
         if self.state_file and next_offsets:
             tmp = self.state_file.with_suffix(".tmp")
-            tmp.write_text(json.dumps({"source": self.name, "next_line": max(next_offsets.values())}))
-            tmp.replace(self.state_file)
+            try:
+                tmp.write_text(json.dumps({"source": self.name, "next_line": max(next_offsets.values())}))
+                tmp.replace(self.state_file)
+            except OSError as exc:
+                check_disk_error(exc, f"the offsets in {self.state_file}")
+                raise SourceUnavailable(f"cannot record the offsets in {self.state_file}: {exc.strerror}") from exc
 
     def rewind(self, first_offsets: Mapping[tuple[str, int], int]) -> None:
         if self._fh is sys.stdin.buffer:

@@ -11,8 +11,10 @@ from urllib.parse import parse_qs
 
 
 class FakeSlack:
-    def __init__(self) -> None:
-        self.script: list[tuple[int, dict, dict]] = []  # (status, headers, body) answered before normal service
+    def __init__(self, token: str = "xoxb-test") -> None:
+        self.token = token
+        self.script: list[tuple[int, dict, dict]] = []  # (status, headers, body) answered before normal service;
+        # status 0: hang for body["seconds"] before answering normally (a client timeout)
         self.messages: list[dict] = []
         self.requests: list[str] = []
         self.lock = threading.Lock()
@@ -24,6 +26,9 @@ class FakeSlack:
                 raw = self.rfile.read(length).decode()
                 body = json.loads(raw) if self.headers.get("Content-Type", "").startswith("application/json") else {k: v[0] for k, v in parse_qs(raw).items()}
                 status, headers, answer = fake.answer(self.path, body, self.headers.get("Authorization", ""))
+                if status == 0:  # hang past the client's timeout, then give up on this connection
+                    time.sleep(answer["seconds"])
+                    return
                 data = (answer if isinstance(answer, str) else json.dumps(answer)).encode()
                 self.send_response(status)
                 for k, v in headers.items():
@@ -57,7 +62,7 @@ class FakeSlack:
             if path.startswith("/services/"):
                 self.messages.append(body)
                 return 200, {}, "ok"
-            if auth != "Bearer xoxb-test":
+            if auth != f"Bearer {self.token}":
                 return 200, {}, {"ok": False, "error": "invalid_auth"}
             if path.endswith("/chat.postMessage"):
                 if isinstance(body.get("blocks"), str):
@@ -81,6 +86,12 @@ class FakeSlack:
 
     def rate_limit(self, times: int, retry_after: int = 1) -> None:
         self.script += [(429, {"Retry-After": str(retry_after)}, {"ok": False, "error": "ratelimited"})] * times
+
+    def hang(self, times: int, seconds: float) -> None:
+        self.script += [(0, {}, {"seconds": seconds})] * times
+
+    def not_ok(self, times: int, error: str = "service_unavailable") -> None:
+        self.script += [(200, {}, {"ok": False, "error": error})] * times
 
     def server_error(self, times: int) -> None:
         self.script += [(500, {}, "internal error")] * times

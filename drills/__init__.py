@@ -1,0 +1,1 @@
+"""Fault drills against the real services: `bearwatch drill NAME` (see drills/run.py)."""

@@ -1,0 +1,301 @@
+"""What every drill shares: a stack of real daemons (`bearwatch monitor run`, `bearwatch detect run`,
+each its own process) on fresh topics and indices of the local Kafka and Elasticsearch, a Slack-like
+server, streams with known content, and the exact accounting a drill ends with.
+
+The accounting compares what went in with what came out, by identity, not by count alone:
+- every valid item (by id) is one document in the news index, and no document is unexpected;
+- every invalid message (by its partition and offset) is in the dead-letter topic, with a reason;
+- the alerts are those the same stream gives in-process (the reference), each posted to Slack once.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+
+from drills.slack_server import FakeSlack
+
+ROOT = Path(__file__).resolve().parent.parent
+SERVICES = ROOT / "deploy" / "local" / "services.sh"
+
+
+class DrillFailed(AssertionError):
+    """The accounting did not balance; the message lists every difference."""
+
+
+def demo_stream(copies: int, seed: int = 7) -> list[bytes]:
+    """`copies` demo streams (each ~376 messages with one planted negative episode, duplicates and
+    malformed messages), copy c shifted by 3·c days and with its own ids."""
+    from datetime import datetime
+
+    from monitor.demo.generate import lines
+
+    out: list[bytes] = []
+    for c in range(copies):
+        for raw in lines(seed + c):
+            try:
+                item = json.loads(raw)
+            except ValueError:
+                out.append(raw)
+                continue
+            if isinstance(item, dict) and isinstance(item.get("published_at"), str) and isinstance(item.get("id"), str):
+                try:
+                    when = datetime.fromisoformat(item["published_at"].replace("Z", "+00:00"))
+                    item["published_at"] = (when + timedelta(days=3 * c)).isoformat().replace("+00:00", "Z")
+                except ValueError:
+                    pass
+                item["id"] = f"{item['id']}-c{c}"
+                out.append(json.dumps(item).encode())
+            else:
+                out.append(raw)
+    return out
+
+
+def expected(values: list[bytes]) -> tuple[set[str], list[int]]:
+    """(ids of the valid items, positions of the invalid messages), by the daemon's own validator."""
+    from monitor.schema import InvalidItem, parse_item
+
+    ids, invalid = set(), []
+    for i, raw in enumerate(values):
+        try:
+            ids.add(parse_item(raw).id)
+        except InvalidItem:
+            invalid.append(i)
+    return ids, invalid
+
+
+def reference_alerts(values: list[bytes]) -> set[tuple[str, str]]:
+    """(key, window_start) of the alerts the embedded default raises on the same stream."""
+    import tempfile
+    from dataclasses import replace
+
+    from bearwatch.daemon import default_model_dir, run_demo
+    from monitor.settings import Settings
+
+    stream = Path(tempfile.mkdtemp(prefix="drill-ref-")) / "stream.jsonl"
+    stream.write_bytes(b"\n".join(v.replace(b"\n", b" ") for v in values) + b"\n")
+    settings = Settings()
+    settings = replace(settings, model=replace(settings.model, path=str(default_model_dir()), device="cpu"), metrics=replace(settings.metrics, port=0))
+    run = run_demo(settings, str(stream), stream.parent / "out")
+    return {(a["key"], a["window_start"]) for a in run.alerts}
+
+
+@dataclass
+class Accounting:
+    produced: int = 0
+    valid: int = 0
+    invalid: int = 0
+    indexed: int = 0
+    dead_lettered: int = 0
+    dead_letter_records: int = 0
+    alerts: int = 0
+    alerts_expected: int | None = None
+    slack_messages: int = 0
+    problems: list[str] = field(default_factory=list)
+
+    def table(self, name: str) -> str:
+        rows = [("messages produced", self.produced), ("valid items", self.valid), ("documents indexed", self.indexed),
+                ("invalid messages", self.invalid), ("dead-lettered (distinct)", self.dead_lettered),
+                ("dead-letter records", self.dead_letter_records), ("alerts", self.alerts),
+                ("alerts expected", "-" if self.alerts_expected is None else self.alerts_expected), ("Slack messages", self.slack_messages)]
+        body = "\n".join(f"  {k:<28}{v:>10}" for k, v in rows)
+        verdict = "OK: the accounting balances" if not self.problems else "FAILED:\n" + "\n".join(f"  - {p}" for p in self.problems)
+        return f"drill {name}\n{body}\n{verdict}"
+
+    def check(self, name: str) -> "Accounting":
+        print(self.table(name), flush=True)
+        if self.problems:
+            raise DrillFailed(f"drill {name}: " + "; ".join(self.problems))
+        return self
+
+
+class Stack:
+    """Fresh topics and indices, the daemons as processes, and a Slack-like server."""
+
+    def __init__(self, partitions: int = 1, slack: bool = True, env: dict | None = None, batch_size: int = 100) -> None:
+        from monitor.settings import load_settings
+
+        self.run = f"drill-{uuid.uuid4().hex[:8]}"
+        self.slack = FakeSlack() if slack else None
+        self.env = {
+            **os.environ,
+            "BEARWATCH_KAFKA_NEWS_TOPIC": f"{self.run}.news", "BEARWATCH_KAFKA_SCORED_TOPIC": f"{self.run}.scored",
+            "BEARWATCH_KAFKA_DLQ_TOPIC": f"{self.run}.dlq", "BEARWATCH_KAFKA_GROUP": self.run,
+            "BEARWATCH_KAFKA_PARTITIONS": str(partitions), "BEARWATCH_ES_INDEX_PREFIX": self.run,
+            "BEARWATCH_MODEL_PATH": str(ROOT / "models" / "default"), "BEARWATCH_METRICS_PORT": "0",
+            "BEARWATCH_MONITOR_BATCH_SIZE": str(batch_size), "BEARWATCH_DETECTION_SNAPSHOT_EVERY_BATCHES": "2",
+            "BEARWATCH_DETECTION_BATCH_SIZE": "100", "PYTHONUNBUFFERED": "1",
+            **({"BEARWATCH_SLACK_TOKEN": "xoxb-test", "BEARWATCH_SLACK_CHANNEL": "C123", "BEARWATCH_SLACK_BASE_URL": self.slack.base_url} if self.slack else {}),
+            **(env or {}),
+        }
+        self.settings = load_settings(env=self.env)
+        self.logs = Path(os.environ.get("BEARWATCH_DRILL_LOGS", f"/tmp/bearwatch-drills/{self.run}"))
+        self.logs.mkdir(parents=True, exist_ok=True)
+        self.procs: dict[str, subprocess.Popen] = {}
+        self.starts: Counter = Counter()
+        from monitor.sources.kafka import ensure_topics
+
+        k = self.settings.kafka
+        ensure_topics(k, [k.news_topic, k.scored_topic, k.dlq_topic])
+
+    # --- processes ---
+    def start(self, name: str, idle_exit: float = 8.0) -> subprocess.Popen:
+        command = {"monitor": ["monitor", "run"], "detector": ["detect", "run"]}[name.rstrip("0123456789")]
+        self.starts[name] += 1
+        log = (self.logs / f"{name}.{self.starts[name]}.log").open("w")
+        proc = subprocess.Popen([sys.executable, "-m", "bearwatch", *command, "--idle-exit", str(idle_exit)], env=self.env,
+                                stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+        self.procs[name] = proc
+        return proc
+
+    def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
+        proc = self.procs[name]
+        if proc.poll() is None:
+            proc.send_signal(sig)
+            proc.wait(timeout=60)
+
+    def wait(self, name: str, timeout_s: float = 1800) -> int:
+        return self.procs[name].wait(timeout=timeout_s)
+
+    def close(self) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(timeout=30)
+        if self.slack:
+            self.slack.close()
+
+    # --- input ---
+    def produce(self, values: list[bytes], rate: float | None = None) -> None:
+        from monitor.sinks.base import Record
+        from monitor.sinks.kafka import KafkaPublisher
+
+        publisher = KafkaPublisher(self.settings.kafka, client_id=f"{self.run}-producer")
+        start = time.monotonic()
+        for i, value in enumerate(values):
+            publisher.add(Record(self.settings.kafka.news_topic, value, key=str(i).encode()))
+            if rate and (i + 1) % 50 == 0:
+                publisher.flush()
+                delay = start + (i + 1) / rate - time.monotonic()
+                if delay > 0:
+                    time.sleep(delay)
+        publisher.flush()
+        publisher.close()
+
+    # --- output ---
+    def es(self):
+        from monitor.retrieval.elasticsearch import connect
+
+        return connect(self.settings.elasticsearch)
+
+    def indexed_ids(self) -> list[str]:
+        from elasticsearch import helpers
+
+        es = self.es()
+        index = self.settings.elasticsearch.index("news")
+        es.indices.refresh(index=index)
+        return [h["_id"] for h in helpers.scan(es, index=index, query={"query": {"match_all": {}}}, _source=False)]
+
+    def read_topic(self, topic: str) -> list:
+        """Every record of a topic, beginning to end (kafka-python records: partition, offset, key, value, headers)."""
+        from kafka import KafkaConsumer, TopicPartition
+
+        consumer = KafkaConsumer(enable_auto_commit=False, **self.settings.kafka.client_options())
+        partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or [])]
+        consumer.assign(partitions)
+        consumer.seek_to_beginning(*partitions)
+        end = consumer.end_offsets(partitions)
+        out = []
+        deadline = time.monotonic() + 120
+        while any(consumer.position(tp) < end[tp] for tp in partitions) and time.monotonic() < deadline:
+            for records in consumer.poll(timeout_ms=1000, max_records=5000).values():
+                out.extend(records)
+        consumer.close()
+        return out
+
+    def dead_letters(self) -> list[tuple[int, int, str]]:
+        """(source partition, source offset, reason) of every dead-letter record."""
+        out = []
+        for m in self.read_topic(self.settings.kafka.dlq_topic):
+            h = dict(m.headers)
+            out.append((int(h["bearwatch.source.partition"]), int(h["bearwatch.source.offset"]), h.get("bearwatch.error", b"").decode()))
+        return out
+
+    def source_positions(self) -> dict[int, tuple[int, int]]:
+        """Where each produced message landed: {produce index: (partition, offset)}, from the news topic."""
+        return {int(m.key): (m.partition, m.offset) for m in self.read_topic(self.settings.kafka.news_topic)}
+
+    def alerts(self) -> list[dict]:
+        from elasticsearch import helpers
+
+        es = self.es()
+        index = self.settings.elasticsearch.index("alerts")
+        if not es.indices.exists(index=index):
+            return []
+        es.indices.refresh(index=index)
+        return [h["_source"] for h in helpers.scan(es, index=index, query={"query": {"match_all": {}}})]
+
+    def account(self, values: list[bytes], reference: set[tuple[str, str]] | None = None) -> Accounting:
+        valid, invalid_positions = expected(values)
+        acc = Accounting(produced=len(values), valid=len(valid), invalid=len(invalid_positions))
+        ids = self.indexed_ids()
+        acc.indexed = len(ids)
+        missing, unexpected = valid - set(ids), set(ids) - valid
+        if missing:
+            acc.problems.append(f"{len(missing)} valid item(s) not indexed, e.g. {sorted(missing)[:3]}")
+        if unexpected:
+            acc.problems.append(f"{len(unexpected)} unexpected document(s), e.g. {sorted(unexpected)[:3]}")
+        letters = self.dead_letters()
+        acc.dead_letter_records = len(letters)
+        positions = self.source_positions()
+        wanted = {positions[i] for i in invalid_positions if i in positions}
+        got = {(p, o) for p, o, _ in letters}
+        acc.dead_lettered = len(got)
+        if wanted - got:
+            acc.problems.append(f"{len(wanted - got)} invalid message(s) missing from the dead-letter topic")
+        if got - wanted:
+            acc.problems.append(f"{len(got - wanted)} dead-letter record(s) for messages that were valid")
+        if any(not reason for _, _, reason in letters):
+            acc.problems.append("a dead-letter record without a reason")
+        if self.slack is not None:
+            alerts = self.alerts()
+            acc.alerts = len(alerts)
+            sent = Counter((m.get("metadata") or {}).get("event_payload", {}).get("alert_id") for m in self.slack.messages)
+            acc.slack_messages = sum(sent.values())
+            twice = [a for a, n in sent.items() if n > 1]
+            if twice:
+                acc.problems.append(f"alert(s) posted to Slack more than once: {twice[:3]}")
+            unsent = [a["id"] for a in alerts if a["id"] not in sent]
+            if unsent:
+                acc.problems.append(f"{len(unsent)} alert(s) never posted to Slack: {unsent[:3]}")
+            if reference is not None:
+                acc.alerts_expected = len(reference)
+                have = {(a["key"], a["window_start"]) for a in alerts}
+                if have != reference:
+                    acc.problems.append(f"alerts differ from the reference: missing {sorted(reference - have)[:3]}, extra {sorted(have - reference)[:3]}")
+        return acc
+
+
+def random_kills(stack: Stack, names: list[str], kills: int, rng: random.Random, between_s: tuple[float, float]) -> int:
+    """SIGKILL one of the running daemons at random moments, restarting it at once; returns how many."""
+    done = 0
+    while done < kills:
+        time.sleep(rng.uniform(*between_s))
+        running = [n for n in names if stack.procs[n].poll() is None]
+        if not running:
+            break
+        victim = rng.choice(running)
+        stack.kill(victim)
+        stack.start(victim)
+        done += 1
+    return done

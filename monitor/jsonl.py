@@ -1,0 +1,47 @@
+"""Append-only JSON-lines files that never keep half a batch: the embedded default's outputs and
+history. A batch is appended whole or, when a write fails (disk full, a file-size limit), every file
+it touched is cut back to where it was, so the replayed batch does not duplicate or tear lines. A
+process killed mid-write can still leave a torn last line; readers drop it (it was never committed)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+log = logging.getLogger("bearwatch.jsonl")
+
+
+def append_batch(lines_by_file: dict[Path, Iterable[str]]) -> None:
+    """Append each file's lines (without newlines); all or nothing per batch. Raises OSError."""
+    sizes: dict[Path, int] = {}
+    try:
+        for path, lines in lines_by_file.items():
+            sizes[path] = path.stat().st_size if path.exists() else 0
+            with path.open("a", encoding="utf-8") as fh:
+                for line in lines:
+                    fh.write(line + "\n")
+    except OSError:
+        for path, size in sizes.items():
+            try:
+                os.truncate(path, size)
+            except OSError as undo:  # reported, and the original error still raised
+                log.error("could not cut %s back to %d bytes after a failed write: %s", path, size, undo)
+        raise
+
+
+def read_objects(path: Path) -> Iterator[dict]:
+    """The objects of a JSON-lines file; a torn last line (a write cut short) is dropped and cut off."""
+    good = 0
+    with path.open("rb") as fh:
+        for raw in fh:
+            if not raw.endswith(b"\n"):
+                log.warning("%s ends with an incomplete line (%d bytes, a write cut short): dropped", path, len(raw))
+                break
+            good += len(raw)
+            if raw.strip():
+                yield json.loads(raw)
+    if good != path.stat().st_size:
+        os.truncate(path, good)
