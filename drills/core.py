@@ -20,7 +20,7 @@ import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from drills.slack_server import FakeSlack
@@ -35,7 +35,8 @@ class DrillFailed(AssertionError):
 
 def demo_stream(copies: int, seed: int = 7) -> list[bytes]:
     """`copies` demo streams (each ~376 messages with one planted negative episode, duplicates and
-    malformed messages), copy c shifted by 3·c days and with its own ids."""
+    malformed messages), each with its own ids, laid end to end in time (3 days apart, the last one
+    where the bundled stream is, so none lies in the future)."""
     from datetime import datetime
 
     from monitor.demo.generate import lines
@@ -51,13 +52,29 @@ def demo_stream(copies: int, seed: int = 7) -> list[bytes]:
             if isinstance(item, dict) and isinstance(item.get("published_at"), str) and isinstance(item.get("id"), str):
                 try:
                     when = datetime.fromisoformat(item["published_at"].replace("Z", "+00:00"))
-                    item["published_at"] = (when + timedelta(days=3 * c)).isoformat().replace("+00:00", "Z")
+                    item["published_at"] = (when - timedelta(days=3 * (copies - 1 - c))).isoformat().replace("+00:00", "Z")
                 except ValueError:
                     pass
                 item["id"] = f"{item['id']}-c{c}"
                 out.append(json.dumps(item).encode())
             else:
                 out.append(raw)
+    # A quiet tail half a day later closes every open bucket, so what detection decides does not
+    # depend on whether the stream "ends" (the embedded reference flushes at its end; a daemon waits).
+    from monitor.schema import InvalidItem, parse_item
+
+    stamps = []
+    for v in out:
+        try:
+            stamps.append(parse_item(v).published_at)
+        except InvalidItem:
+            continue
+    last = max(stamps).isoformat()
+    when = datetime.fromisoformat(last.replace("Z", "+00:00"))
+    for i in range(3):
+        stamp = (when + timedelta(hours=12, minutes=i)).isoformat().replace("+00:00", "Z")
+        out.append(json.dumps({"id": f"tail-{i}", "published_at": stamp, "headline": f"Markets close flat in quiet session {i}",
+                               "source": "drill", "tickers": [], "url": f"https://news.example/tail-{i}", "lang": "en"}).encode())
     return out
 
 
@@ -74,20 +91,20 @@ def expected(values: list[bytes]) -> tuple[set[str], list[int]]:
     return ids, invalid
 
 
-def reference_alerts(values: list[bytes]) -> set[tuple[str, str]]:
-    """(key, window_start) of the alerts the embedded default raises on the same stream."""
-    import tempfile
-    from dataclasses import replace
-
-    from bearwatch.daemon import default_model_dir, run_demo
-    from monitor.settings import Settings
-
-    stream = Path(tempfile.mkdtemp(prefix="drill-ref-")) / "stream.jsonl"
-    stream.write_bytes(b"\n".join(v.replace(b"\n", b" ") for v in values) + b"\n")
-    settings = Settings()
-    settings = replace(settings, model=replace(settings.model, path=str(default_model_dir()), device="cpu"), metrics=replace(settings.metrics, port=0))
-    run = run_demo(settings, str(stream), stream.parent / "out")
-    return {(a["key"], a["window_start"]) for a in run.alerts}
+def control_alerts(values: list[bytes], env: dict | None = None) -> set[tuple[str, str]]:
+    """(key, window_start) of the alerts the same daemons raise on the same stream when nothing
+    goes wrong: what a drill's alerts must equal."""
+    stack = Stack(partitions=1, env=env)
+    try:
+        stack.produce(values)
+        stack.start("monitor")
+        stack.start("detector", idle_exit=30)
+        for name in ("monitor", "detector"):
+            if stack.wait(name) != 0:
+                raise DrillFailed(f"the control run's {name} failed; see {stack.logs}")
+        return {(a["key"], a["window_start"]) for a in stack.alerts()}
+    finally:
+        stack.close()
 
 
 @dataclass

@@ -18,7 +18,7 @@ import sys
 import time
 from pathlib import Path
 
-from drills.core import ROOT, SERVICES, Accounting, DrillFailed, Stack, demo_stream, random_kills, reference_alerts
+from drills.core import ROOT, SERVICES, Accounting, DrillFailed, Stack, control_alerts, demo_stream, random_kills
 
 SCALES = {  # per drill: ci / full
     "crash": {"ci": {"copies": 2, "kills": 4}, "full": {"copies": 266, "kills": 20}},  # 266 copies ≈ 100k messages
@@ -50,7 +50,7 @@ def _drain_detector(stack: Stack) -> None:
 def crash(copies: int, kills: int, seed: int = 1) -> Accounting:
     """SIGKILL the scoring and detection daemons at random moments, restarting them each time."""
     values = demo_stream(copies)
-    reference = reference_alerts(values)
+    reference = control_alerts(values)
     stack = Stack(partitions=1)
     try:
         stack.produce(values)
@@ -125,7 +125,7 @@ def kafka_restart(copies: int, down_s: float) -> Accounting:
 def slack(copies: int) -> Accounting:
     """Slack answers 429 with Retry-After, 500, hangs past the timeout and `ok: false` for a while."""
     values = demo_stream(copies)
-    reference = reference_alerts(values)
+    reference = control_alerts(values)
     stack = Stack(partitions=1, env={"BEARWATCH_SLACK_TIMEOUT_SECONDS": "2"})
     stack.slack.rate_limit(2, retry_after=1)
     stack.slack.server_error(2)

@@ -102,3 +102,16 @@ def test_ended_episode_edits_the_posted_message(slack) -> None:
     assert len(slack.messages) == 1 and slack.messages[0]["edited"] and "ended" in slack.messages[0]["text"]
     deliver_pending(outbox, d.post, lambda ids: [], d.already_posted, update=d.update)
     assert slack.requests.count("/api/chat.update") == 1  # edited once, not at every cycle
+
+
+def test_a_timeout_in_the_duplicate_check_or_an_edit_is_a_delivery_failure_not_a_crash(slack) -> None:
+    from monitor.alerting.slack import DeliveryFailed
+
+    d = delivery(slack, timeout_s=1)
+    slack.hang(1, seconds=2)
+    with pytest.raises(DeliveryFailed, match="conversations.history failed: .*timed out"):
+        d.already_posted(ALERT["id"], 0)
+    slack.hang(1, seconds=2)
+    with pytest.raises(DeliveryFailed, match="chat.update failed: .*timed out"):
+        d.update("123.456", "x", [])
+    assert d.post(ALERT["id"], "x", []) and len(slack.messages) == 1  # and service resumes

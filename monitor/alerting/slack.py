@@ -64,6 +64,8 @@ class SlackDelivery:
             response = self.client.conversations_history(channel=self.settings.channel, oldest=str(since_epoch), include_all_metadata=True, limit=200)
         except SlackApiError as exc:
             raise DeliveryFailed(f"Slack conversations.history failed: {exc.response.get('error') if exc.response else exc}") from None
+        except OSError as exc:  # connection refused, timeouts: the check is retried with the delivery
+            raise DeliveryFailed(f"Slack conversations.history failed: {type(exc).__name__}: {exc}") from None
         for message in response.get("messages", []):
             meta = message.get("metadata") or {}
             if meta.get("event_type") == METADATA_EVENT and (meta.get("event_payload") or {}).get("alert_id") == alert_id:
@@ -82,6 +84,8 @@ class SlackDelivery:
             self.client.chat_update(channel=self.settings.channel, ts=ts, text=text, blocks=blocks)
         except SlackApiError as exc:
             raise DeliveryFailed(f"Slack chat.update failed: {exc.response.get('error') if exc.response else exc}") from None
+        except OSError as exc:
+            raise DeliveryFailed(f"Slack chat.update failed: {type(exc).__name__}: {exc}") from None
 
     def post(self, alert_id: str, text: str, blocks: list[dict]) -> str:
         """Post once (with retries); returns the message ts (token mode) or "webhook"."""
@@ -95,8 +99,8 @@ class SlackDelivery:
             if outcome == "permanent":
                 break
             wait = min(self.settings.max_wait_s, wait if wait is not None else delay * (0.5 + random.random()))
-            log.warning("Slack delivery of %s failed (%s), attempt %d/%d; retrying in %.1fs", alert_id, detail, attempt, self.settings.attempts, wait)
             if attempt < self.settings.attempts:
+                log.warning("Slack delivery of %s failed (%s), attempt %d/%d; retrying in %.1fs", alert_id, detail, attempt, self.settings.attempts, wait)
                 self.sleep(wait)
             delay = min(self.settings.max_wait_s, delay * 2)
         raise DeliveryFailed(f"Slack did not accept alert {alert_id}: {last}")
