@@ -108,6 +108,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_drill(args: argparse.Namespace) -> int:
+    """A fault drill against the real services, ending with an exact accounting (drills/run.py)."""
+    from drills.run import main as drill
+
+    return drill([args.name, "--scale", args.scale])
+
+
 def cmd_dashboards(args: argparse.Namespace) -> int:
     """Kibana saved objects: export (write the NDJSON), validate (against the mappings), import (Kibana's API)."""
     from bearwatch import dashboards
@@ -376,6 +383,10 @@ def build_parser() -> argparse.ArgumentParser:
     bench = add("bench", cmd_bench, "run a benchmark: model_ceiling, scoring_stage, naive_baseline, retrieval, memory, gpu (each prints a table, --json FILE)")
     bench.add_argument("name")
     bench.add_argument("args", nargs=argparse.REMAINDER, help="the script's own arguments (bearwatch bench NAME --help)")
+
+    drill = add("drill", cmd_drill, "fault drills on the local Kafka and Elasticsearch: crash, rebalance, es-outage, kafka-restart, slack, hostile, secrets, disk, all")
+    drill.add_argument("name", choices=["crash", "rebalance", "es-outage", "kafka-restart", "slack", "hostile", "secrets", "disk", "all"])
+    drill.add_argument("--scale", choices=["ci", "full"], default="full", help="ci: the shortened form the tests run (default: full)")
 
     dash = commands.add_parser("dashboards", help="Kibana dashboards: export the saved objects, validate them, import them")
     dash_commands = dash.add_subparsers(dest="dashboards_command", metavar="COMMAND")

@@ -121,7 +121,7 @@ class Accounting:
     problems: list[str] = field(default_factory=list)
 
     def table(self, name: str) -> str:
-        rows = [("messages produced", self.produced), ("valid items", self.valid), ("documents indexed", self.indexed),
+        rows = [("messages produced", self.produced), ("valid items (distinct ids)", self.valid), ("documents indexed", self.indexed),
                 ("invalid messages", self.invalid), ("dead-lettered (distinct)", self.dead_lettered),
                 ("dead-letter records", self.dead_letter_records), ("alerts", self.alerts),
                 ("alerts expected", "-" if self.alerts_expected is None else self.alerts_expected), ("Slack messages", self.slack_messages)]
@@ -166,11 +166,11 @@ class Stack:
         ensure_topics(k, [k.news_topic, k.scored_topic, k.dlq_topic])
 
     # --- processes ---
-    def start(self, name: str, idle_exit: float = 8.0) -> subprocess.Popen:
+    def start(self, name: str, idle_exit: float = 8.0, env: dict | None = None) -> subprocess.Popen:
         command = {"monitor": ["monitor", "run"], "detector": ["detect", "run"]}[name.rstrip("0123456789")]
         self.starts[name] += 1
         log = (self.logs / f"{name}.{self.starts[name]}.log").open("w")
-        proc = subprocess.Popen([sys.executable, "-m", "bearwatch", *command, "--idle-exit", str(idle_exit)], env=self.env,
+        proc = subprocess.Popen([sys.executable, "-m", "bearwatch", *command, "--idle-exit", str(idle_exit)], env={**self.env, **(env or {})},
                                 stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
         self.procs[name] = proc
         return proc

@@ -220,11 +220,14 @@ SECRET_VALUES = {"BEARWATCH_SLACK_TOKEN": "xoxb-drill-SECRET-4f1c9e", "BEARWATCH
 def secrets(copies: int) -> Accounting:
     """Headlines crafted as query syntax or Slack mentions are text; credentials appear nowhere."""
     values = demo_stream(copies)
-    crafted = [json.dumps({"id": f"inject-{i}", "published_at": json.loads(values[10])["published_at"], "headline": h, "tickers": ["HLCY"],
+    episode = [json.loads(v) for v in values if b"HLCY" in v and b"breach" in v and v.startswith(b"{")]
+    crafted = [json.dumps({"id": f"inject-{i}", "published_at": episode[0]["published_at"], "headline": h, "tickers": ["HLCY"],
                            "source": "drill", "url": "https://news.example/inject"}).encode()
-               for i, h in enumerate(['Halcyon Software breach: title:(a OR b) AND "x', 'Halcyon Software <!channel> breach widens <https://evil.example|login>',
-                                      'Halcyon Software *breach* `rm -rf` {"query":{"match_all":{}}} \\ ~ ^ ?'])]
-    values = values[:200] + crafted + values[200:]
+               for i, h in enumerate(['Halcyon Software shares plunge 40% as breach widens: title:(a OR b) AND "x',
+                                      'Halcyon Software shares plunge 35% <!channel> as breach widens <https://evil.example|login>',
+                                      'Halcyon Software shares plunge 30% *breach* `rm -rf` {"query":{"match_all":{}}} \\ ~ ^ ?'])]
+    at = values.index(next(v for v in values if v.startswith(b"{") and json.loads(v).get("id") == episode[0]["id"]))
+    values = values[:at] + crafted + values[at:]
     from drills.slack_server import FakeSlack
 
     env = {k: v for k, v in SECRET_VALUES.items() if k != "BEARWATCH_KAFKA_SASL_PASSWORD"}  # SASL needs a SASL broker
@@ -234,11 +237,15 @@ def secrets(copies: int) -> Accounting:
     stack.env["BEARWATCH_SLACK_BASE_URL"] = stack.slack.base_url
     try:
         stack.produce(values)
-        stack.start("monitor")
+        port = _free_port()
+        stack.start("monitor", env={"BEARWATCH_METRICS_PORT": str(port)})
         stack.start("detector", idle_exit=30)
+        exposed = _scrape(f"http://127.0.0.1:{port}", stack.procs["monitor"])
         _wait_all(stack, ["monitor"])
         _drain_detector(stack)
         acc = stack.account(values)
+        if "bearwatch_" not in exposed:
+            acc.problems.append("could not read the monitor's /metrics: the metrics were not checked")
         # every crafted headline indexed as text, none dead-lettered
         es = stack.es()
         for i in range(len(crafted)):
@@ -247,6 +254,8 @@ def secrets(copies: int) -> Accounting:
         posted = json.dumps([m.get("blocks") for m in stack.slack.messages])
         if "<!channel>" in posted or "<https://evil.example" in posted:
             acc.problems.append("a crafted mention or link reached Slack unescaped")
+        if "&lt;!channel&gt;" not in posted:
+            acc.problems.append("the crafted mention is not among the alert's headlines: the escaping was not exercised")
         if not stack.slack.messages:
             acc.problems.append("no Slack message: the escaping was not exercised")
         # a wrong token: the error says so without the token
@@ -257,7 +266,7 @@ def secrets(copies: int) -> Accounting:
                      "the wrong-token error": bad.stdout + bad.stderr,
                      "documents": json.dumps([h for h in stack.indexed_ids()]) + json.dumps(stack.alerts()),
                      "dead letters": json.dumps(stack.dead_letters()), "Slack messages": posted,
-                     "settings repr": repr(stack.settings)}
+                     "settings repr": repr(stack.settings), "metrics and health": exposed}
         if "invalid_auth" not in haystacks["the wrong-token error"]:
             acc.problems.append("the wrong-token probe did not fail with invalid_auth")
         for where, text in haystacks.items():
@@ -267,6 +276,27 @@ def secrets(copies: int) -> Accounting:
         return acc.check("secrets")
     finally:
         stack.close()
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _scrape(base: str, proc, timeout_s: float = 60) -> str:
+    """/metrics and /healthz of a running daemon, as soon as they answer."""
+    import urllib.request
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            return "".join(urllib.request.urlopen(base + path, timeout=5).read().decode() for path in ("/metrics", "/healthz"))
+        except OSError:
+            time.sleep(0.5)
+    return ""
 
 
 def disk(**_) -> Accounting:
