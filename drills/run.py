@@ -23,8 +23,8 @@ from drills.core import ROOT, SERVICES, Accounting, DrillFailed, Stack, control_
 SCALES = {  # per drill: ci / full
     "crash": {"ci": {"copies": 2, "kills": 4}, "full": {"copies": 266, "kills": 20}},  # 266 copies ≈ 100k messages
     "rebalance": {"ci": {"copies": 3}, "full": {"copies": 80}},
-    "es-outage": {"ci": {"copies": 3, "outage_s": 15}, "full": {"copies": 40, "outage_s": 60}},
-    "kafka-restart": {"ci": {"copies": 3, "down_s": 5}, "full": {"copies": 40, "down_s": 20}},
+    "es-outage": {"ci": {"copies": 4, "outage_s": 15}, "full": {"copies": 40, "outage_s": 60}},
+    "kafka-restart": {"ci": {"copies": 4, "down_s": 8}, "full": {"copies": 40, "down_s": 20}},
     "slack": {"ci": {"copies": 1}, "full": {"copies": 3}},
     "hostile": {"ci": {"hostile": 600, "copies": 1}, "full": {"hostile": 10_000, "copies": 10}},
     "secrets": {"ci": {"copies": 1}, "full": {"copies": 1}},
@@ -94,11 +94,16 @@ def _service(action: str, which: str) -> None:
 
 def _outage(name: str, which: str, copies: int, down_s: float) -> Accounting:
     values = demo_stream(copies)
-    stack = Stack(partitions=1, slack=False, batch_size=50)
+    stack = Stack(partitions=1, slack=False, batch_size=20)
     try:
         stack.produce(values)
         stack.start("monitor", idle_exit=max(30.0, down_s + 20))
-        time.sleep(6)  # some batches in
+        es, index = stack.es(), stack.settings.elasticsearch.index("news")
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:  # mid-stream: some items written, most still to come
+            if es.indices.exists(index=index) and es.count(index=index)["count"] >= 200:
+                break
+            time.sleep(0.2)
         _service("down", which)
         try:
             time.sleep(down_s)
@@ -107,7 +112,13 @@ def _outage(name: str, which: str, copies: int, down_s: float) -> Accounting:
         finally:
             _service("up", which)
         _wait_all(stack, ["monitor"])
-        return stack.account(values).check(name)
+        acc = stack.account(values)
+        log = (stack.logs / "monitor.1.log").read_text(errors="replace")
+        evidence = "nothing committed" if which == "elasticsearch" else "Connection lost"  # a failed write; the broker gone
+        if evidence not in log:
+            acc.problems.append(f"the monitor never saw {which} go away ({evidence!r} not in its log): the drill did not test it")
+        print(f"{name}: the monitor's log shows {log.count(evidence)} × {evidence!r} while {which} was down", flush=True)
+        return acc.check(name)
     finally:
         stack.close()
 
