@@ -185,12 +185,29 @@ class Stack:
         return self.procs[name].wait(timeout=timeout_s)
 
     def close(self) -> None:
+        """Stop what runs, and remove the run's indices and topics (kept with BEARWATCH_DRILL_KEEP=1)."""
         for proc in self.procs.values():
             if proc.poll() is None:
                 proc.kill()
                 proc.wait(timeout=30)
         if self.slack:
             self.slack.close()
+        if os.environ.get("BEARWATCH_DRILL_KEEP"):
+            return
+        from monitor.indices import mappings
+
+        es = self.es()
+        for name in mappings():
+            es.indices.delete(index=self.settings.elasticsearch.index(name), ignore_unavailable=True)
+        from kafka import KafkaAdminClient
+
+        k = self.settings.kafka
+        admin = KafkaAdminClient(**k.client_options())
+        try:
+            existing = set(admin.list_topics())
+            admin.delete_topics([t for t in (k.news_topic, k.scored_topic, k.dlq_topic) if t in existing])
+        finally:
+            admin.close()
 
     # --- input ---
     def produce(self, values: list[bytes], rate: float | None = None) -> None:

@@ -57,6 +57,19 @@ def test_new_labels_train_a_candidate_that_is_evaluated_and_promoted(setup) -> N
     assert registry.current_version() == result.candidate != before
     assert set(result.metrics["candidate"]) == {"sentiment"} and result.metrics["current"]["sentiment"]["n"] > 0
     assert (registry.root / "versions" / result.candidate / "comparison.json").exists()
+    # a monitor serving the registry scores with the promoted version
+    import json
+
+    from bearwatch.daemon import build_embedded_app
+    from monitor.settings import load_settings
+
+    news = tmp / "news.jsonl"
+    news.write_text("".join(json.dumps({"id": f"n{i}", "published_at": "2026-11-02T10:00:00Z", "headline": f"Acme item {i}"}) + "\n" for i in range(3)))
+    monitor = load_settings(env={})
+    monitor = replace(monitor, model=replace(monitor.model, path=str(registry.root), threads=1))
+    scored: list[str] = []
+    build_embedded_app(monitor, str(news), tmp / "monitor-out", on_batch=lambda m, r: scored.extend(d["model_version"] for d in r.documents)).run(idle_timeout_s=0)
+    assert scored == [result.candidate] * 3
     [message] = slack.messages  # the channel hears of the promotion, with both models' figures
     assert f"{result.candidate} promoted" in message["text"] and "sentiment* macro-F1" in str(message["blocks"])
     assert before in str(message["blocks"])
