@@ -159,7 +159,7 @@ def svg_xy(chart: Chart, data: dict) -> str:
         y = sy(top * frac)
         out.append(f'<line x1="{PAD_L}" y1="{y:.1f}" x2="{W - 10}" y2="{y:.1f}" stroke="#eef0f3"/>'
                    f'<text x="{PAD_L - 4}" y="{y + 4:.1f}" text-anchor="end" class="tick">{_fmt(top * frac, data["percent"])}</text>')
-    for i in range(0, n, max(1, n // 6)):
+    for i in range(0, n, max(1, -(-n // 5))):  # at most 5 labels
         out.append(f'<text x="{sx(i):.1f}" y="{H - 8}" text-anchor="middle" class="tick">{xs[i]:%d %b %H:%M}</text>')
     base = [0.0] * n
     bw = max(1.0, pw / n * 0.8)
