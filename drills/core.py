@@ -37,8 +37,6 @@ def demo_stream(copies: int, seed: int = 7) -> list[bytes]:
     """`copies` demo streams (each ~376 messages with one planted negative episode, duplicates and
     malformed messages), each with its own ids, laid end to end in time (3 days apart, the last one
     where the bundled stream is, so none lies in the future)."""
-    from datetime import datetime
-
     from monitor.demo.generate import lines
 
     out: list[bytes] = []

@@ -135,3 +135,12 @@ def test_package_keeps_one_variant_and_no_torch_weights(tiny_run, tmp_path: Path
     assert artifact.manifest["onnx"]["files"] == {"int8": "model.int8.onnx"}
     assert "bearwatch train --config X --output Y" in (out / "MODEL_CARD.md").read_text()
     assert OnnxScorer(artifact, device="cpu").score_texts(["Acme raises dividend"]).predicted("sentiment")[0] in ("bearish", "neutral", "bullish")
+
+
+def test_exported_models_carry_no_build_paths(tiny_run) -> None:
+    _, model_dir, _ = tiny_run
+    root = str(Path(__file__).resolve().parents[1])
+    for name in ("model.onnx", "model.int8.onnx"):
+        data = (model_dir / name).read_bytes()
+        assert root.encode() not in data and b"pkg.torch.onnx.stack_trace" not in data, name
+    assert b"pkg.torch.onnx.stack_trace" not in (Path(root) / "models" / "default" / "model.int8.onnx").read_bytes()

@@ -85,6 +85,23 @@ def export_graph(model: MultiTaskEncoder, example: dict[str, torch.Tensor], path
         verbose=False,
     )
     program.save(str(path))
+    strip_build_metadata(path)
+
+
+def strip_build_metadata(path: Path) -> None:
+    """Drop what the exporter records about the machine that built the graph (source stack traces
+    with file paths, module names) from every node: a shipped model carries no build paths."""
+    import onnx
+
+    model = onnx.load(str(path))
+    for node in model.graph.node:
+        node.doc_string = ""
+        keep = [(p.key, p.value) for p in node.metadata_props if not (p.key.startswith("pkg.") or p.key == "namespace")]
+        del node.metadata_props[:]
+        for key, value in keep:
+            node.metadata_props.add(key=key, value=value)
+    model.doc_string = ""
+    onnx.save(model, str(path))
 
 
 @dataclass
@@ -126,6 +143,7 @@ def quantize_int8(source: Path, target: Path) -> None:
 
     # Per-channel with reduce_range: the setting that kept accuracy on AVX2-only CPUs.
     quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8, per_channel=True, reduce_range=True)
+    strip_build_metadata(target)
 
 
 def export_model(
