@@ -88,10 +88,24 @@ class MemoryOutbox:
 
 
 class ElasticsearchOutbox:
-    def __init__(self, client, index: str, refresh: str | bool = "wait_for") -> None:
+    """Writes do not wait for a refresh; a search that must see them (pending, ended) refreshes
+    the index first when something was written since: milliseconds, instead of up to the refresh
+    interval (1 s) per write."""
+
+    def __init__(self, client, index: str) -> None:
         self.client = client
         self.index = index
-        self.refresh = refresh
+        self.refresh = False
+        self._dirty = True  # another process may have written just before this one started
+
+    def _write(self, action: str, fn, **kwargs):
+        self._dirty = True
+        return self._call(action, fn, **kwargs)
+
+    def _fresh(self) -> None:
+        if self._dirty:
+            self._call("refresh", self.client.indices.refresh, index=self.index)
+            self._dirty = False
 
     def _call(self, action: str, fn, **kwargs):
         from elasticsearch import ApiError, TransportError
@@ -102,47 +116,62 @@ class ElasticsearchOutbox:
             raise StoreUnavailable(f"Elasticsearch {action} failed: {type(exc).__name__}: {str(exc)[:300]}") from exc
 
     def record(self, alerts: Sequence[AlertEvent], now: datetime) -> list[dict]:
-        from elasticsearch import ConflictError
-
-        opened = []
+        """All of a batch's alert events in one bulk request.
+        Opening an episode that is already there (a replay) is skipped; any other refusal raises,
+        and the caller keeps the events to record them again."""
+        operations, docs = [], []
         for alert in alerts:
             if alert.status == "opened":
                 doc = alert_document(alert, now)
-                try:
-                    self._call("alert create", self.client.create, index=self.index, id=alert.id, document=doc, refresh=self.refresh)
-                    opened.append(doc)
-                except StoreUnavailable as exc:
-                    if isinstance(exc.__cause__, ConflictError):
-                        continue  # a replay re-opening an episode already written: nothing new
-                    raise
+                operations += [{"create": {"_index": self.index, "_id": alert.id}}, doc]
+                docs.append(doc)
             else:
                 fields = {"status": alert.status, "window_end": format_time(alert.window_end), "updated_at": format_time(now)}
-                self._call("alert update", self.client.update, index=self.index, id=alert.id, doc=fields, refresh=self.refresh)
+                operations += [{"update": {"_index": self.index, "_id": alert.id}}, {"doc": fields}]
+                docs.append(None)
+        if not operations:
+            return []
+        self._dirty = True
+        result = self._call("alert writes", self.client.bulk, operations=operations, refresh=self.refresh)
+        opened, failed = [], []
+        for doc, item in zip(docs, result["items"]):
+            (op, outcome), = item.items()
+            status = outcome.get("status", 500)
+            if op == "create" and status == 409:
+                continue  # a replay re-opening an episode already written: nothing new
+            if status >= 300:
+                failed.append(f"{op} {outcome.get('_id')}: {status} {(outcome.get('error') or {}).get('type')}")
+            elif doc is not None:
+                opened.append(doc)
+        if failed:
+            raise StoreUnavailable(f"Elasticsearch refused alert writes: {'; '.join(failed[:5])}")
         return opened
 
     def pending(self) -> list[dict]:
+        self._fresh()
         response = self._call("pending alerts", self.client.search, index=self.index, query={"term": {"delivery": "pending"}},
                               sort=[{"created_at": "asc"}], size=100)
         return [h["_source"] for h in response["hits"]["hits"]]
 
     def attempt(self, alert_id: str, error: str | None = None) -> None:
         if error:
-            self._call("alert attempt", self.client.update, index=self.index, id=alert_id, doc={"last_error": error[:1000]}, refresh=self.refresh)
+            self._write("alert attempt", self.client.update, index=self.index, id=alert_id, doc={"last_error": error[:1000]}, refresh=self.refresh)
             return
         doc = self._call("alert get", self.client.get, index=self.index, id=alert_id)["_source"]
-        self._call("alert attempt", self.client.update, index=self.index, id=alert_id, doc={"attempts": doc.get("attempts", 0) + 1}, refresh=self.refresh)
+        self._write("alert attempt", self.client.update, index=self.index, id=alert_id, doc={"attempts": doc.get("attempts", 0) + 1}, refresh=self.refresh)
 
     def mark_sent(self, alert_id: str, ts: str) -> None:
         status = self._call("alert get", self.client.get, index=self.index, id=alert_id)["_source"]["status"]
-        self._call("alert sent", self.client.update, index=self.index, id=alert_id, doc={"delivery": "sent", "slack_ts": ts, "notified": status}, refresh=self.refresh)
+        self._write("alert sent", self.client.update, index=self.index, id=alert_id, doc={"delivery": "sent", "slack_ts": ts, "notified": status}, refresh=self.refresh)
 
     def ended_unnotified(self) -> list[dict]:
         query = {"bool": {"filter": [{"term": {"delivery": "sent"}}, {"term": {"status": "ended"}}], "must_not": [{"term": {"notified": "ended"}}]}}
+        self._fresh()
         response = self._call("ended alerts", self.client.search, index=self.index, query=query, size=100)
         return [h["_source"] for h in response["hits"]["hits"]]
 
     def mark_notified(self, alert_id: str, status: str) -> None:
-        self._call("alert notified", self.client.update, index=self.index, id=alert_id, doc={"notified": status}, refresh=self.refresh)
+        self._write("alert notified", self.client.update, index=self.index, id=alert_id, doc={"notified": status}, refresh=self.refresh)
 
 
 def deliver_pending(outbox: Outbox, post: Callable[[str, str, list], str], headlines: Callable[[list[str]], list[Headline]],
