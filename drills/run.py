@@ -100,9 +100,14 @@ def _outage(name: str, which: str, copies: int, down_s: float) -> Accounting:
         stack.start("monitor", idle_exit=max(30.0, down_s + 20))
         es, index = stack.es(), stack.settings.elasticsearch.index("news")
         deadline = time.monotonic() + 120
+        from elasticsearch import ApiError, TransportError
+
         while time.monotonic() < deadline:  # mid-stream: some items written, most still to come
-            if es.indices.exists(index=index) and es.count(index=index)["count"] >= 200:
-                break
+            try:
+                if es.indices.exists(index=index) and es.count(index=index)["count"] >= 200:
+                    break
+            except (ApiError, TransportError):
+                pass  # a new index whose shard is not active yet (just after the previous drill's restart): ask again
             time.sleep(0.2)
         _service("down", which)
         try:
