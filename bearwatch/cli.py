@@ -70,7 +70,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
     """The embedded default: the whole scoring stage in-process on a bundled (or given) news stream."""
     import shutil
     from dataclasses import replace
-    from pathlib import Path
 
     from bearwatch.daemon import default_model_dir, run_demo
 

@@ -51,9 +51,7 @@ def build_kafka_app(settings: Settings, client_id: str = "bearwatch-monitor") ->
         pipeline_settings=pipeline_settings_from(settings.retrieval, settings.monitor, k.scored_topic, k.dlq_topic),
         settings=settings.monitor, metrics=metrics, health=health,
     )
-    if settings.metrics.port:
-        server = serve(settings.metrics.host, settings.metrics.port, metrics.registry, health)
-        log.info("metrics and health on http://%s:%d/metrics, /healthz", settings.metrics.host, server.server_address[1])
+    serve_health(settings, "scoring", metrics.registry, health)
     log.info(
         "scoring %s -> Elasticsearch %s, scored topic %s, dead letters %s; model %s on %s",
         k.news_topic, settings.elasticsearch.index("news"), k.scored_topic, k.dlq_topic, models.scorer.version, models.scorer.provider,
@@ -204,15 +202,16 @@ def build_detection_stage(settings: Settings):
                                  batch_size=d.batch_size, health=health)
 
 
-def serve_health(settings: Settings, what: str, registry=None) -> Health | None:
-    """/healthz (and /metrics) on settings.metrics for a daemon without scoring metrics; None when port is 0."""
+def serve_health(settings: Settings, what: str, registry=None, health: Health | None = None) -> Health | None:
+    """/metrics and /healthz on settings.metrics for a daemon (a fresh Health and an empty registry
+    unless given); None when the port is 0."""
     if not settings.metrics.port:
         return None
     from prometheus_client import CollectorRegistry
 
-    health = Health()
+    health = health or Health()
     server = serve(settings.metrics.host, settings.metrics.port, registry or CollectorRegistry(), health)
-    log.info("%s health on http://%s:%d/healthz", what, settings.metrics.host, server.server_address[1])
+    log.info("%s: metrics and health on http://%s:%d/metrics, /healthz", what, settings.metrics.host, server.server_address[1])
     return health
 
 

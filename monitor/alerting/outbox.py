@@ -95,7 +95,6 @@ class ElasticsearchOutbox:
     def __init__(self, client, index: str) -> None:
         self.client = client
         self.index = index
-        self.refresh = False
         self._dirty = True  # another process may have written just before this one started
 
     def _write(self, action: str, fn, **kwargs):
@@ -132,7 +131,7 @@ class ElasticsearchOutbox:
         if not operations:
             return []
         self._dirty = True
-        result = self._call("alert writes", self.client.bulk, operations=operations, refresh=self.refresh)
+        result = self._call("alert writes", self.client.bulk, operations=operations)
         opened, failed = [], []
         for doc, item in zip(docs, result["items"]):
             (op, outcome), = item.items()
@@ -155,14 +154,14 @@ class ElasticsearchOutbox:
 
     def attempt(self, alert_id: str, error: str | None = None) -> None:
         if error:
-            self._write("alert attempt", self.client.update, index=self.index, id=alert_id, doc={"last_error": error[:1000]}, refresh=self.refresh)
+            self._write("alert attempt", self.client.update, index=self.index, id=alert_id, doc={"last_error": error[:1000]})
             return
         doc = self._call("alert get", self.client.get, index=self.index, id=alert_id)["_source"]
-        self._write("alert attempt", self.client.update, index=self.index, id=alert_id, doc={"attempts": doc.get("attempts", 0) + 1}, refresh=self.refresh)
+        self._write("alert attempt", self.client.update, index=self.index, id=alert_id, doc={"attempts": doc.get("attempts", 0) + 1})
 
     def mark_sent(self, alert_id: str, ts: str) -> None:
         status = self._call("alert get", self.client.get, index=self.index, id=alert_id)["_source"]["status"]
-        self._write("alert sent", self.client.update, index=self.index, id=alert_id, doc={"delivery": "sent", "slack_ts": ts, "notified": status}, refresh=self.refresh)
+        self._write("alert sent", self.client.update, index=self.index, id=alert_id, doc={"delivery": "sent", "slack_ts": ts, "notified": status})
 
     def ended_unnotified(self) -> list[dict]:
         query = {"bool": {"filter": [{"term": {"delivery": "sent"}}, {"term": {"status": "ended"}}], "must_not": [{"term": {"notified": "ended"}}]}}
@@ -171,7 +170,7 @@ class ElasticsearchOutbox:
         return [h["_source"] for h in response["hits"]["hits"]]
 
     def mark_notified(self, alert_id: str, status: str) -> None:
-        self._write("alert notified", self.client.update, index=self.index, id=alert_id, doc={"notified": status}, refresh=self.refresh)
+        self._write("alert notified", self.client.update, index=self.index, id=alert_id, doc={"notified": status})
 
 
 def deliver_pending(outbox: Outbox, post: Callable[[str, str, list], str], headlines: Callable[[list[str]], list[Headline]],
