@@ -10,6 +10,7 @@ import hashlib
 import json
 import logging
 import time
+from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -18,7 +19,7 @@ import numpy as np
 
 from monitor.errors import ScoringError
 from monitor.labels import SENTIMENT_LABELS
-from monitor.retrieval.history import DedupQuery, HistoryQuery, HistoryStore
+from monitor.retrieval.history import DedupQuery, HistoryQuery, HistoryStore, Original, parse_stored_time
 from monitor.schema import InvalidItem, NewsItem, format_time, parse_item
 from monitor.scoring.onnx import OnnxScorer, Scores
 from monitor.sinks.base import Record
@@ -98,44 +99,69 @@ class ScoringPipeline:
         scored_at = format_time(now or datetime.now(timezone.utc))
         for position, index in enumerate(kept):
             message, item = to_score[index]
-            doc = self._document(message, item, scores, index, flags[item.id], related[position], per_item_ms, scored_at)
+            doc = self._document(message, item, scores, index, flags[index], related[position], per_item_ms, scored_at)
             result.documents.append(doc)
             result.records.append(Record(self.settings.scored_topic, json.dumps(self._scored_event(doc)).encode(), doc["topic"].encode()))
         return result
 
-    def _dedup(self, valid: list[tuple[Message, NewsItem]], result: BatchResult) -> tuple[list[tuple[Message, NewsItem]], dict[str, dict]]:
-        """Drop exact redeliveries, flag text duplicates; replays keep the flags they were stored with."""
+    def _dedup(self, valid: list[tuple[Message, NewsItem]], result: BatchResult) -> tuple[list[tuple[Message, NewsItem]], dict[int, dict]]:
+        """Flag text duplicates exactly as if the items were processed one at a time, in order.
+
+        An item is a duplicate when an item before it (stored, or earlier in this batch) has the
+        same dedup key within the window; it points at the first of that group (the earliest by
+        published_at, then id). A redelivered item keeps the flags it was stored with; the same id
+        with new content is a new version, which replaces the old one from then on. So the flags
+        do not depend on where batches begin, and a batch replayed after a crash decides the same.
+        Returns the versions to score, and their flags by position in that list.
+        """
+        window = self.settings.dedup_window
         stored = self.store.stored([item.id for _, item in valid]) if valid else {}
-        seen: dict[str, str] = {}  # id -> content hash, within this batch
-        keys_in_batch: dict[str, str] = {}  # dedup key -> original id, within this batch
-        to_score, flags, lookups = [], {}, []
+        to_score: list[tuple[Message, NewsItem]] = []
+        hashes, keys = [], []
+        latest: dict[str, int] = {}  # id -> position of its latest version so far in to_score
         for message, item in valid:
             digest = content_hash(item)
-            if seen.get(item.id) == digest:
-                result.duplicates += 1  # the same item twice in one batch: stored once
+            if item.id in latest and hashes[latest[item.id]] == digest:
+                result.duplicates += 1  # the same item again within the batch: stored once
                 continue
-            if item.id in seen:  # same id, new content: the later version replaces the earlier
-                to_score = [(m, i) for m, i in to_score if i.id != item.id]
-            seen[item.id] = digest
-            key = dedup_key(item.headline)
-            previous = stored.get(item.id)
-            if previous is not None and previous.get("content_hash") == digest:
-                result.redelivered += 1  # a replay after a crash: same document again
-                flags[item.id] = {"duplicate": previous.get("duplicate", False), "duplicate_of": previous.get("duplicate_of"), "dedup_key": key, "content_hash": digest}
-                if previous.get("scored_at"):
-                    flags[item.id]["scored_at"] = previous["scored_at"]  # the replayed document stays the same
-            elif key in keys_in_batch and keys_in_batch[key] != item.id:
-                flags[item.id] = {"duplicate": True, "duplicate_of": keys_in_batch[key], "dedup_key": key, "content_hash": digest}
-            else:
-                flags[item.id] = {"duplicate": False, "duplicate_of": None, "dedup_key": key, "content_hash": digest}
-                lookups.append(item)
-            keys_in_batch.setdefault(key, item.id)
+            latest[item.id] = len(to_score)
             to_score.append((message, item))
-        originals = self.store.originals([DedupQuery(i.id, flags[i.id]["dedup_key"], i.published_at) for i in lookups], self.settings.dedup_window)
-        for item, original in zip(lookups, originals):
-            if original is not None and original != item.id:
-                flags[item.id].update(duplicate=True, duplicate_of=original)
-        result.duplicates += sum(1 for _, i in to_score if flags[i.id]["duplicate"])
+            hashes.append(digest)
+            keys.append(dedup_key(item.headline))
+        # A stored copy of one of this batch's messages (same source position) was written by an
+        # interrupted attempt at this batch: it stands for nothing before that message, so searches
+        # skip it, and the batch's own versions take its place in order. So does every id with an
+        # earlier version here. (A copy stored from an earlier message is history like any other.)
+        positions = {(m.topic, m.partition, m.offset) for m, _ in to_score}
+        replayed = {i for i, doc in stored.items() if _position(doc) in positions}
+        by_key: dict[str, set[str]] = defaultdict(set)  # key -> batch ids with a version of that key
+        for (_, item), key in zip(to_score, keys):
+            by_key[key].add(item.id)
+        flags: dict[int, dict] = {}
+        lookups: list[tuple[int, DedupQuery]] = []
+        first_seen: dict[str, int] = {}
+        for pos, ((_, item), digest, key) in enumerate(zip(to_score, hashes, keys)):
+            previous = stored.get(item.id) if item.id not in first_seen else None
+            first_seen.setdefault(item.id, pos)
+            if previous is not None and previous.get("content_hash") == digest:
+                result.redelivered += 1  # a replay after a crash: same document again, same flags
+                flags[pos] = {"duplicate": previous.get("duplicate", False), "duplicate_of": previous.get("duplicate_of")}
+                if previous.get("scored_at"):
+                    flags[pos]["scored_at"] = previous["scored_at"]
+                continue
+            skip = tuple(sorted(i for i in by_key[key] if i != item.id and (i in replayed or first_seen.get(i, pos) < pos)))
+            lookups.append((pos, DedupQuery(item.id, key, item.published_at, exclude=skip)))
+        found = dict(zip((pos for pos, _ in lookups), self.store.originals([q for _, q in lookups], window)))
+        current: dict[str, tuple[str, Original]] = {}  # id -> (key, version) as of the item being decided
+        for pos, ((_, item), key) in enumerate(zip(to_score, keys)):
+            if pos not in flags:
+                here = [o for k, o in current.values() if k == key and o.id != item.id and abs(o.published_at - item.published_at) <= window]
+                first = min(here + ([found[pos]] if found[pos] else []), default=None)
+                flags[pos] = {"duplicate": first is not None, "duplicate_of": first.root if first else None}
+            flags[pos].update(dedup_key=key, content_hash=hashes[pos])
+            # As stored (millisecond precision), so it ranks as it will once stored.
+            current[item.id] = (key, Original(parse_stored_time(format_time(item.published_at)), item.id, flags[pos]["duplicate_of"]))
+        result.duplicates += sum(1 for f in flags.values() if f["duplicate"])
         return to_score, flags
 
     def _score(self, items: list[NewsItem]) -> tuple[Scores | None, dict[int, str]]:
@@ -193,6 +219,12 @@ class ScoringPipeline:
     def _scored_event(doc: dict) -> dict:
         """What the detection stage needs: no vector, no body."""
         return {k: doc[k] for k in ("id", "published_at", "headline", "url", "source", "tickers", "topic", "sentiment", "p_bearish", "negative", "duplicate", "duplicate_of", "model_version") if k in doc}
+
+
+def _position(doc: dict) -> tuple | None:
+    """Where a stored document's message was in the news topic (documents carry it)."""
+    k = doc.get("kafka") or {}
+    return (k.get("topic"), k.get("partition"), k.get("offset")) if k else None
 
 
 def _merge_scores(parts: list[tuple[int, Scores]], n: int) -> Scores:

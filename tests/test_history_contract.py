@@ -57,6 +57,26 @@ def store(request, unique_name):
     client.indices.delete(index=",".join(settings.index(name) for name in mappings()))
 
 
+@pytest.fixture(params=["embedded", pytest.param("elasticsearch", marks=pytest.mark.services)])
+def unrefreshed_store(request, unique_name):
+    """The production configuration (writes without refresh), on an index that never refreshes by itself."""
+    if request.param == "embedded":
+        yield EmbeddedHistory()
+        return
+    from monitor.retrieval.elasticsearch import ElasticsearchHistory, connect, ensure_indices
+    from monitor.settings import ElasticsearchSettings
+    from tests.conftest import ES_URL
+
+    settings = ElasticsearchSettings(url=ES_URL, index_prefix=unique_name)
+    client = connect(settings)
+    ensure_indices(client, settings, embedding_dims=8)
+    client.indices.put_settings(index=settings.index("news"), settings={"index": {"refresh_interval": "-1"}})
+    yield ElasticsearchHistory(client, settings)
+    from monitor.indices import mappings
+
+    client.indices.delete(index=",".join(settings.index(name) for name in mappings()))
+
+
 def load(store) -> None:
     store.add(DOCS)
     store.flush()
@@ -87,7 +107,26 @@ def test_originals_finds_earlier_same_text_within_window(store) -> None:
          DedupQuery("other", dedup_key("Nothing like it"), T0)],
         window=timedelta(hours=24),
     )
-    assert out[0] == "a" and out[1] is None and out[2] is None
+    assert out[0].id == "a" and out[0].published_at == T0 - timedelta(minutes=50) and out[1] is None and out[2] is None
+    # "d" and "q" share a key; excluding "d" (the caller decides about it) leaves "q"
+    tumble = dedup_key("Acme shares tumble after profit warning")
+    again = store.originals([DedupQuery("new", tumble, T0), DedupQuery("new", tumble, T0, exclude=("d",))], window=timedelta(hours=24))
+    assert again[0].id == "d" and again[1].id == "q"
+
+
+def test_originals_reads_its_own_writes_before_any_refresh(unrefreshed_store) -> None:
+    """Writes do not wait for a refresh; the dedup lookup must still see the previous batch."""
+    store = unrefreshed_store
+    store.originals([DedupQuery("x", "nothing", T0)], window=timedelta(hours=1))  # the first lookup refreshes
+    store.add([doc("a", "Acme shares plunge after profit warning", -50), doc("b", "Acme shares plunge after profit warning!", -10, duplicate_of="a")])
+    store.flush()
+    out = store.originals([DedupQuery("q", dedup_key("ACME shares plunge after profit warning"), T0), DedupQuery("r", dedup_key("ACME shares plunge"), T0)],
+                          window=timedelta(hours=24))
+    assert out[0].id == "a" and out[0].root == "a" and out[1] is None
+    store.add([doc("a", "Acme shares rise", -50)])  # a new version of "a" under another key
+    store.flush()
+    out = store.originals([DedupQuery("q", dedup_key("ACME shares plunge after profit warning"), T0)], window=timedelta(hours=24))
+    assert out[0].id == "b" and out[0].root == "a"
 
 
 def test_writing_twice_keeps_one_document(store) -> None:

@@ -4,6 +4,13 @@ Reads are batched (one ``mget`` for ids, one ``msearch`` for dedup and related h
 writes are bulk ``index`` operations with ``_id`` = item id, so a replayed batch overwrites the same
 documents instead of adding new ones. Elasticsearch errors become :class:`StoreUnavailable` with
 what was being done.
+
+Writes do not wait for a refresh (that would cost up to a second per batch), so a search may not
+see the last batches yet. The dedup lookup must: whether an item is a duplicate cannot depend on
+how fast the previous batch became searchable, or a replay after a crash would decide it
+differently and detection would count differently. So the store remembers what it wrote until it
+has refreshed the index itself (at most every ``visible_after_s``), and answers dedup lookups from
+both. `related` history may miss the last second of items; that changes no decision.
 """
 
 from __future__ import annotations
@@ -13,12 +20,12 @@ from collections.abc import Sequence
 from datetime import timedelta
 
 from monitor.indices import NEWS, mappings
-from monitor.retrieval.history import TICKER_BOOST, DedupQuery, HistoryQuery, Related, StoreUnavailable
+from monitor.retrieval.history import TICKER_BOOST, DedupQuery, HistoryQuery, Original, Related, StoreUnavailable, parse_stored_time
 from monitor.schema import format_time
 from monitor.settings import ElasticsearchSettings
 
 log = logging.getLogger("bearwatch.elasticsearch")
-_SOURCE_FIELDS = ["id", "headline", "published_at", "dedup_key", "content_hash", "duplicate", "duplicate_of", "sentiment", "topic", "model_version", "scored_at"]
+_SOURCE_FIELDS = ["id", "headline", "published_at", "dedup_key", "content_hash", "duplicate", "duplicate_of", "sentiment", "topic", "model_version", "scored_at", "kafka"]
 
 
 def connect(settings: ElasticsearchSettings):
@@ -64,11 +71,17 @@ def ensure_indices(client, settings: ElasticsearchSettings, embedding_dims: int)
 
 
 class ElasticsearchHistory:
-    def __init__(self, client, settings: ElasticsearchSettings, refresh: str | bool = False) -> None:
+    def __init__(self, client, settings: ElasticsearchSettings, refresh: str | bool = False, visible_after_s: float = 10.0) -> None:
         self.client = client
         self.index = settings.index(NEWS)
         self.refresh = refresh
+        self.visible_after_s = visible_after_s
         self._pending: list[dict] = []
+        # Written since our last refresh, so perhaps not yet searchable: dedup key -> id -> Original,
+        # and id -> dedup key. The first lookup refreshes too (a previous process's last writes).
+        self._unrefreshed: dict[str, dict[str, Original]] = {}
+        self._unrefreshed_key: dict[str, str] = {}
+        self._refreshed_at: float | None = None
 
     def _call(self, action: str, fn, **kwargs):
         from elasticsearch import ApiError, TransportError
@@ -84,25 +97,46 @@ class ElasticsearchHistory:
         response = self._call("mget", self.client.mget, index=self.index, ids=list(dict.fromkeys(ids)), source_includes=_SOURCE_FIELDS)
         return {d["_id"]: d["_source"] for d in response["docs"] if d.get("found")}
 
-    def originals(self, queries: Sequence[DedupQuery], window: timedelta) -> list[str | None]:
+    def originals(self, queries: Sequence[DedupQuery], window: timedelta) -> list[Original | None]:
         if not queries:
             return []
+        self._refresh_if_due()
         searches = []
         for q in queries:
             searches += [{"index": self.index}, {
-                "size": 1, "_source": ["id", "duplicate_of"], "sort": [{"published_at": "asc"}, {"id": "asc"}],
+                "size": 1, "_source": ["id", "published_at", "duplicate_of"], "sort": [{"published_at": "asc"}, {"id": "asc"}],
                 "query": {"bool": {
                     "filter": [{"term": {"dedup_key": q.dedup_key}},
                                {"range": {"published_at": {"gte": format_time(q.published_at - window), "lte": format_time(q.published_at + window)}}}],
-                    "must_not": [{"ids": {"values": [q.id]}}],
+                    "must_not": [{"ids": {"values": [q.id, *q.exclude]}}],
                 }},
             }]
-        responses = self._msearch("dedup lookup", searches)
         out = []
-        for r in responses:
-            hits = r["hits"]["hits"]
-            out.append((hits[0]["_source"].get("duplicate_of") or hits[0]["_source"]["id"]) if hits else None)
+        for q, r in zip(queries, self._msearch("dedup lookup", searches)):
+            found = [Original(parse_stored_time(h["_source"]["published_at"]), h["_source"]["id"], h["_source"].get("duplicate_of")) for h in r["hits"]["hits"]]
+            skip = {q.id, *q.exclude}
+            found += [o for o in self._unrefreshed.get(q.dedup_key, {}).values()
+                      if o.id not in skip and abs(o.published_at - q.published_at) <= window]
+            out.append(min(found, default=None))
         return out
+
+    def _refresh_if_due(self) -> None:
+        """Refresh the index once what we wrote may have waited long enough; then searches see it all."""
+        import time
+
+        if self._refreshed_at is not None and time.monotonic() - self._refreshed_at < self.visible_after_s:
+            return
+        started = time.monotonic()
+        self._call("refresh", self.client.indices.refresh, index=self.index)
+        self._unrefreshed, self._unrefreshed_key, self._refreshed_at = {}, {}, started
+
+    def _remember(self, documents: Sequence[dict]) -> None:
+        for doc in documents:
+            old_key = self._unrefreshed_key.get(doc["id"])
+            if old_key is not None:  # rewritten (new content): the new version replaces the old one
+                self._unrefreshed[old_key].pop(doc["id"], None)
+            self._unrefreshed.setdefault(doc["dedup_key"], {})[doc["id"]] = Original(parse_stored_time(doc["published_at"]), doc["id"], doc.get("duplicate_of"))
+            self._unrefreshed_key[doc["id"]] = doc["dedup_key"]
 
     def related(self, queries: Sequence[HistoryQuery], k: int, lookback: timedelta, method: str) -> list[list[Related]]:
         if not queries or k == 0:
@@ -154,4 +188,5 @@ class ElasticsearchHistory:
             failed = [item["index"] for item in response["items"] if item["index"].get("error")]
             first = failed[0]["error"]
             raise StoreUnavailable(f"Elasticsearch rejected {len(failed)} of {len(pending)} documents; first: {first.get('type')}: {str(first.get('reason'))[:300]}")
+        self._remember(pending)
 

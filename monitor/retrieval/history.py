@@ -60,14 +60,33 @@ class DedupQuery:
     id: str
     dedup_key: str
     published_at: datetime
+    # Ids never to match besides the item's own: the rest of its batch with the same key, which the
+    # caller resolves in batch order (a stored copy of one may come from an interrupted attempt).
+    exclude: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, order=True)
+class Original:
+    """The earliest stored item with a query's dedup key: ordered as the stores rank them."""
+
+    published_at: datetime
+    id: str
+    duplicate_of: str | None = None
+
+    @property
+    def root(self) -> str:
+        """The id a duplicate of this item points at: the first of its group."""
+        return self.duplicate_of or self.id
 
 
 class HistoryStore(Protocol):
     def stored(self, ids: Sequence[str]) -> dict[str, dict]:
         """Documents already stored under these ids (id → document)."""
 
-    def originals(self, queries: Sequence[DedupQuery], window: timedelta) -> list[str | None]:
-        """For each query, the id of a stored item with the same dedup key within ±window, or None."""
+    def originals(self, queries: Sequence[DedupQuery], window: timedelta) -> list[Original | None]:
+        """For each query, the earliest (published_at, id) stored item with the same dedup key within
+        ±window, not the query's own id nor its excluded ids; None when there is none. Everything
+        flushed before the call counts, however recently (read your own writes)."""
 
     def related(self, queries: Sequence[HistoryQuery], k: int, lookback: timedelta, method: str) -> list[list[Related]]:
         """For each query, up to k related earlier items (method: bm25, knn or both)."""
@@ -77,6 +96,11 @@ class HistoryStore(Protocol):
 
     def flush(self) -> None:
         """Make everything added durable, or raise StoreUnavailable."""
+
+
+def parse_stored_time(value: str) -> datetime:
+    """A stored document's ``published_at`` (RFC 3339, as format_time writes it) as a datetime."""
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))
 
 
 def tokens(text: str) -> list[str]:
@@ -98,6 +122,7 @@ class EmbeddedHistory:
         self._postings: dict[str, dict[str, int]] = defaultdict(dict)
         self._lengths: dict[str, int] = {}
         self._vectors: dict[str, np.ndarray] = {}
+        self._by_key: dict[str, dict[str, dict]] = defaultdict(dict)  # dedup key -> id -> document
         if folder is not None and (folder / "history.jsonl").exists():
             for doc in read_objects(folder / "history.jsonl"):
                 self._put(doc)
@@ -127,6 +152,7 @@ class EmbeddedHistory:
         else:
             self._order.append(doc_id)
         self.docs[doc_id] = doc
+        self._by_key[doc["dedup_key"]][doc_id] = doc
         counts = Counter(tokens(doc["headline"]))
         for term, count in counts.items():
             self._postings[term][doc_id] = count
@@ -135,6 +161,7 @@ class EmbeddedHistory:
             self._vectors[doc_id] = np.asarray(doc["embedding"], dtype=np.float32)
 
     def _unindex(self, doc_id: str) -> None:
+        self._by_key[self.docs[doc_id]["dedup_key"]].pop(doc_id, None)
         for term in set(tokens(self.docs[doc_id]["headline"])):
             self._postings[term].pop(doc_id, None)
         self._vectors.pop(doc_id, None)
@@ -143,16 +170,13 @@ class EmbeddedHistory:
     def stored(self, ids: Sequence[str]) -> dict[str, dict]:
         return {i: self.docs[i] for i in ids if i in self.docs}
 
-    def originals(self, queries: Sequence[DedupQuery], window: timedelta) -> list[str | None]:
-        by_key: dict[str, list[dict]] = defaultdict(list)
-        for doc in self.docs.values():
-            by_key[doc["dedup_key"]].append(doc)
+    def originals(self, queries: Sequence[DedupQuery], window: timedelta) -> list[Original | None]:
         out = []
         for q in queries:
-            lo, hi = format_time(q.published_at - window), format_time(q.published_at + window)
-            found = [d for d in by_key.get(q.dedup_key, ()) if d["id"] != q.id and lo <= d["published_at"] <= hi]
-            found.sort(key=lambda d: (d["published_at"], d["id"]))
-            out.append((found[0].get("duplicate_of") or found[0]["id"]) if found else None)
+            lo, hi, skip = format_time(q.published_at - window), format_time(q.published_at + window), {q.id, *q.exclude}
+            found = [d for d in self._by_key.get(q.dedup_key, {}).values() if d["id"] not in skip and lo <= d["published_at"] <= hi]
+            first = min(found, key=lambda d: (d["published_at"], d["id"]), default=None)
+            out.append(Original(parse_stored_time(first["published_at"]), first["id"], first.get("duplicate_of")) if first else None)
         return out
 
     def _allowed(self, doc: dict, q: HistoryQuery, since: str, until: str) -> bool:

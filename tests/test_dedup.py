@@ -1,0 +1,144 @@
+"""Text-duplicate flags are a function of the stream, not of batch boundaries or search refreshes.
+
+Detection skips items flagged as duplicates, so a flag decided differently on a replay (other batch
+boundaries after a crash) or missed because the previous batch was not yet searchable in
+Elasticsearch changes what detection counts. The crash drill found exactly that: the all-news
+alerts of a 20-kill run differed from a run without kills.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+
+from monitor.pipeline import PipelineSettings, ScoringPipeline
+from monitor.retrieval.history import EmbeddedHistory
+from monitor.sources.base import Message
+
+ROOT = Path(__file__).resolve().parent.parent
+T0 = datetime(2026, 11, 2, tzinfo=timezone.utc)
+HEADLINES = [f"{name} shares {verb} after {what}" for name in ("Acme", "Globex", "Initech", "Umbrella", "Hooli")
+             for verb, what in (("slump", "profit warning"), ("jump", "record orders"), ("slide", "CEO exit"))]
+
+
+def stream(n: int = 160, seed: int = 3) -> list[Message]:
+    """Items sharing 15 headlines (in varied case and punctuation: the same dedup key), published in
+    a scrambled order over three days (so the 24-hour window matters), with a redelivery and an id
+    re-sent with a new text."""
+    rng = random.Random(seed)
+    values = []
+    for i in range(n):
+        headline = rng.choice(HEADLINES)
+        headline = headline.upper() + "!" if rng.random() < 0.3 else headline
+        when = T0 + timedelta(minutes=rng.randrange(0, 3 * 24 * 60))
+        values.append({"id": f"n{i}", "headline": headline, "published_at": when.isoformat().replace("+00:00", "Z"), "source": "test",
+                       "tickers": [], "url": f"https://news.example/{i}", "lang": "en"})
+    values.insert(60, dict(values[20]))  # redelivered
+    values.insert(90, {**values[30], "headline": HEADLINES[0]})  # same id, new text
+    return [Message("news", 0, offset, json.dumps(v).encode()) for offset, v in enumerate(values)]
+
+
+@pytest.fixture(scope="module")
+def scorer():
+    from monitor.model_artifact import ModelArtifact
+    from monitor.scoring.onnx import OnnxScorer
+
+    return OnnxScorer(ModelArtifact.load(ROOT / "models" / "default"), threads=1)
+
+
+def flags(scorer, store, messages: list[Message], batch: int) -> dict[str, tuple]:
+    pipeline = ScoringPipeline(scorer, store, PipelineSettings("scored", "dlq", related_method="off"))
+    out = {}
+    for start in range(0, len(messages), batch):
+        result = pipeline.process(messages[start:start + batch])
+        store.add(result.documents)
+        store.flush()
+        out.update({d["id"]: (d["duplicate"], d["duplicate_of"]) for d in result.documents})
+    return out
+
+
+def reference(messages: list[Message]) -> dict[str, tuple]:
+    """The rule, one item at a time: an item duplicates the earliest-published item with its key,
+    within 24 hours, among those before it (an id's latest version only); it points at that item's
+    own original if it has one. A redelivery keeps its flags; the last version of an id wins."""
+    from monitor.schema import parse_item
+    from monitor.text import dedup_key
+
+    done: dict[str, tuple] = {}  # id -> (published_at, id, dedup key, root, raw)
+    out = {}
+    for m in messages:
+        item = parse_item(m.value)
+        if item.id in done and done[item.id][4] == m.value:
+            continue
+        key = dedup_key(item.headline)
+        near = [d[:2] + (d[3],) for i, d in done.items() if i != item.id and d[2] == key and abs(d[0] - item.published_at) <= timedelta(hours=24)]
+        first = min(near, default=None)
+        out[item.id] = (first is not None, first[2] if first else None)
+        done[item.id] = (item.published_at, item.id, key, out[item.id][1] or item.id, m.value)
+    return out
+
+
+def test_duplicate_flags_follow_the_rule_whatever_the_batch_size(scorer) -> None:
+    messages = stream()
+    want = reference(messages)
+    assert sum(d for d, _ in want.values()) > 60  # the stream is mostly duplicates, in chains
+    for batch in (1, 17, 500):
+        assert flags(scorer, EmbeddedHistory(), messages, batch) == want, f"batch size {batch}"
+
+
+@pytest.mark.services
+def test_elasticsearch_dedup_sees_the_previous_batch_before_any_refresh(scorer, es_client, unique_name) -> None:
+    """Batches back to back, on an index that never refreshes by itself: the flags are still the rule's."""
+    from monitor.indices import mappings
+    from monitor.retrieval.elasticsearch import ElasticsearchHistory, connect, ensure_indices
+    from monitor.settings import ElasticsearchSettings
+    from tests.conftest import ES_URL
+
+    settings = ElasticsearchSettings(url=ES_URL, index_prefix=unique_name)
+    client = connect(settings)
+    ensure_indices(client, settings, embedding_dims=scorer.embedding_dims)
+    index = settings.index("news")
+    es_client.indices.put_settings(index=index, settings={"index": {"refresh_interval": "-1"}})
+    try:
+        first = stream()
+        assert flags(scorer, ElasticsearchHistory(client, settings), first, 17) == reference(first)
+        # A store that refreshes before every lookup finds the same through search alone.
+        more = [Message("news", 0, len(first) + m.offset, m.value.replace(b'"id": "n', b'"id": "m')) for m in stream(seed=4)]
+        got = flags(scorer, ElasticsearchHistory(client, settings, visible_after_s=0), more, 17)
+        assert got == {k: v for k, v in reference(first + more).items() if k.startswith("m")}
+    finally:
+        client.indices.delete(index=",".join(settings.index(name) for name in mappings()))
+
+
+def test_duplicate_flags_do_not_depend_on_where_batches_begin_or_on_replays(scorer) -> None:
+    """Any split of the stream into batches, each possibly interrupted after writing some of its
+    documents and then replayed whole (hypothesis draws both), gives the rule's flags."""
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    messages = stream(n=60, seed=5)
+    want = reference(messages)
+    pipeline = ScoringPipeline(scorer, EmbeddedHistory(), PipelineSettings("scored", "dlq", related_method="off"))
+
+    @settings(max_examples=15, deadline=None, database=None)
+    @given(st.sets(st.integers(1, len(messages) - 1), max_size=12), st.randoms(use_true_random=False))
+    def check(cuts: set[int], rng: random.Random) -> None:
+        bounds = [0, *sorted(cuts), len(messages)]
+        pipeline.store = store = EmbeddedHistory()
+        got = {}
+        for lo, hi in zip(bounds, bounds[1:]):
+            if rng.random() < 0.5:  # an attempt that wrote only some documents before the crash
+                written = pipeline.process(messages[lo:hi]).documents
+                store.add(rng.sample(written, rng.randrange(len(written) + 1)))
+                store.flush()
+            result = pipeline.process(messages[lo:hi])
+            store.add(result.documents)
+            store.flush()
+            got.update({d["id"]: (d["duplicate"], d["duplicate_of"]) for d in result.documents})
+        assert got == want
+
+    check()
