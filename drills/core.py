@@ -158,6 +158,7 @@ class Stack:
         self.logs.mkdir(parents=True, exist_ok=True)
         self.procs: dict[str, subprocess.Popen] = {}
         self.starts: Counter = Counter()
+        self.idle_exit: dict[str, float] = {}  # a restart keeps the first start's patience
         from monitor.sources.kafka import ensure_topics
 
         k = self.settings.kafka
@@ -167,6 +168,7 @@ class Stack:
     def start(self, name: str, idle_exit: float = 8.0, env: dict | None = None) -> subprocess.Popen:
         command = {"monitor": ["monitor", "run"], "detector": ["detect", "run"]}[name.rstrip("0123456789")]
         self.starts[name] += 1
+        self.idle_exit[name] = idle_exit
         log = (self.logs / f"{name}.{self.starts[name]}.log").open("w")
         proc = subprocess.Popen([sys.executable, "-m", "bearwatch", *command, "--idle-exit", str(idle_exit)], env={**self.env, **(env or {})},
                                 stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
@@ -328,6 +330,6 @@ def random_kills(stack: Stack, names: list[str], kills: int, rng: random.Random,
             break
         victim = rng.choice(running)
         stack.kill(victim)
-        stack.start(victim)
+        stack.start(victim, idle_exit=stack.idle_exit[victim])
         done += 1
     return done

@@ -96,8 +96,8 @@ class ModelSettings:
     path: str = "models/default"  # a model directory, or a registry (its CURRENT version)
     device: str = "auto"  # auto | cpu | cuda (cuda: a missing GPU is fatal)
     variant: str | None = None  # fp32 | int8; default: what the manifest serves
-    threads: int = 0
-    batch_size: int = 32
+    threads: int = 0  # CPU threads for ONNX Runtime (0: every CPU this process may use)
+    batch_size: int = 0  # 0: each item its own run on CPU (scores independent of batch-mates), 64 on a GPU
     reload_check_seconds: float = 10.0
 
 
@@ -177,8 +177,8 @@ class Settings:
             raise SettingsError(f"model.device must be auto, cpu or cuda, not {self.model.device!r}")
         if self.retrieval.history not in ("off", "bm25", "knn", "both"):
             raise SettingsError(f"retrieval.history must be off, bm25, knn or both, not {self.retrieval.history!r}")
-        if self.monitor.batch_size < 1 or self.model.batch_size < 1:
-            raise SettingsError("batch sizes must be at least 1")
+        if self.monitor.batch_size < 1 or self.model.batch_size < 0:
+            raise SettingsError("monitor.batch_size must be at least 1, model.batch_size at least 0")
         if self.trainer.notify_slack not in ("off", "promoted", "all"):
             raise SettingsError(f"trainer.notify_slack must be off, promoted or all, not {self.trainer.notify_slack!r}")
         if self.elasticsearch.api_key and self.elasticsearch.username:

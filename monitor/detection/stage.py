@@ -43,7 +43,8 @@ class SnapshotStore:
         from elasticsearch import ApiError, TransportError
 
         try:
-            self.client.index(index=self.index, id=self.doc_id, document={"updated_at": datetime.now(timezone.utc).isoformat(), "snapshot": snapshot}, refresh="wait_for")
+            # No refresh wait: load() is a get by id, which sees the latest write at once.
+            self.client.index(index=self.index, id=self.doc_id, document={"updated_at": datetime.now(timezone.utc).isoformat(), "snapshot": snapshot})
         except (ApiError, TransportError) as exc:
             raise StoreUnavailable(f"Elasticsearch snapshot save failed: {exc}") from exc
 
