@@ -94,7 +94,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     """Run a benchmark script of bench/ (a repository checkout) with the remaining arguments."""
     import runpy
 
-    scripts = sorted(p.stem for p in BENCH_DIR.glob("*.py")) if BENCH_DIR.is_dir() else []
+    scripts = sorted(p.stem for p in BENCH_DIR.glob("*.py") if not p.stem.startswith("_")) if BENCH_DIR.is_dir() else []
     if args.name not in scripts:
         print(f"bearwatch: error: no benchmark {args.name!r} (have: {', '.join(scripts) or 'none: bench/ is in the repository checkout'})", file=sys.stderr)
         return 2

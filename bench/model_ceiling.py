@@ -1,4 +1,5 @@
-"""Model ceiling: ONNX Runtime alone on pre-tokenised inputs of a model directory, by batch size,
+"""Model ceiling: ONNX Runtime alone on pre-tokenised inputs of a model directory, by batch size
+(batch 1: one run per item on `--threads` workers, the daemon's CPU default),
 for the input as served (text alone, context fused in the head) and for plain concatenation of
 the two nearest neighbours' text (what naive retrieval augmentation costs the encoder).
 
@@ -12,11 +13,14 @@ import csv
 import json
 import os
 import platform
+import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/_encoder.py
 
 ROOT = Path(__file__).resolve().parents[1]
 TEXTS = ROOT.parent / "shared" / "data" / "twitter-financial-news-sentiment" / "train.csv"
@@ -31,13 +35,12 @@ def main() -> None:
     parser.add_argument("--json")
     args = parser.parse_args()
 
-    from monitor.model_artifact import ModelArtifact
+    from _encoder import EncoderTimer
     from monitor.retrieval.vectors import Query
-    from monitor.scoring.inputs import ContextSettings, ModelInput, Neighbour, build_model_input, encode
-    from monitor.scoring.onnx import OnnxScorer
+    from monitor.scoring.inputs import ContextSettings, Neighbour, build_model_input
 
-    artifact = ModelArtifact.load(args.model)
-    scorer = OnnxScorer(artifact, device="cpu", threads=args.threads)
+    timer = EncoderTimer(args.model, args.threads)
+    artifact, scorer = timer.artifact, timer.per_item
     with TEXTS.open(encoding="utf-8", newline="") as fh:
         texts = [row["text"] for _, row in zip(range(args.texts), csv.DictReader(fh))]
     served = [build_model_input(t, [], artifact.context) for t in texts]
@@ -49,24 +52,10 @@ def main() -> None:
         neighbours = [[Neighbour(id=str(j), text=texts[(i + j + 1) % len(texts)], score=0.0) for j in range(2)] for i in range(len(texts))]
     concat = [build_model_input(t, n, concat_settings) for t, n in zip(texts, neighbours)]
 
-    def measure(inputs: list[ModelInput], settings: ContextSettings, batch: int) -> tuple[float, float]:
-        order = np.argsort([len(i.text) + sum(map(len, i.context)) for i in inputs], kind="stable")
-        batches = [encode(scorer.tokenizer, [inputs[j] for j in order[s:s + batch]], settings) for s in range(0, len(inputs), batch)]
-        feeds = [{"input_ids": b.input_ids, "attention_mask": b.attention_mask, "token_type_ids": b.token_type_ids} for b in batches]
-        mean_len = float(np.mean([b.attention_mask.sum(1).mean() for b in batches]))
-        scorer.session.run(None, feeds[0])
-        runs = []
-        for _ in range(3):
-            t0 = time.perf_counter()
-            for feed in feeds:
-                scorer.session.run(None, feed)
-            runs.append(len(inputs) / (time.perf_counter() - t0))
-        return float(np.median(runs)), mean_len
-
     rows = []
     for batch in [int(b) for b in args.batch_sizes.split(",")]:
         for name, inputs, settings in (("served input (text; any context fused in the head)", served, artifact.context), ("plain concatenation of 2 neighbours", concat, concat_settings)):
-            speed, length = measure(inputs, settings, batch)
+            speed, length = timer.measure(inputs, settings, batch)
             rows.append({"input": name, "batch": batch, "mean_tokens": round(length, 1), "items_per_s": round(speed, 1)})
     result = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": f"{platform.machine()}, {os.cpu_count()} cores",
               "model": artifact.version, "onnx": artifact.onnx_file().name, "threads": args.threads, "rows": rows}

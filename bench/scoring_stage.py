@@ -15,6 +15,7 @@ import json
 import os
 import platform
 import threading
+import sys
 import time
 import uuid
 from dataclasses import replace
@@ -22,6 +23,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/_encoder.py
 
 ROOT = Path(__file__).resolve().parents[1]
 STREAM = ROOT.parent / "shared" / "data" / "stocknet-tweets" / "tweets_stream.csv"
@@ -38,30 +41,19 @@ def news_items(n: int) -> list[bytes]:
     return out
 
 
-def ceiling(model: str, items: list[bytes], batch_sizes: tuple[int, ...] = (8, 16, 32, 64), threads: int = 2) -> dict:
-    """ONNX Runtime alone on these items' text, pre-tokenised, sorted by length (as the scorer
-    batches) at the best of `batch_sizes`: the most the model could do on this machine."""
-    from monitor.model_artifact import ModelArtifact
-    from monitor.scoring.inputs import build_model_input, encode
-    from monitor.scoring.onnx import OnnxScorer
+def ceiling(model: str, items: list[bytes], batch_sizes: tuple[int, ...] = (1, 8, 16, 32, 64), threads: int = 2) -> dict:
+    """ONNX Runtime alone on these items' text, pre-tokenised, at the best of `batch_sizes` (1: one
+    run per item on `threads` workers, as the daemon scores on CPU): the most the model could do here."""
+    from _encoder import EncoderTimer
+    from monitor.scoring.inputs import build_model_input
 
-    artifact = ModelArtifact.load(model)
-    scorer = OnnxScorer(artifact, device="cpu", threads=threads)
-    inputs = [build_model_input(json.loads(v)["headline"], [], artifact.context) for v in items]
-    order = np.argsort([len(i.text) for i in inputs], kind="stable")
-    inputs = [inputs[j] for j in order]
+    timer = EncoderTimer(model, threads)
+    inputs = [build_model_input(json.loads(v)["headline"], [], timer.artifact.context) for v in items]
     best: dict = {}
     for batch in batch_sizes:
-        batches = [encode(scorer.tokenizer, inputs[i:i + batch], artifact.context) for i in range(0, len(inputs), batch)]
-        feeds = [{"input_ids": b.input_ids, "attention_mask": b.attention_mask, "token_type_ids": b.token_type_ids} for b in batches]
-        scorer.session.run(None, feeds[0])
-        t0 = time.perf_counter()
-        for feed in feeds:
-            scorer.session.run(None, feed)
-        speed = len(inputs) / (time.perf_counter() - t0)
+        speed, tokens = timer.measure(inputs, timer.artifact.context, batch, repeats=1)
         if speed > best.get("items_per_s", 0):
-            best = {"items_per_s": round(speed, 1), "batch": batch,
-                    "mean_tokens": round(float(np.mean([b.attention_mask.sum(1).mean() for b in batches])), 1)}
+            best = {"items_per_s": round(speed, 1), "batch": batch, "mean_tokens": round(tokens, 1)}
     return best
 
 
