@@ -25,7 +25,7 @@ from monitor.scoring.onnx import OnnxScorer
 from monitor.settings import ModelSettings, MonitorSettings
 from monitor.sinks.base import Publisher
 from monitor.sinks.kafka import SinkUnavailable
-from monitor.sources.base import Source, batch_offsets
+from monitor.sources.base import Source, batch_offsets, caught_up
 from monitor.sources.kafka import SourceUnavailable
 
 log = logging.getLogger("bearwatch.monitor")
@@ -138,7 +138,9 @@ class ScoringApp:
                 if waiting_for_partitions:
                     idle_since = time.monotonic()
                 elif idle_timeout_s is not None and time.monotonic() - idle_since > idle_timeout_s:
-                    break
+                    if caught_up(self.source):
+                        break
+                    idle_since = time.monotonic()  # behind, or the broker cannot say (it is down): not idle
                 continue
             idle_since = time.monotonic()
             self._process(messages)

@@ -62,11 +62,15 @@ class KafkaSettings:
     create_topics: bool = True  # create missing topics at start-up (partitions below)
     partitions: int = 3
     connect_timeout_seconds: float = 30.0  # how long a client waits for the first broker at start-up
+    # The longest pause between reconnection attempts (kafka-python's default is 30 s): after a broker
+    # restart, scoring resumes within this long of the broker being back.
+    reconnect_backoff_max_seconds: float = 5.0
 
     def client_options(self) -> dict[str, Any]:
         """Connection options shared by kafka-python's consumer, producer and admin client."""
         options: dict[str, Any] = {"bootstrap_servers": self.bootstrap.split(","), "security_protocol": self.security_protocol,
-                                   "bootstrap_timeout_ms": int(self.connect_timeout_seconds * 1000)}
+                                   "bootstrap_timeout_ms": int(self.connect_timeout_seconds * 1000),
+                                   "reconnect_backoff_max_ms": int(self.reconnect_backoff_max_seconds * 1000)}
         if self.sasl_mechanism:
             options.update(sasl_mechanism=self.sasl_mechanism, sasl_plain_username=self.sasl_username,
                            sasl_plain_password=self.sasl_password.reveal() if self.sasl_password else None)

@@ -273,3 +273,35 @@ def test_failing_writes_are_retried_and_never_committed_early(settings, es_clien
     assert all(left == 0 for left in commits_while_failing)  # no commit before writes succeeded
     assert count_docs(es_client, settings) == 100
     assert committed_equals_end(settings)
+
+
+def test_an_unreachable_broker_is_not_the_end_of_the_input(settings, es_client) -> None:
+    """`--idle-exit` ends a run only when the consumer knows it has read everything. A broker that
+    is down polls empty too (the kafka-restart drill at full scale found the monitor exiting during
+    a 20 s restart with most of the stream unread)."""
+    from bearwatch.daemon import build_kafka_app
+
+    produce(settings, news(40, prefix="before"))
+    app = build_kafka_app(settings)
+    real_poll, real_lag = app.source.poll, app.source.lag
+    blackout: dict = {}
+
+    def poll(n, timeout):  # fault injection: after the first batch, 4 s in which the broker says nothing
+        if "until" not in blackout:
+            messages = real_poll(n, timeout)
+            if messages:
+                blackout["until"] = time.monotonic() + 4
+                produce(settings, news(40, prefix="during"))  # arrives while the consumer cannot see it
+            return messages
+        if time.monotonic() < blackout["until"]:
+            time.sleep(0.2)
+            return []
+        return real_poll(n, timeout)
+
+    app.source.poll = poll
+    app.source.lag = lambda: None if time.monotonic() < blackout.get("until", 0) else real_lag()
+    stats = app.run(idle_timeout_s=1)
+    app.source.close()
+    app.publisher.close()
+    assert stats.scored == 80
+    assert count_docs(es_client, settings) == 80

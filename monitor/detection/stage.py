@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 from monitor.alerting.outbox import Outbox
+from monitor.sources.base import caught_up
 from monitor.detection.tracker import AlertEvent, NewsTracker, TrackerConfig, scored_event
 from monitor.retrieval.history import StoreUnavailable
 
@@ -101,7 +102,9 @@ class DetectionStage:
                 idle_since = time.monotonic()
                 self._process(messages)
             elif idle_timeout_s is not None and time.monotonic() - idle_since > idle_timeout_s:
-                break
+                if caught_up(self.source):
+                    break
+                idle_since = time.monotonic()  # behind, or the broker cannot say: not idle
             self._deliver()
         self._save_snapshot()
         self._deliver()

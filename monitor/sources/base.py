@@ -39,3 +39,9 @@ def batch_offsets(messages: list[Message]) -> tuple[dict[tuple[str, int], int], 
         first[tp] = min(first.get(tp, m.offset), m.offset)
         nxt[tp] = max(nxt.get(tp, 0), m.offset + 1)
     return first, nxt
+
+
+def caught_up(source) -> bool:
+    """Whether an empty poll means the end of the input: the source says nothing is left to read.
+    An unreachable broker also polls empty, but cannot say, and that is not the end."""
+    return not hasattr(source, "lag") or source.lag() == 0

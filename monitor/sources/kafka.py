@@ -107,7 +107,7 @@ class KafkaSource:
             assigned = list(self.consumer.assignment())
             if not assigned:
                 return 0
-            ends = self.consumer.end_offsets(assigned)
+            ends = self.consumer.end_offsets(assigned, timeout_ms=2000)  # a down broker must not stall the loop
             return sum(max(0, ends[tp] - self.consumer.position(tp)) for tp in assigned)
         except KafkaError as exc:  # lag is informational (a rebalance, a slow broker): never stop scoring for it
             log.info("consumer lag unknown for now: %s", exc)
@@ -156,6 +156,7 @@ class KafkaTopicReader:
 
     poll = KafkaSource.poll
     commit = KafkaSource.commit
+    lag = KafkaSource.lag
 
     def close(self) -> None:
         self.consumer.close(autocommit=False)
