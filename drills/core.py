@@ -214,12 +214,16 @@ class Stack:
         from monitor.sinks.base import Record
         from monitor.sinks.kafka import KafkaPublisher
 
-        publisher = KafkaPublisher(self.settings.kafka, client_id=f"{self.run}-producer")
+        publisher = KafkaPublisher(self.settings.kafka, client_id=f"{self.run}-producer", flush_timeout_s=120)
         start = time.monotonic()
+        pending = 0  # bytes not yet flushed: hundreds of 600 kB hostile messages must not wait in one flush
         for i, value in enumerate(values):
             publisher.add(Record(self.settings.kafka.news_topic, value, key=str(i).encode()))
-            if rate and (i + 1) % 50 == 0:
+            pending += len(value)
+            if (rate and (i + 1) % 50 == 0) or pending > 16_000_000:
                 publisher.flush()
+                pending = 0
+            if rate and (i + 1) % 50 == 0:
                 delay = start + (i + 1) / rate - time.monotonic()
                 if delay > 0:
                     time.sleep(delay)
