@@ -105,6 +105,23 @@ def control_alerts(values: list[bytes], env: dict | None = None) -> set[tuple[st
         stack.close()
 
 
+def embedded_alerts(values: list[bytes]) -> set[tuple[str, str]]:
+    """(key, window_start) of the alerts the embedded default (`bearwatch demo`: in-process scoring,
+    history and detection) raises on the same stream: the daemons must agree with it."""
+    import tempfile
+
+    from bearwatch.daemon import run_demo
+    from monitor.settings import load_settings
+
+    with tempfile.TemporaryDirectory(prefix="bearwatch-drill-embedded-") as folder:
+        stream = Path(folder) / "stream.jsonl"
+        if any(b"\n" in v for v in values):
+            raise ValueError("a message with a newline cannot be one line of the embedded default's input")
+        stream.write_bytes(b"\n".join(values) + b"\n")
+        run = run_demo(load_settings(env={"BEARWATCH_MODEL_PATH": str(ROOT / "models" / "default")}), str(stream), Path(folder) / "out")
+        return {(a["key"], a["window_start"]) for a in run.alerts}
+
+
 @dataclass
 class Accounting:
     produced: int = 0

@@ -18,7 +18,7 @@ import sys
 import time
 from pathlib import Path
 
-from drills.core import ROOT, SERVICES, Accounting, DrillFailed, Stack, control_alerts, demo_stream, random_kills
+from drills.core import ROOT, SERVICES, Accounting, DrillFailed, Stack, control_alerts, demo_stream, embedded_alerts, random_kills
 
 SCALES = {  # per drill: ci / full
     # 266 copies ≈ 100k messages; kills spread over the run (~5 min on 2 cores), not bunched at its start
@@ -61,7 +61,12 @@ def crash(copies: int, kills: int, between_s: tuple[float, float] = (1.0, 4.0), 
         print(f"crash: {done} SIGKILLs; restarts: {dict(stack.starts)}", flush=True)
         _wait_all(stack, ["monitor"])
         _drain_detector(stack)
-        return stack.account(values, reference).check("crash")
+        acc = stack.account(values, reference)
+        embedded = embedded_alerts(values)  # the same stream through the embedded default
+        print(f"crash: the embedded default raised {len(embedded)} alerts, the daemons' control run {len(reference)}", flush=True)
+        if embedded != reference:
+            acc.problems.append(f"the embedded default's alerts differ from the daemons': only embedded {sorted(embedded - reference)[:3]}, only daemons {sorted(reference - embedded)[:3]}")
+        return acc.check("crash")
     finally:
         stack.close()
 
