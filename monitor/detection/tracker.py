@@ -237,7 +237,9 @@ class NewsTracker:
                 if key != "all":  # a volume burst is an alert for the news flow overall, not per key
                     tests["volume_burst"] = (False, *tests["volume_burst"][1:])
                 if key.startswith("ticker:"):
-                    if any(t[0] for k, t in tests.items() if k != "volume_burst"):
+                    # A ticker that flags now, or whose episode is still open, explains its negatives
+                    # (the story goes on after its first window: still one alert, not one per topic).
+                    if any(t[0] for k, t in tests.items() if k != "volume_burst") or "episode" in state.episodes:
                         explained[scale].update(w.all_negative_ids)
                 elif len(explained[scale] & set(w.all_negative_ids)) * 2 >= max(1, w.negatives):
                     tests = {k: (False, *t[1:]) for k, t in tests.items()}  # mostly one ticker's story
