@@ -3,6 +3,7 @@ deploy/local/services.sh starts; their addresses come from the same variables it
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 
@@ -84,3 +85,22 @@ def demo_run(tmp_path_factory):
     settings = Settings()
     settings = replace(settings, model=replace(settings.model, path=str(default_model_dir()), device="cpu"), metrics=replace(settings.metrics, port=0))
     return run_demo(settings, None, tmp_path_factory.mktemp("demo"))
+
+
+@contextlib.contextmanager
+def es_history(unique_name: str, embedding_dims: int, refresh: str | bool = False, self_refreshing: bool = True):
+    """An Elasticsearch history store on fresh indices (deleted afterwards). `self_refreshing=False`
+    turns the index's own periodic refresh off, so only what the store does makes writes searchable."""
+    from monitor.indices import mappings
+    from monitor.retrieval.elasticsearch import ElasticsearchHistory, connect, ensure_indices
+    from monitor.settings import ElasticsearchSettings
+
+    settings = ElasticsearchSettings(url=ES_URL, index_prefix=unique_name)
+    client = connect(settings)
+    ensure_indices(client, settings, embedding_dims=embedding_dims)
+    if not self_refreshing:
+        client.indices.put_settings(index=settings.index("news"), settings={"index": {"refresh_interval": "-1"}})
+    try:
+        yield lambda **options: ElasticsearchHistory(client, settings, refresh=refresh, **options)
+    finally:
+        client.indices.delete(index=",".join(settings.index(name) for name in mappings()))

@@ -91,27 +91,17 @@ def test_duplicate_flags_follow_the_rule_whatever_the_batch_size(scorer) -> None
 
 
 @pytest.mark.services
-def test_elasticsearch_dedup_sees_the_previous_batch_before_any_refresh(scorer, es_client, unique_name) -> None:
+def test_elasticsearch_dedup_sees_the_previous_batch_before_any_refresh(scorer, unique_name) -> None:
     """Batches back to back, on an index that never refreshes by itself: the flags are still the rule's."""
-    from monitor.indices import mappings
-    from monitor.retrieval.elasticsearch import ElasticsearchHistory, connect, ensure_indices
-    from monitor.settings import ElasticsearchSettings
-    from tests.conftest import ES_URL
+    from tests.conftest import es_history
 
-    settings = ElasticsearchSettings(url=ES_URL, index_prefix=unique_name)
-    client = connect(settings)
-    ensure_indices(client, settings, embedding_dims=scorer.embedding_dims)
-    index = settings.index("news")
-    es_client.indices.put_settings(index=index, settings={"index": {"refresh_interval": "-1"}})
-    try:
+    with es_history(unique_name, scorer.embedding_dims, self_refreshing=False) as store:
         first = stream()
-        assert flags(scorer, ElasticsearchHistory(client, settings), first, 17) == reference(first)
+        assert flags(scorer, store(), first, 17) == reference(first)
         # A store that refreshes before every lookup finds the same through search alone.
         more = [Message("news", 0, len(first) + m.offset, m.value.replace(b'"id": "n', b'"id": "m')) for m in stream(seed=4)]
-        got = flags(scorer, ElasticsearchHistory(client, settings, visible_after_s=0), more, 17)
+        got = flags(scorer, store(visible_after_s=0), more, 17)
         assert got == {k: v for k, v in reference(first + more).items() if k.startswith("m")}
-    finally:
-        client.indices.delete(index=",".join(settings.index(name) for name in mappings()))
 
 
 def test_duplicate_flags_do_not_depend_on_where_batches_begin_or_on_replays(scorer) -> None:

@@ -39,42 +39,25 @@ DOCS = [
 QUERY = HistoryQuery("q", "Acme shares tumble after profit warning", T0, dedup_key("Acme shares tumble after profit warning"), ("ACME",), np.array(_vec(7), dtype=np.float32))
 
 
-@pytest.fixture(params=["embedded", pytest.param("elasticsearch", marks=pytest.mark.services)])
-def store(request, unique_name):
+def _store(request, unique_name, **es_options):
     if request.param == "embedded":
         yield EmbeddedHistory()
         return
-    from monitor.retrieval.elasticsearch import ElasticsearchHistory, connect, ensure_indices
-    from monitor.settings import ElasticsearchSettings
-    from tests.conftest import ES_URL
+    from tests.conftest import es_history
 
-    settings = ElasticsearchSettings(url=ES_URL, index_prefix=unique_name)
-    client = connect(settings)
-    ensure_indices(client, settings, embedding_dims=8)
-    yield ElasticsearchHistory(client, settings, refresh="wait_for")
-    from monitor.indices import mappings
+    with es_history(unique_name, embedding_dims=8, **es_options) as make:
+        yield make()
 
-    client.indices.delete(index=",".join(settings.index(name) for name in mappings()))
+
+@pytest.fixture(params=["embedded", pytest.param("elasticsearch", marks=pytest.mark.services)])
+def store(request, unique_name):
+    yield from _store(request, unique_name, refresh="wait_for")
 
 
 @pytest.fixture(params=["embedded", pytest.param("elasticsearch", marks=pytest.mark.services)])
 def unrefreshed_store(request, unique_name):
     """The production configuration (writes without refresh), on an index that never refreshes by itself."""
-    if request.param == "embedded":
-        yield EmbeddedHistory()
-        return
-    from monitor.retrieval.elasticsearch import ElasticsearchHistory, connect, ensure_indices
-    from monitor.settings import ElasticsearchSettings
-    from tests.conftest import ES_URL
-
-    settings = ElasticsearchSettings(url=ES_URL, index_prefix=unique_name)
-    client = connect(settings)
-    ensure_indices(client, settings, embedding_dims=8)
-    client.indices.put_settings(index=settings.index("news"), settings={"index": {"refresh_interval": "-1"}})
-    yield ElasticsearchHistory(client, settings)
-    from monitor.indices import mappings
-
-    client.indices.delete(index=",".join(settings.index(name) for name in mappings()))
+    yield from _store(request, unique_name, self_refreshing=False)
 
 
 def load(store) -> None:
