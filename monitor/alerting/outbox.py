@@ -130,8 +130,7 @@ class ElasticsearchOutbox:
                 docs.append(None)
         if not operations:
             return []
-        self._dirty = True
-        result = self._call("alert writes", self.client.bulk, operations=operations)
+        result = self._write("alert writes", self.client.bulk, operations=operations)
         opened, failed = [], []
         for doc, item in zip(docs, result["items"]):
             (op, outcome), = item.items()

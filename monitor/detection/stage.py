@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 from monitor.alerting.outbox import Outbox
-from monitor.sources.base import caught_up
 from monitor.detection.tracker import AlertEvent, NewsTracker, TrackerConfig, scored_event
 from monitor.retrieval.history import StoreUnavailable
+from monitor.sources.base import caught_up
 
 log = logging.getLogger("bearwatch.detect")
 

@@ -4,8 +4,9 @@ On CPU each item is its own ONNX run (no padding), runs spread over ``threads`` 
 workers: an item's scores are then a function of its text alone. Batched runs are not: the int8
 model quantizes activations with one scale per run, so a headline's probabilities moved by up to
 0.27 with its batch-mates, flipping about 1 label in 1,100 (found by the crash drill: a replay after
-a restart batches items differently). Per-item runs were also faster here (1,307 vs 911 items/s on
-2 cores, Twitter headlines). On a GPU, batches (by length, dynamic padding) are what it needs.
+a restart batches items differently). Per-item runs were also faster here (model alone: 1,234 vs
+874 items/s at batch 32 on 2 cores, Twitter headlines; docs/benchmarks.md). On a GPU, batches (by
+length, dynamic padding) are what it needs.
 
 The device policy is explicit: ``auto`` uses CUDA when ONNX Runtime offers it and says which one
 it got; ``cuda`` makes a missing GPU fatal instead of a silent CPU fallback; ``cpu`` never asks.
