@@ -98,8 +98,9 @@ def _key_of(value: bytes) -> bytes | None:
     return str(item_id).encode() if item_id is not None else None
 
 
-def build_embedded_app(settings: Settings, input_path: str | None, out_dir: Path, on_batch=None) -> ScoringApp:
-    """The embedded default: file source, in-process history, JSONL outputs in out_dir."""
+def build_embedded_app(settings: Settings, input_path: str | None, out_dir: Path, on_batch=None, taps: dict | None = None) -> ScoringApp:
+    """The embedded default: file source, in-process history, JSONL outputs in out_dir (`taps`:
+    in-process readers of some topics, see FilePublisher)."""
     from monitor.retrieval.history import EmbeddedHistory
     from monitor.sinks.file import FilePublisher
     from monitor.sources.file import FileSource
@@ -109,7 +110,7 @@ def build_embedded_app(settings: Settings, input_path: str | None, out_dir: Path
     return ScoringApp(
         source=FileSource(input_path, state_file=out_dir / "offsets.json"),
         store=EmbeddedHistory(out_dir / "history"),
-        publisher=FilePublisher(out_dir),
+        publisher=FilePublisher(out_dir, taps),
         models=models,
         pipeline_settings=pipeline_settings_from(settings.retrieval, settings.monitor, k.scored_topic, k.dlq_topic),
         settings=settings.monitor,
@@ -130,9 +131,11 @@ def run_demo(settings: Settings, input_path: str | None, out: Path, announce=Non
     """The embedded default end to end: score the stream in-process, detect, write the outputs and the HTML report."""
     from bearwatch.demo_report import DemoReport
     from bearwatch.report import render
+    from monitor.sources.memory import MemoryTopic
 
-    report = DemoReport(tracker_config(settings))
-    app = build_embedded_app(settings, input_path or str(demo_input()), out, on_batch=report.add)
+    scored = MemoryTopic(settings.kafka.scored_topic)
+    report = DemoReport(scored, tracker_config(settings))
+    app = build_embedded_app(settings, input_path or str(demo_input()), out, on_batch=report.add, taps={scored.topic: scored})
     if announce is not None:
         announce(app)
     stats = app.run(idle_timeout_s=0)

@@ -6,44 +6,37 @@ from collections import Counter, defaultdict
 from pathlib import Path
 
 from monitor.alerting.message import describe
-from monitor.alerting.outbox import MemoryOutbox, now_utc
+from monitor.alerting.outbox import MemoryOutbox
 from monitor.app import RunStats
-from monitor.detection.tracker import NewsTracker, TrackerConfig, scored_event
+from monitor.detection.stage import DetectionStage
+from monitor.detection.tracker import NewsTracker, TrackerConfig
+from monitor.sources.memory import MemoryTopic
 
 
 class DemoReport:
-    """Collects the scored batches, runs the detection stage in-process, and renders a summary."""
+    """Collects the scored batches and runs the production detection stage in-process on the scored
+    records the embedded publisher wrote (`scored`, its tap), as the detector reads the scored topic."""
 
-    def __init__(self, tracker_config: TrackerConfig | None = None) -> None:
+    def __init__(self, scored: MemoryTopic, tracker_config: TrackerConfig | None = None) -> None:
         self.documents: list[dict] = []
         self.dead_letters: list[tuple[str, str]] = []  # (where, reason)
-        self.tracker = NewsTracker(tracker_config)
-        self.outbox = MemoryOutbox()
+        self.detection = DetectionStage(scored, NewsTracker(tracker_config), MemoryOutbox())
         self.alerts: list[dict] = []
 
     def add(self, messages, result) -> None:
         self.documents.extend(result.documents)
-        alerts = []
-        for doc in result.documents:
-            alerts += self.tracker.add(scored_event(doc))
-        self.outbox.record(alerts, now_utc())
-        for record in result.records:
+        self.detection.drain()
+        for record in result.dead:
             headers = dict(record.headers)
-            if "bearwatch.error" in headers:
-                where = f"line {int(headers['bearwatch.source.offset']) + 1}"
-                self.dead_letters.append((where, headers["bearwatch.error"].decode()))
+            self.dead_letters.append((f"line {int(headers['bearwatch.source.offset']) + 1}", headers["bearwatch.error"].decode("utf-8", "replace")))
 
     def finish(self, out: Path) -> list[dict]:
-        """Close the last buckets (the stream has ended) and write the alerts as JSON lines."""
+        """The file has ended: the detection stage closes its last buckets; the alerts as JSON lines."""
         import json
 
-        if self.documents:
-            last = max(d["published_at"] for d in self.documents)
-            from datetime import datetime, timedelta
-
-            end = datetime.fromisoformat(last.replace("Z", "+00:00")) + timedelta(hours=3)
-            self.outbox.record(self.tracker.flush(end), now_utc())
-        alerts = self.alerts = sorted(self.outbox.docs.values(), key=lambda d: (d["window_start"], d["key"]))
+        self.detection.drain()  # the caught-up mark published after the last batch
+        self.detection.finish()
+        alerts = self.alerts = sorted(self.detection.outbox.docs.values(), key=lambda d: (d["window_start"], d["key"]))
         with (out / "alerts.jsonl").open("w", encoding="utf-8") as fh:
             for a in alerts:
                 fh.write(json.dumps(a) + "\n")

@@ -8,22 +8,23 @@ back-off; writes are idempotent (document id = item id), so that is safe.
 
 from __future__ import annotations
 
+import json
 import logging
 import random
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from monitor.errors import BearwatchError
 from monitor.model_artifact import ModelArtifact
 from monitor.observability import Health, ScoringMetrics
-from monitor.pipeline import STAGES, PipelineSettings, ScoringPipeline
+from monitor.pipeline import STAGES, PipelineSettings, ScoringPipeline, dead_letter
 from monitor.registry import CURRENT, ModelRegistry
 from monitor.retrieval.history import HistoryStore, StoreUnavailable
 from monitor.scoring.onnx import OnnxScorer
 from monitor.settings import ModelSettings, MonitorSettings
-from monitor.sinks.base import Publisher
+from monitor.sinks.base import WATERMARK_KEY, Publisher, Record
 from monitor.sinks.kafka import SinkUnavailable
 from monitor.sources.base import Source, batch_offsets, caught_up
 from monitor.sources.kafka import SourceUnavailable
@@ -99,6 +100,9 @@ class ScoringApp:
         self._stop = threading.Event()
         self._backoff = settings.retry_initial_seconds
         self._pipeline = ScoringPipeline(models.scorer, store, pipeline_settings)
+        self._dead_sent: set[tuple] = set()  # source positions whose dead letter this batch already published
+        self._announced: dict[tuple[str, int], int] = {}  # partition -> end offset announced caught up
+        self._announce_checked = 0.0
         self._announce_model()
 
     def stop(self) -> None:
@@ -134,6 +138,7 @@ class ScoringApp:
                     self.metrics.lag.set(lag)
                 last_lag = time.monotonic()
             if not messages:
+                self._announce_caught_up()
                 waiting_for_partitions = hasattr(self.source, "has_assignment") and not self.source.has_assignment()
                 if waiting_for_partitions:
                     idle_since = time.monotonic()
@@ -149,12 +154,12 @@ class ScoringApp:
     def _process(self, messages) -> None:
         first, next_offsets = batch_offsets(messages)
         try:
-            result = self._pipeline.process(messages)
+            result = self._pipeline.process(messages, partitions=self._partitions(messages))
+            # The store first: a document it refuses for good becomes a dead letter before anything
+            # is published, and an outage publishes nothing (so a retried batch publishes once).
             self.store.add(result.documents)
-            for record in result.records:
-                self.publisher.add(record)
-            self.store.flush()
-            self.publisher.flush()
+            result.reject(self.store.flush(), "index")
+            self._publish(result)
         except (StoreUnavailable, SinkUnavailable) as exc:
             self._failed(exc)
             self.source.rewind(first)  # nothing committed: the batch comes again
@@ -162,10 +167,65 @@ class ScoringApp:
         try:
             self.source.commit(next_offsets)
             self.metrics.commits.inc()
+            self._dead_sent.clear()
         except SourceUnavailable as exc:
             # Written but not committed: the batch will be replayed and rewritten identically.
             log.warning("%s; the batch will be replayed (idempotent writes)", exc)
         self._succeeded(messages, result)
+
+    def _publish(self, result) -> None:
+        """Scored records and dead letters; a dead letter already accepted by an earlier attempt at
+        this batch is not sent again (one record per source position), and a record the destination
+        refuses for good is dead-lettered (or, for a dead letter, sent again without its value)."""
+        dead = [r for r in result.dead if _position(r) not in self._dead_sent]
+        for record in result.scored + dead:
+            self.publisher.add(record)
+        try:
+            refused = self.publisher.flush()
+        except SinkUnavailable as exc:
+            self._dead_sent.update(_position(r) for r in exc.delivered if r.topic == self.pipeline_settings.dlq_topic)
+            raise
+        self._dead_sent.update(_position(r) for r in dead)
+        if not refused:
+            return
+        by_record = {id(r): i for i, r in enumerate(result.scored)}
+        again = []
+        for record, reason in refused:
+            log.error("%s: %s", record.topic, reason)
+            if id(record) in by_record:  # stored, but the detection stage cannot hear of it
+                message = result.messages[by_record[id(record)]]
+                again.append(dead_letter(message, f"{reason} (the document is stored, not announced)", "publish", self.pipeline_settings.dlq_topic))
+            else:
+                again.append(replace(record, value=b"", headers=(*record.headers, ("bearwatch.value_dropped", reason.encode()[:1000]))))
+        for record in again:
+            self.publisher.add(record)
+        for record, reason in self.publisher.flush():
+            raise SinkUnavailable(f"{record.topic} refused even a dead letter without its value: {reason}")
+        self._dead_sent.update(_position(r) for r in again)
+
+    def _partitions(self, messages) -> dict[str, int]:
+        count = getattr(self.source, "partition_count", None)
+        return {t: count(t) if count else 1 for t in {m.topic for m in messages}}
+
+    def _announce_caught_up(self) -> None:
+        """Tell the detection stage which news partitions this instance has read to their end, once
+        per end offset: their event-time watermark then holds no bucket open (monitor.detection)."""
+        done = getattr(self.source, "caught_up_partitions", None)
+        if done is None or time.monotonic() - self._announce_checked < 1.0:
+            return
+        self._announce_checked = time.monotonic()
+        fresh = [(tp, end) for tp, end in done() if self._announced.get(tp) != end]
+        if not fresh:
+            return
+        for (topic, partition), end in fresh:
+            mark = {"watermark": {"topic": topic, "partition": partition, "partitions": self.source.partition_count(topic), "offset": end, "caught_up": True}}
+            self.publisher.add(Record(self.pipeline_settings.scored_topic, json.dumps(mark).encode(), WATERMARK_KEY))
+        try:
+            self.publisher.flush()
+        except SinkUnavailable as exc:
+            log.warning("caught-up marks not published (%s); next time", exc)
+            return
+        self._announced.update(fresh)
 
     def _succeeded(self, messages, result) -> None:
         self._backoff = self.settings.retry_initial_seconds
@@ -206,3 +266,9 @@ def pipeline_settings_from(retrieval, monitor, scored_topic: str, dlq_topic: str
         related_method=retrieval.history, lookback=timedelta(hours=retrieval.lookback_hours),
     )
 
+
+
+def _position(record: Record) -> tuple:
+    """The source position a dead letter stands for (from its headers)."""
+    h = dict(record.headers)
+    return (h.get("bearwatch.source.topic"), h.get("bearwatch.source.partition"), h.get("bearwatch.source.offset"))

@@ -30,6 +30,7 @@ def news_mapping(embedding_dims: int = EMBEDDING_DIMS) -> dict:
             "tickers": {"type": "keyword"},
             "url": {"type": "keyword", "index": False},
             "lang": {"type": "keyword"},
+            "repaired": {"type": "keyword"},  # fields whose text was normalised at the edge
             "dedup_key": {"type": "keyword"},
             "content_hash": {"type": "keyword"},
             "duplicate": {"type": "boolean"},

@@ -42,12 +42,43 @@ class PipelineSettings:
 
 @dataclass
 class BatchResult:
+    """What one batch produced. `documents[i]` came from `messages[i]` and is announced by
+    `scored[i]`; `dead` holds the dead letters, at most one per source position."""
+
+    dlq_topic: str = ""
     documents: list[dict] = field(default_factory=list)
-    records: list[Record] = field(default_factory=list)  # scored topic and dead letters
-    dead_letters: int = 0
+    messages: list[Message] = field(default_factory=list)
+    scored: list[Record] = field(default_factory=list)  # for the scored topic, parallel to documents
+    dead: list[Record] = field(default_factory=list)
     duplicates: int = 0
     redelivered: int = 0
     seconds: dict[str, float] = field(default_factory=dict)
+    dead_by_stage: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+
+    @property
+    def dead_letters(self) -> int:
+        return len(self.dead)
+
+    @property
+    def records(self) -> list[Record]:
+        """Everything to publish: the scored records, then the dead letters."""
+        return self.scored + self.dead
+
+    def dead_letter(self, message: Message, reason: str, stage: str) -> None:
+        self.dead.append(dead_letter(message, reason, stage, self.dlq_topic))
+        self.dead_by_stage[stage] += 1
+
+    def reject(self, reasons: dict[int, str], stage: str) -> None:
+        """Documents refused after they were built (by index in `documents`): each becomes a dead
+        letter of its message with the reason, and is neither stored nor announced."""
+        if not reasons:
+            return
+        for i in sorted(reasons):
+            self.dead_letter(self.messages[i], reasons[i], stage)
+        keep = [i for i in range(len(self.documents)) if i not in reasons]
+        self.documents = [self.documents[i] for i in keep]
+        self.messages = [self.messages[i] for i in keep]
+        self.scored = [self.scored[i] for i in keep]
 
 
 def dead_letter(message: Message, reason: str, stage: str, dlq_topic: str) -> Record:
@@ -55,11 +86,16 @@ def dead_letter(message: Message, reason: str, stage: str, dlq_topic: str) -> Re
     headers = (
         ("bearwatch.error", reason.encode("utf-8", "replace")[:1000]),
         ("bearwatch.stage", stage.encode()),
-        ("bearwatch.source.topic", message.topic.encode()),
+        ("bearwatch.source.topic", message.topic.encode("utf-8", "replace")),
         ("bearwatch.source.partition", str(message.partition).encode()),
         ("bearwatch.source.offset", str(message.offset).encode()),
     )
     return Record(dlq_topic, message.value if message.value is not None else b"", message.key, headers)
+
+
+def unexpected(exc: BaseException) -> str:
+    """The reason recorded when code that should not fail on any input did (a bug worth a report)."""
+    return f"unexpected {type(exc).__name__}: {str(exc)[:300]}"
 
 
 def content_hash(item: NewsItem) -> str:
@@ -67,29 +103,35 @@ def content_hash(item: NewsItem) -> str:
 
 
 class ScoringPipeline:
+    """Every failure that belongs to one item (validation, keys, scoring, building its document and
+    record) dead-letters that item with the reason and the stage; the rest of the batch goes on.
+    Only the stores' outages (StoreUnavailable) escape, and the whole batch is retried."""
+
     def __init__(self, scorer: OnnxScorer, store: HistoryStore, settings: PipelineSettings) -> None:
         self.scorer = scorer
         self.store = store
         self.settings = settings
 
-    def process(self, messages: Sequence[Message], now: datetime | None = None) -> BatchResult:
-        result = BatchResult()
+    def process(self, messages: Sequence[Message], now: datetime | None = None, partitions: dict[str, int] | None = None) -> BatchResult:
+        """`partitions`: how many partitions each source topic has (scored records carry it, so the
+        detection stage knows which sources its event-time watermark waits for)."""
+        result = BatchResult(dlq_topic=self.settings.dlq_topic)
         t0 = time.perf_counter()
         valid: list[tuple[Message, NewsItem]] = []
         for message in messages:
             try:
                 valid.append((message, parse_item(message.value, now)))
             except InvalidItem as exc:
-                result.records.append(dead_letter(message, str(exc), "validate", self.settings.dlq_topic))
-                result.dead_letters += 1
+                result.dead_letter(message, str(exc), "validate")
+            except Exception as exc:  # noqa: BLE001 — one message's bug must not stop the daemon
+                log.exception("validation failed unexpectedly at %s/%d/%d", message.topic, message.partition, message.offset)
+                result.dead_letter(message, unexpected(exc), "validate")
         t1 = time.perf_counter()
         to_score, flags = self._dedup(valid, result)
         t2 = time.perf_counter()
         scores, failed = self._score([item for _, item in to_score])
         for index, reason in failed.items():
-            message, item = to_score[index]
-            result.records.append(dead_letter(message, reason, "score", self.settings.dlq_topic))
-            result.dead_letters += 1
+            result.dead_letter(to_score[index][0], reason, "score")
         kept = [i for i in range(len(to_score)) if i not in failed]
         t3 = time.perf_counter()
         related = self._related([to_score[i][1] for i in kept], [scores.embedding[i] for i in kept] if scores else [])
@@ -97,11 +139,20 @@ class ScoringPipeline:
         result.seconds = {"validate": t1 - t0, "dedup": t2 - t1, "score": t3 - t2, "retrieve": t4 - t3, "total": t4 - t0}
         per_item_ms = {k: 1000 * v / max(1, len(messages)) for k, v in result.seconds.items()}
         scored_at = format_time(now or datetime.now(timezone.utc))
+        counts = partitions or {}
         for position, index in enumerate(kept):
             message, item = to_score[index]
-            doc = self._document(message, item, scores, index, flags[index], related[position], per_item_ms, scored_at)
+            try:
+                doc = self._document(message, item, scores, index, flags[index], related[position], per_item_ms, scored_at)
+                event = self._scored_event(doc, counts.get(message.topic, 1))
+                record = Record(self.settings.scored_topic, json.dumps(event).encode(), doc["topic"].encode())
+            except Exception as exc:  # noqa: BLE001
+                log.exception("building the document of %s/%d/%d failed", message.topic, message.partition, message.offset)
+                result.dead_letter(message, unexpected(exc), "document")
+                continue
             result.documents.append(doc)
-            result.records.append(Record(self.settings.scored_topic, json.dumps(self._scored_event(doc)).encode(), doc["topic"].encode()))
+            result.messages.append(message)
+            result.scored.append(record)
         return result
 
     def _dedup(self, valid: list[tuple[Message, NewsItem]], result: BatchResult) -> tuple[list[tuple[Message, NewsItem]], dict[int, dict]]:
@@ -120,14 +171,19 @@ class ScoringPipeline:
         hashes, keys = [], []
         latest: dict[str, int] = {}  # id -> position of its latest version so far in to_score
         for message, item in valid:
-            digest = content_hash(item)
+            try:
+                digest, key = content_hash(item), dedup_key(item.headline)
+            except Exception as exc:  # noqa: BLE001 — one item's text must not stop the batch
+                log.exception("dedup keys of %s/%d/%d failed", message.topic, message.partition, message.offset)
+                result.dead_letter(message, unexpected(exc), "dedup")
+                continue
             if item.id in latest and hashes[latest[item.id]] == digest:
                 result.duplicates += 1  # the same item again within the batch: stored once
                 continue
             latest[item.id] = len(to_score)
             to_score.append((message, item))
             hashes.append(digest)
-            keys.append(dedup_key(item.headline))
+            keys.append(key)
         # A stored copy of one of this batch's messages (same source position) was written by an
         # interrupted attempt at this batch: it stands for nothing before that message, so searches
         # skip it, and the batch's own versions take its place in order. So does every id with an
@@ -171,8 +227,8 @@ class ScoringPipeline:
         texts = [i.text for i in items]
         try:
             return self.scorer.score_texts(texts), {}
-        except ScoringError as exc:
-            log.warning("batch of %d failed to score (%s); scoring items one by one", len(items), exc)
+        except Exception as exc:  # noqa: BLE001 — whatever one text does to the tokenizer or the model
+            log.warning("batch of %d failed to score (%s: %s); scoring items one by one", len(items), type(exc).__name__, exc)
         failed: dict[int, str] = {}
         parts = []
         for index, text in enumerate(texts):
@@ -180,6 +236,9 @@ class ScoringPipeline:
                 parts.append((index, self.scorer.score_texts([text])))
             except ScoringError as exc:
                 failed[index] = f"scoring failed: {exc}"
+            except Exception as exc:  # noqa: BLE001
+                log.exception("scoring one item failed unexpectedly")
+                failed[index] = f"scoring failed: {unexpected(exc)}"
         if not parts:
             return None, failed
         return _merge_scores(parts, len(items)), failed
@@ -216,9 +275,12 @@ class ScoringPipeline:
         return doc
 
     @staticmethod
-    def _scored_event(doc: dict) -> dict:
-        """What the detection stage needs: no vector, no body."""
-        return {k: doc[k] for k in ("id", "published_at", "headline", "url", "source", "tickers", "topic", "sentiment", "p_bearish", "negative", "duplicate", "duplicate_of", "model_version") if k in doc}
+    def _scored_event(doc: dict, partitions: int) -> dict:
+        """What the detection stage needs: no vector, no body; where the item came from (its
+        event-time watermark is kept per source partition) and how many partitions that topic has."""
+        event = {k: doc[k] for k in ("id", "published_at", "headline", "url", "source", "tickers", "topic", "sentiment", "p_bearish", "negative", "duplicate", "duplicate_of", "model_version") if k in doc}
+        event["kafka"] = {**doc["kafka"], "partitions": partitions}
+        return event
 
 
 def _position(doc: dict) -> tuple | None:

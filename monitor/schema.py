@@ -9,13 +9,17 @@ says what was wrong, so the dead-letter topic explains itself.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
+from monitor.text import normalise_edge
+
 # Bounds that no real news item reaches; past them a message is hostile or broken.
 MAX_MESSAGE_BYTES = 256 * 1024
 MAX_ID_CHARS = 256
+MAX_ID_BYTES = 512  # Elasticsearch refuses a longer _id (UTF-8 bytes): the whole bulk request fails
 MAX_HEADLINE_CHARS = 2_000
 MAX_BODY_CHARS = 100_000
 MAX_SHORT_FIELD_CHARS = 2_048  # source, url, lang
@@ -26,6 +30,7 @@ MAX_JSON_DEPTH = 32
 EARLIEST = datetime(1990, 1, 1, tzinfo=timezone.utc)
 LATEST_AHEAD_DAYS = 2
 
+_UNPRINTABLE_ID = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
 KNOWN_FIELDS = ("id", "published_at", "headline", "body", "source", "tickers", "url", "lang")
 
 
@@ -40,6 +45,7 @@ class NewsItem:
     url: str | None = None
     lang: str | None = None
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
+    repaired: tuple[str, ...] = ()  # fields whose text was normalised at the edge (see normalise_edge)
 
     @property
     def text(self) -> str:
@@ -53,6 +59,8 @@ class NewsItem:
                 out[name] = getattr(self, name)
         if self.tickers:
             out["tickers"] = list(self.tickers)
+        if self.repaired:
+            out["repaired"] = list(self.repaired)
         return out
 
 
@@ -73,7 +81,10 @@ def parse_time(value: Any, now: datetime | None = None) -> datetime:
         raise InvalidItem(f"published_at {value[:64]!r} is not RFC 3339") from None
     if parsed.tzinfo is None:
         raise InvalidItem(f"published_at {value[:64]!r} has no time zone offset (RFC 3339 requires one)")
-    parsed = parsed.astimezone(timezone.utc)
+    try:
+        parsed = parsed.astimezone(timezone.utc)
+    except OverflowError:  # year 1 with a positive offset, year 9999 with a negative one
+        raise InvalidItem(f"published_at {value[:64]!r} is out of range") from None
     now = now or datetime.now(timezone.utc)
     if parsed < EARLIEST or (parsed - now).days >= LATEST_AHEAD_DAYS:
         raise InvalidItem(f"published_at {value[:64]!r} is implausible (before {EARLIEST.year} or more than {LATEST_AHEAD_DAYS} days ahead)")
@@ -94,7 +105,7 @@ def _depth(value: Any, limit: int) -> int:
     return deepest
 
 
-def _optional_str(obj: dict, name: str, limit: int) -> str | None:
+def _optional_str(obj: dict, name: str, limit: int, repaired: list[str]) -> str | None:
     value = obj.get(name)
     if value is None:
         return None
@@ -102,10 +113,17 @@ def _optional_str(obj: dict, name: str, limit: int) -> str | None:
         raise InvalidItem(f"{name} must be a string, got {type(value).__name__}")
     if len(value) > limit:
         raise InvalidItem(f"{name} has {len(value)} characters (limit {limit})")
-    return value
+    return _edge(value, name, repaired)
 
 
-def _tickers(value: Any) -> tuple[str, ...]:
+def _edge(value: str, name: str, repaired: list[str]) -> str:
+    text, changed = normalise_edge(value)
+    if changed and name not in repaired:
+        repaired.append(name)
+    return text
+
+
+def _tickers(value: Any, repaired: list[str]) -> tuple[str, ...]:
     if value is None:
         return ()
     if not isinstance(value, list) or not all(isinstance(t, str) for t in value):
@@ -114,7 +132,7 @@ def _tickers(value: Any) -> tuple[str, ...]:
         raise InvalidItem(f"tickers has {len(value)} entries (limit {MAX_TICKERS})")
     cleaned = []
     for ticker in value:
-        t = ticker.strip().lstrip("$").upper()
+        t = _edge(ticker, "tickers", repaired).strip().lstrip("$").upper()
         if not t or len(t) > MAX_TICKER_CHARS or any(c.isspace() for c in t):
             raise InvalidItem(f"ticker {ticker[:40]!r} is not a symbol")
         if t not in cleaned:
@@ -153,15 +171,19 @@ def item_from_dict(obj: dict, now: datetime | None = None) -> NewsItem:
     item_id = obj.get("id")
     if not isinstance(item_id, str) or not item_id.strip():
         raise InvalidItem("id is required and must be a non-empty string")
-    if len(item_id) > MAX_ID_CHARS or any(ord(c) < 32 for c in item_id):
-        raise InvalidItem(f"id must be at most {MAX_ID_CHARS} printable characters")
+    # An id is an identity: never repaired. Control characters and lone surrogates are refused.
+    if len(item_id) > MAX_ID_CHARS or _UNPRINTABLE_ID.search(item_id):
+        raise InvalidItem(f"id must be at most {MAX_ID_CHARS} printable characters (no controls, no lone surrogates)")
+    if len(item_id.encode("utf-8", "surrogatepass")) > MAX_ID_BYTES:
+        raise InvalidItem(f"id is {len(item_id.encode('utf-8', 'surrogatepass'))} bytes in UTF-8 (limit {MAX_ID_BYTES})")
     if "published_at" not in obj:
         raise InvalidItem("published_at is required")
     published_at = parse_time(obj["published_at"], now)
     headline = obj.get("headline")
     if not isinstance(headline, str):
         raise InvalidItem("headline is required and must be a string")
-    headline = " ".join(headline.split())
+    repaired: list[str] = []
+    headline = " ".join(_edge(headline, "headline", repaired).split())
     if not headline:
         raise InvalidItem("headline is empty")
     if len(headline) > MAX_HEADLINE_CHARS:
@@ -170,11 +192,12 @@ def item_from_dict(obj: dict, now: datetime | None = None) -> NewsItem:
         id=item_id,
         published_at=published_at,
         headline=headline,
-        body=_optional_str(obj, "body", MAX_BODY_CHARS),
-        source=_optional_str(obj, "source", MAX_SHORT_FIELD_CHARS),
-        tickers=_tickers(obj.get("tickers")),
-        url=_optional_str(obj, "url", MAX_SHORT_FIELD_CHARS),
-        lang=_optional_str(obj, "lang", MAX_SHORT_FIELD_CHARS),
+        body=_optional_str(obj, "body", MAX_BODY_CHARS, repaired),
+        source=_optional_str(obj, "source", MAX_SHORT_FIELD_CHARS, repaired),
+        tickers=_tickers(obj.get("tickers"), repaired),
+        url=_optional_str(obj, "url", MAX_SHORT_FIELD_CHARS, repaired),
+        lang=_optional_str(obj, "lang", MAX_SHORT_FIELD_CHARS, repaired),
         extra={k: v for k, v in obj.items() if k not in KNOWN_FIELDS},
+        repaired=tuple(repaired),
     )
 

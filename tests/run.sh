@@ -15,6 +15,7 @@ ensure_venv test
 source deploy/local/tools.sh
 ensure_chromium
 ensure_compose
+ensure_naughty_strings
 
 services=deploy/local/services.sh
 if [[ " $* " != *" not services"* ]]; then

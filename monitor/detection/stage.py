@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 from monitor.alerting.outbox import Outbox
-from monitor.detection.tracker import AlertEvent, NewsTracker, TrackerConfig, scored_event
+from monitor.detection.tracker import AlertEvent, NewsTracker, TrackerConfig, scored_event, source_of
 from monitor.retrieval.history import StoreUnavailable
 from monitor.sources.base import caught_up
 
@@ -91,6 +91,10 @@ class DetectionStage:
         self._stop.set()
 
     def run(self, max_batches: int | None = None, idle_timeout_s: float | None = None) -> DetectionStats:
+        """Consume until stopped; with `idle_timeout_s`, until the input has ended: the scored topic
+        is read to its end. If every news partition was announced caught up too, the input has
+        ended: the buckets left open are closed (`finish`), as the embedded default does at the end
+        of its file; otherwise they stay open (in the snapshot) for what is still to come."""
         import time
 
         idle_since = time.monotonic()
@@ -103,6 +107,11 @@ class DetectionStage:
                 self._process(messages)
             elif idle_timeout_s is not None and time.monotonic() - idle_since > idle_timeout_s:
                 if caught_up(self.source):
+                    if self.tracker.all_caught_up():
+                        self.finish()
+                    else:  # a scoring instance is behind or gone: the last buckets stay open for it
+                        log.info("idle exit with buckets open: news partitions not caught up yet: %s",
+                                 sorted(s for s in self.tracker.sources if s not in self.tracker.idle)[:10])
                     break
                 idle_since = time.monotonic()  # behind, or the broker cannot say: not idle
             self._deliver()
@@ -110,16 +119,34 @@ class DetectionStage:
         self._deliver()
         return self.stats
 
+    def drain(self) -> None:
+        """Process everything the source holds now (the embedded default, between scoring batches)."""
+        while True:
+            messages = self.source.poll(self.batch_size, 0.0)
+            if not messages:
+                break
+            self._process(messages)
+        if self.snapshots is None and self._offsets:  # nothing to persist: what is counted is done with
+            self.source.commit({(self.source.topic, int(p)): o for p, o in self._offsets.items()})
+
+    def finish(self) -> None:
+        """The input has ended: close the buckets still open and record what they raise."""
+        self._unrecorded += self.tracker.finish()
+        self._record()
+
     def _process(self, messages) -> None:
         for m in messages:
             try:
-                event = scored_event(json.loads(m.value))
+                record = json.loads(m.value)
+                if "watermark" in record:  # a scoring instance read this news partition to its end
+                    self._unrecorded += self.tracker.caught_up(*source_of(record["watermark"]))
+                else:
+                    event = scored_event(record)
+                    self.stats.events += 1
+                    self._unrecorded += self.tracker.add(event)
             except (ValueError, KeyError, TypeError) as exc:
                 self.stats.skipped += 1  # the scored topic is ours; a bad record is a bug, not an outage
                 log.error("skipping scored record at %s/%d/%d: %s", m.topic, m.partition, m.offset, exc)
-                continue
-            self.stats.events += 1
-            self._unrecorded += self.tracker.add(event)
             self._offsets[str(m.partition)] = m.offset + 1
         self._record()
         self._batches += 1

@@ -1,10 +1,18 @@
 """Event-time buckets per key and the alert decisions on them: pure, replayable, snapshot-able.
 
 Keys: ``all`` (every item), ``topic:<name>`` and ``ticker:<symbol>``. For each key and bucket the
-tracker counts distinct items, negative items and negative probability mass. A bucket closes when
-the watermark (the latest event time seen minus the allowed lateness) passes its end; an item later
-than that is counted in the earliest open bucket and reported as late. Every key gets every bucket,
-empty ones included, so quiet hours teach the baseline too.
+tracker counts distinct items, negative items and negative probability mass. Every key gets every
+bucket, empty ones included, so quiet hours teach the baseline too.
+
+Event time does not depend on drain order. Items come from source partitions (the news topic's),
+each read in its own order, interleaved in any way. The tracker keeps a watermark per source (the
+latest event time it has shown, minus the allowed lateness) and closes a bucket only when every
+source's watermark has passed its end, or the source said it has nothing more for now (caught up:
+the scoring stage announces it). An item older than its own source's watermark is late: counted in
+``late`` and left out of every bucket (never moved into another one, where it could make a spike).
+Whether an item is late depends only on its own partition's order, and a bucket closes only when
+nothing on time can still reach it, so the buckets, and the alerts, are the same whatever the
+number of partitions, the drain order or the batch boundaries.
 
 Three tests per key on each closed bucket, each a :class:`CountSpike` or a binomial test:
 negative volume, negative share (against the key's own baseline share), overall volume burst.
@@ -57,6 +65,8 @@ class ScoredEvent:
     topic: str | None = None
     tickers: tuple[str, ...] = ()
     duplicate: bool = False
+    source: str = ""  # the source partition ("topic/partition"); one source when unknown
+    partitions: int = 1  # how many partitions the source topic has
 
 
 @dataclass(frozen=True)
@@ -110,12 +120,20 @@ def _bucket_from(state: list) -> _Bucket:
     return _Bucket(items, negatives, mass, [tuple(x) for x in ids], list(all_ids))
 
 
+def source_of(position: dict | None) -> tuple[str, int]:
+    """(source key "topic/partition", partition count) of a scored record's ``kafka`` position."""
+    if not position:
+        return "", 1
+    return f"{position['topic']}/{int(position['partition'])}", int(position.get("partitions") or 1)
+
+
 def scored_event(doc: dict) -> ScoredEvent:
     """The detection stage's view of a scored item (a record of the scored topic)."""
+    source, partitions = source_of(doc.get("kafka"))
     return ScoredEvent(
         id=str(doc["id"]), published_at=datetime.fromisoformat(doc["published_at"].replace("Z", "+00:00")),
         negative=bool(doc.get("negative")), p_bearish=float(doc.get("p_bearish", 0.0)), topic=doc.get("topic"),
-        tickers=tuple(doc.get("tickers") or ()), duplicate=bool(doc.get("duplicate")),
+        tickers=tuple(doc.get("tickers") or ()), duplicate=bool(doc.get("duplicate")), source=source, partitions=partitions,
     )
 
 
@@ -146,7 +164,9 @@ class NewsTracker:
         self.config = config or TrackerConfig()
         self.keys: dict[str, _KeyState] = {}
         self.open: dict[datetime, dict[str, _Bucket]] = defaultdict(lambda: defaultdict(_Bucket))
-        self.watermark: datetime | None = None
+        self.watermark: datetime | None = None  # where buckets are closed up to (the sources' minimum)
+        self.sources: dict[str, datetime | None] = {}  # source -> its watermark (None: not heard from yet)
+        self.idle: set[str] = set()  # sources caught up: they hold no bucket open
         self.next_close: datetime | None = None
         self.seen_ids: dict[str, datetime] = {}  # id -> its bucket, forgotten after `remember`
         self.remember = timedelta(days=2)
@@ -169,12 +189,13 @@ class NewsTracker:
             return []
         start = self._bucket_start(event.published_at)
         self.seen_ids[event.id] = start
+        self._expect(event.source, event.partitions)
+        own = self.sources.get(event.source)
+        if (own is not None and event.published_at < own) or (self.closed_any and start < self.next_close):
+            self.late += 1  # older than its own partition allows (or its bucket closed): left out
+            return []
         if self.next_close is None or (start < self.next_close and not self.closed_any):
             self.next_close = start
-        if start < self.next_close:  # its bucket is closed: later than the lateness allows
-            # The earliest open bucket takes it, so it still counts, and the decision already made stands.
-            self.late += 1
-            start = self.next_close
         for key in self.keys_of(event):
             bucket = self.open[start][key]
             bucket.items += 1
@@ -183,8 +204,47 @@ class NewsTracker:
                 bucket.negative_ids.append((event.p_bearish, event.id))
             bucket.mass += event.p_bearish
         mark = event.published_at - self.config.lateness
-        self.watermark = mark if self.watermark is None or mark > self.watermark else self.watermark
+        self.sources[event.source] = mark if own is None or mark > own else own
+        self.idle.discard(event.source)
+        return self._advance()
+
+    def caught_up(self, source: str, partitions: int = 1) -> list[AlertEvent]:
+        """A source has nothing more for now (the scoring stage read its partition to the end): it
+        no longer holds buckets open, until its next item."""
+        self._expect(source, partitions)
+        self.idle.add(source)
+        return self._advance()
+
+    def _expect(self, source: str, partitions: int) -> None:
+        """Every partition of a source's topic is a source, heard from or not: the watermark waits for each."""
+        topic = source.rpartition("/")[0] if "/" in source else None
+        names = [f"{topic}/{p}" for p in range(partitions)] if topic is not None else [source]
+        for name in names:
+            self.sources.setdefault(name, None)
+
+    def _advance(self) -> list[AlertEvent]:
+        """Move the watermark to the slowest source that is not caught up (the furthest one when all are)."""
+        busy = [w for s, w in self.sources.items() if s not in self.idle]
+        if any(w is None for w in busy):
+            return []  # a partition not heard from yet may still hold the earliest items
+        marks = busy or [w for w in self.sources.values() if w is not None]
+        if not marks:
+            return []
+        mark = min(marks) if busy else max(marks)
+        if self.watermark is None or mark > self.watermark:
+            self.watermark = mark
         return self._close_due()
+
+    def all_caught_up(self) -> bool:
+        return bool(self.sources) and all(s in self.idle for s in self.sources)
+
+    def finish(self) -> list[AlertEvent]:
+        """The input has ended (every source caught up, nothing more to come): close what is left, and
+        enough quiet buckets after the last item for open episodes to end."""
+        marks = [w for w in self.sources.values() if w is not None]
+        if not marks:
+            return []
+        return self.flush(max(marks) + self.config.lateness + self.config.bucket * (self.config.end_after + 4))
 
     def _close_due(self) -> list[AlertEvent]:
         alerts: list[AlertEvent] = []
@@ -316,6 +376,7 @@ class NewsTracker:
 
         return {
             "watermark": t(self.watermark), "next_close": t(self.next_close), "late": self.late, "closed_any": self.closed_any,
+            "sources": {k: t(w) for k, w in self.sources.items()}, "idle": sorted(self.idle),
             "closed_buckets": self.closed_buckets,
             "seen_ids": {i: t(b) for i, b in self.seen_ids.items()},
             "open": {t(start): {k: _bucket_state(b) for k, b in keys.items()} for start, keys in self.open.items()},
@@ -331,6 +392,8 @@ class NewsTracker:
         tracker.watermark = parse(state["watermark"]) if state["watermark"] else None
         tracker.next_close = parse(state["next_close"]) if state["next_close"] else None
         tracker.late, tracker.closed_any, tracker.closed_buckets = state["late"], state["closed_any"], state["closed_buckets"]
+        tracker.sources = {k: parse(w) if w else None for k, w in state.get("sources", {}).items()}
+        tracker.idle = set(state.get("idle", ()))
         tracker.seen_ids = {i: parse(b) for i, b in state["seen_ids"].items()}
         for start, keys in state["open"].items():
             for k, b in keys.items():

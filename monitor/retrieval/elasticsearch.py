@@ -175,18 +175,60 @@ class ElasticsearchHistory:
     def add(self, documents: Sequence[dict]) -> None:
         self._pending.extend(documents)
 
-    def flush(self) -> None:
+    def flush(self) -> dict[int, str]:
+        """Write what was added; returns the documents Elasticsearch refused for good (by position
+        in the order added → its reason). 429s, 5xx and connection errors are outages."""
         # Emptied whether or not the write succeeds: a failed batch is replayed and added again.
         pending, self._pending = self._pending, []
         if not pending:
-            return
-        operations = []
-        for doc in pending:
-            operations += [{"index": {"_index": self.index, "_id": doc["id"]}}, doc]
-        response = self._call("bulk index", self.client.bulk, operations=operations, refresh=self.refresh)
-        if response.get("errors"):
-            failed = [item["index"] for item in response["items"] if item["index"].get("error")]
-            first = failed[0]["error"]
-            raise StoreUnavailable(f"Elasticsearch rejected {len(failed)} of {len(pending)} documents; first: {first.get('type')}: {str(first.get('reason'))[:300]}")
-        self._remember(pending)
+            return {}
+        refused = self._bulk(pending, 0)
+        self._remember([doc for i, doc in enumerate(pending) if i not in refused])
+        return refused
 
+    def _bulk(self, docs: list[dict], base: int) -> dict[int, str]:
+        from elasticsearch import ApiError, SerializationError, TransportError
+
+        operations = []
+        for doc in docs:
+            operations += [{"index": {"_index": self.index, "_id": doc["id"]}}, doc]
+        try:
+            response = self.client.bulk(operations=operations, refresh=self.refresh)
+        except (ApiError, SerializationError) as exc:
+            status = exc.status_code if isinstance(exc, ApiError) else None
+            if isinstance(exc, ApiError) and status not in (400, 413):
+                raise _translate("bulk index", exc) from exc
+            # The request as a whole was refused (an _id over 512 bytes fails the whole bulk, a
+            # document too large for the request): halve it until the culprit stands alone.
+            if len(docs) == 1:
+                what = getattr(exc, "error", None) or type(exc).__name__
+                return {base: f"Elasticsearch refused the document ({status or 'client'} {what}): {_reason(exc)}"}
+            mid = len(docs) // 2
+            return {**self._bulk(docs[:mid], base), **self._bulk(docs[mid:], base + mid)}
+        except TransportError as exc:
+            raise _translate("bulk index", exc) from exc
+        if not response.get("errors"):
+            return {}
+        refused: dict[int, str] = {}
+        outage = []
+        for i, item in enumerate(response["items"]):
+            result = item["index"]
+            error = result.get("error")
+            if not error:
+                continue
+            status = int(result.get("status", 0))
+            reason = f"{error.get('type')}: {str(error.get('reason'))[:300]}"
+            if status == 429 or status >= 500:
+                outage.append(reason)
+            else:  # this document can never be indexed as it is (a mapping conflict, a bad value)
+                refused[base + i] = f"Elasticsearch refused the document ({status} {reason})"
+        if outage:
+            raise StoreUnavailable(f"Elasticsearch could not take {len(outage)} of {len(docs)} documents for now; first: {outage[0]}")
+        return refused
+
+
+def _reason(exc: Exception) -> str:
+    info = getattr(exc, "info", None)
+    if isinstance(info, dict) and isinstance(info.get("error"), dict):
+        return str(info["error"].get("reason", ""))[:300]
+    return str(exc)[:300]

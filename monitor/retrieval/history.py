@@ -94,8 +94,10 @@ class HistoryStore(Protocol):
     def add(self, documents: Sequence[dict]) -> None:
         """Buffer documents (id = item id: writing one twice leaves one)."""
 
-    def flush(self) -> None:
-        """Make everything added durable, or raise StoreUnavailable."""
+    def flush(self) -> dict[int, str]:
+        """Make everything added durable, or raise StoreUnavailable (an outage: the batch is retried).
+        Returns the documents refused for good, by position in the order added → the reason: a
+        failure that belongs to one document, which the caller dead-letters."""
 
 
 def parse_stored_time(value: str) -> datetime:
@@ -131,19 +133,30 @@ class EmbeddedHistory:
     def add(self, documents: Sequence[dict]) -> None:
         self._pending.extend(documents)
 
-    def flush(self) -> None:
+    def flush(self) -> dict[int, str]:
         pending, self._pending = self._pending, []  # a failed batch is replayed and added again
         if not pending:
-            return
+            return {}
+        lines, refused = [], {}
+        for i, doc in enumerate(pending):
+            try:
+                line = json.dumps(doc, ensure_ascii=False)
+                line.encode("utf-8")
+            except (ValueError, TypeError, UnicodeError, RecursionError) as exc:  # as Elasticsearch refuses a document
+                refused[i] = f"the embedded history refused the document: {type(exc).__name__}: {str(exc)[:300]}"
+                continue
+            lines.append(line)
         if self.folder is not None:
             self.folder.mkdir(parents=True, exist_ok=True)
             try:
-                append_batch({self.folder / "history.jsonl": (json.dumps(doc, ensure_ascii=False) for doc in pending)})
+                append_batch({self.folder / "history.jsonl": lines})
             except OSError as exc:
                 check_disk_error(exc, f"the embedded history in {self.folder}")
                 raise StoreUnavailable(f"cannot write the embedded history in {self.folder}: {exc.strerror}") from exc
-        for doc in pending:
-            self._put(doc)
+        for i, doc in enumerate(pending):
+            if i not in refused:
+                self._put(doc)
+        return refused
 
     def _put(self, doc: dict) -> None:
         doc_id = doc["id"]

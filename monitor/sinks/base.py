@@ -6,6 +6,11 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 
+# The key of a control record on the scored topic: a scoring instance says it has read a news
+# partition to its end (the detection stage's event-time watermark). Not a scored item.
+WATERMARK_KEY = b"bearwatch.watermark"
+
+
 @dataclass(frozen=True)
 class Record:
     topic: str

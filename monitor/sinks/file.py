@@ -8,40 +8,62 @@ from pathlib import Path
 
 from monitor.errors import check_disk_error
 from monitor.jsonl import append_batch
-from monitor.sinks.base import Record
+from monitor.sinks.base import WATERMARK_KEY, Record
 from monitor.sinks.kafka import SinkUnavailable
 
 
 class FilePublisher:
-    def __init__(self, folder: Path) -> None:
+    """`taps`: topics whose records are also handed, once written, to an in-process reader (the
+    embedded default's detection stage reads the scored topic so)."""
+
+    def __init__(self, folder: Path, taps: dict | None = None) -> None:
         self.folder = folder
+        self.taps = taps or {}
         self._pending: list[Record] = []
 
     def add(self, record: Record) -> None:
         self._pending.append(record)
 
-    def flush(self) -> None:
+    def flush(self) -> list[tuple[Record, str]]:
         pending, self._pending = self._pending, []  # a failed batch is replayed and added again
         if not pending:
-            return
+            return []
         lines: dict[Path, list[str]] = {}
         for record in pending:
-            lines.setdefault(self.folder / f"{record.topic}.jsonl", []).append(json.dumps(self._line(record), ensure_ascii=False))
+            if record.key == WATERMARK_KEY:
+                continue  # control records only go to the in-process reader (taps): the files hold items
+            lines.setdefault(self.folder / f"{record.topic}.jsonl", []).append(_json_line(self._line(record)))
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
             append_batch(lines)  # all or nothing: a replayed batch neither duplicates nor tears lines
         except OSError as exc:
             check_disk_error(exc, f"the outputs in {self.folder}")
             raise SinkUnavailable(f"cannot write to {self.folder}: {exc.strerror}") from exc
+        for record in pending:
+            if record.topic in self.taps:
+                self.taps[record.topic].append(record)
+        return []
 
     @staticmethod
     def _line(record: Record) -> dict:
         headers = {k: v.decode("utf-8", "replace") for k, v in record.headers}
         try:
             value = json.loads(record.value)
-        except ValueError:  # a dead letter keeps the original bytes, whatever they are
+            _json_line(value)  # it must also write back out (a deep nest, a lone surrogate)
+        except (ValueError, RecursionError):  # a dead letter keeps the original bytes, whatever they are
             value = {"base64": base64.b64encode(record.value).decode()}
         return {"key": record.key.decode("utf-8", "replace") if record.key else None, "headers": headers, "value": value}
 
     def close(self) -> None:
         pass
+
+
+def _json_line(value) -> str:
+    """One JSON line in UTF-8: non-ASCII kept readable, but a lone surrogate escaped (it cannot be
+    written as UTF-8; as a JSON escape it reads back as it was)."""
+    line = json.dumps(value, ensure_ascii=False)
+    try:
+        line.encode("utf-8")
+    except UnicodeEncodeError:
+        line = json.dumps(value)
+    return line

@@ -8,7 +8,12 @@ from monitor.sinks.base import Record
 
 
 class SinkUnavailable(BearwatchError):
-    """A destination did not accept what was written to it."""
+    """A destination did not accept what was written to it (for now: the batch is retried).
+    `delivered` lists the records that it did accept before failing."""
+
+    def __init__(self, message: str, delivered: list[Record] | None = None) -> None:
+        super().__init__(message)
+        self.delivered = delivered or []
 
 
 class KafkaPublisher:
@@ -30,25 +35,49 @@ class KafkaPublisher:
             raise SinkUnavailable(f"cannot connect to Kafka at {settings.bootstrap}: {exc}") from exc
         self.flush_timeout_s = flush_timeout_s
         self._futures: list = []
+        self._refused: list[tuple[Record, str]] = []
 
     def add(self, record: Record) -> None:
         from kafka.errors import KafkaError
 
         try:
-            self._futures.append(self.producer.send(record.topic, value=record.value, key=record.key, headers=list(record.headers)))
+            self._futures.append((record, self.producer.send(record.topic, value=record.value, key=record.key, headers=list(record.headers))))
         except KafkaError as exc:
-            raise SinkUnavailable(f"Kafka send to {record.topic} failed: {exc}") from exc
+            if not _refused_for_good(exc):
+                raise SinkUnavailable(f"Kafka send to {record.topic} failed: {exc}") from exc
+            self._refused.append((record, f"Kafka refused the record: {type(exc).__name__}: {str(exc)[:300]}"))
 
-    def flush(self) -> None:
+    def flush(self) -> list[tuple[Record, str]]:
+        """Every added record accepted, or SinkUnavailable (its `delivered` lists the records that
+        were). Returns the records refused for good (too large, invalid) with the reason."""
         from kafka.errors import KafkaError
 
         futures, self._futures = self._futures, []
+        refused, self._refused = self._refused, []
         try:
             self.producer.flush(timeout=self.flush_timeout_s)
-            for future in futures:
-                future.get(timeout=self.flush_timeout_s)
         except KafkaError as exc:
-            raise SinkUnavailable(f"Kafka did not accept {len(futures)} records: {exc}") from exc
+            raise SinkUnavailable(f"Kafka did not accept {len(futures)} records: {exc}", [r for r, f in futures if f.is_done and f.succeeded()]) from exc
+        failure = None
+        for record, future in futures:
+            try:
+                future.get(timeout=self.flush_timeout_s)
+            except KafkaError as exc:
+                if _refused_for_good(exc):
+                    refused.append((record, f"Kafka refused the record: {type(exc).__name__}: {str(exc)[:300]}"))
+                else:
+                    failure = failure or exc
+        if failure is not None:
+            raise SinkUnavailable(f"Kafka did not accept {len(futures)} records: {failure}", [r for r, f in futures if f.is_done and f.succeeded()]) from failure
+        return refused
 
     def close(self) -> None:
         self.producer.close(timeout=self.flush_timeout_s)
+
+
+def _refused_for_good(exc: Exception) -> bool:
+    """A per-record refusal that no retry can change (as opposed to an unreachable broker)."""
+    from kafka import errors
+
+    return isinstance(exc, (errors.MessageSizeTooLargeError, errors.RecordListTooLargeError, errors.InvalidRecordError,
+                            errors.CorruptRecordError, errors.InvalidTimestampError))

@@ -22,6 +22,7 @@ class FileSource:
         self._fh = sys.stdin.buffer if path in (None, "-") else open(path, "rb")
         self.state_file = state_file
         self._line = 0
+        self._eof = False
         start = self._committed()
         while self._line < start and self._fh.readline():
             self._line += 1
@@ -31,11 +32,19 @@ class FileSource:
             return int(json.loads(self.state_file.read_text()).get("next_line", 0))
         return 0
 
+    def partition_count(self, topic: str) -> int:
+        return 1  # a file is one ordered partition
+
+    def caught_up_partitions(self) -> list[tuple[tuple[str, int], int]]:
+        """At the end of the file: its one partition is read to the end."""
+        return [((self.name, 0), self._line)] if self._eof else []
+
     def poll(self, max_records: int, timeout_s: float) -> list[Message]:
         messages = []
         while len(messages) < max_records:
             raw = self._fh.readline()
             if not raw:
+                self._eof = True
                 break
             value = raw.rstrip(b"\r\n")
             if value.strip():
@@ -59,6 +68,7 @@ class FileSource:
         self._fh.close()
         self._fh = open(self.name, "rb")
         self._line = 0
+        self._eof = False
         start = min(first_offsets.values())
         while self._line < start and self._fh.readline():
             self._line += 1

@@ -59,6 +59,7 @@ class KafkaSource:
             )
         except KafkaError as exc:
             raise SourceUnavailable(f"cannot connect to Kafka at {settings.bootstrap}: {exc}") from exc
+        self._partitions: dict[str, int] = {}
 
     def poll(self, max_records: int, timeout_s: float) -> list[Message]:
         from kafka.errors import KafkaError
@@ -94,6 +95,26 @@ class KafkaSource:
             tp = TopicPartition(t, p)
             if tp in assigned:  # a partition revoked meanwhile is replayed by its new owner
                 self.consumer.seek(tp, offset)
+
+    def partition_count(self, topic: str) -> int:
+        """How many partitions a topic has (cached: scored records carry it for the watermark)."""
+        if topic not in self._partitions:
+            self._partitions[topic] = len(self.consumer.partitions_for_topic(topic) or ()) or 1
+        return self._partitions[topic]
+
+    def caught_up_partitions(self) -> list[tuple[tuple[str, int], int]]:
+        """Assigned partitions read to their end: ((topic, partition), end offset) each."""
+        from kafka.errors import KafkaError
+
+        try:
+            assigned = list(self.consumer.assignment())
+            if not assigned:
+                return []
+            ends = self.consumer.end_offsets(assigned, timeout_ms=2000)
+            return [((tp.topic, tp.partition), ends[tp]) for tp in assigned if self.consumer.position(tp) >= ends[tp]]
+        except KafkaError as exc:  # asked again at the next idle poll
+            log.info("partition ends unknown for now: %s", exc)
+            return []
 
     def has_assignment(self) -> bool:
         """False while the group is still (re)balancing: idle time does not count then."""
