@@ -383,8 +383,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("name")
     bench.add_argument("args", nargs=argparse.REMAINDER, help="the script's own arguments (bearwatch bench NAME --help)")
 
-    drill = add("drill", cmd_drill, "fault drills on the local Kafka and Elasticsearch: crash, rebalance, es-outage, kafka-restart, slack, hostile, secrets, disk, all")
-    drill.add_argument("name", choices=["crash", "rebalance", "es-outage", "kafka-restart", "slack", "hostile", "secrets", "disk", "all"])
+    drills = ["crash", "rebalance", "es-outage", "kafka-restart", "slack", "hostile", "secrets", "disk", "poison", "replay"]
+    drill = add("drill", cmd_drill, f"fault drills on the local Kafka and Elasticsearch: {', '.join(drills)}, all")
+    drill.add_argument("name", choices=[*drills, "all"])
     drill.add_argument("--scale", choices=["ci", "full"], default="full", help="ci: the shortened form the tests run (default: full)")
 
     dash = commands.add_parser("dashboards", help="Kibana dashboards: export the saved objects, validate them, import them")

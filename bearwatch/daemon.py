@@ -125,6 +125,7 @@ class DemoRun:
     alerts: list[dict]
     summary: str  # what the demo prints
     page: Path  # the HTML report
+    late: int = 0  # items older than their partition's event-time watermark: left out of detection
 
 
 def run_demo(settings: Settings, input_path: str | None, out: Path, announce=None) -> DemoRun:
@@ -142,7 +143,7 @@ def run_demo(settings: Settings, input_path: str | None, out: Path, announce=Non
     summary = report.render(stats, out)
     page = out / "report.html"
     page.write_text(render(report.documents, report.alerts, note=f"model {app.models.scorer.version}"), encoding="utf-8")
-    return DemoRun(report.documents, report.alerts, summary, page)
+    return DemoRun(report.documents, report.alerts, summary, page, report.detection.tracker.late)
 
 
 def tracker_config(settings: Settings):
@@ -154,6 +155,7 @@ def tracker_config(settings: Settings):
     d = settings.detection
     base = TrackerConfig()
     return TrackerConfig(bucket=timedelta(minutes=d.bucket_minutes), lateness=timedelta(minutes=d.lateness_minutes),
+                         dedup_window=timedelta(hours=settings.monitor.dedup_window_hours),
                          share_alpha=d.alpha, counts=replace(base.counts, alpha=d.alpha))
 
 

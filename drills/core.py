@@ -108,18 +108,8 @@ def control_alerts(values: list[bytes], env: dict | None = None) -> set[tuple[st
 def embedded_alerts(values: list[bytes]) -> set[tuple[str, str]]:
     """(key, window_start) of the alerts the embedded default (`bearwatch demo`: in-process scoring,
     history and detection) raises on the same stream: the daemons must agree with it."""
-    import tempfile
-
-    from bearwatch.daemon import run_demo
-    from monitor.settings import load_settings
-
-    with tempfile.TemporaryDirectory(prefix="bearwatch-drill-embedded-") as folder:
-        stream = Path(folder) / "stream.jsonl"
-        if any(b"\n" in v for v in values):
-            raise ValueError("a message with a newline cannot be one line of the embedded default's input")
-        stream.write_bytes(b"\n".join(values) + b"\n")
-        run = run_demo(load_settings(env={"BEARWATCH_MODEL_PATH": str(ROOT / "models" / "default")}), str(stream), Path(folder) / "out")
-        return {(a["key"], a["window_start"]) for a in run.alerts}
+    _, run = embedded_run([v for v in values if v.strip()])  # a blank line is no message to a file source
+    return {(a["key"], a["window_start"]) for a in run.alerts}
 
 
 @dataclass
@@ -354,3 +344,39 @@ def random_kills(stack: Stack, names: list[str], kills: int, rng: random.Random,
         stack.start(victim, idle_exit=stack.idle_exit[victim])
         done += 1
     return done
+
+
+def embedded_run(values: list[bytes], env: dict | None = None):
+    """The same messages through the embedded default (`bearwatch demo` in-process), one per line:
+    (its accounting by identity, as the daemons' is, and the DemoRun with its alerts and late count).
+    Messages that are not one non-blank line of a file (a newline inside, blank) cannot be given to
+    it and must be left out by the caller."""
+    import tempfile
+
+    from bearwatch.daemon import run_demo
+    from monitor.settings import load_settings
+
+    if any(b"\n" in v or b"\r" in v or not v.strip() for v in values):
+        raise ValueError("a message with a newline, or a blank one, cannot be one line of the embedded default's input")
+    with tempfile.TemporaryDirectory(prefix="bearwatch-drill-embedded-") as folder:
+        stream = Path(folder) / "stream.jsonl"
+        stream.write_bytes(b"\n".join(values) + b"\n")
+        out = Path(folder) / "out"
+        run = run_demo(load_settings(env={"BEARWATCH_MODEL_PATH": str(ROOT / "models" / "default"), **(env or {})}), str(stream), out)
+        valid, invalid = expected(values)
+        acc = Accounting(produced=len(values), valid=len(valid), invalid=len(invalid))
+        ids = {d["id"] for d in run.documents}
+        acc.indexed = len(ids)
+        if ids != valid:
+            acc.problems.append(f"embedded: {len(valid - ids)} valid item(s) missing, {len(ids - valid)} unexpected")
+        letters = [json.loads(line) for line in (out / "bearwatch.news.dlq.jsonl").read_bytes().split(b"\n") if line] \
+            if (out / "bearwatch.news.dlq.jsonl").exists() else []
+        positions = [int(d["headers"]["bearwatch.source.offset"]) for d in letters]
+        acc.dead_letter_records, acc.dead_lettered = len(letters), len(set(positions))
+        if set(positions) != set(invalid):
+            acc.problems.append(f"embedded: dead letters at {len(set(positions) - set(invalid))} valid and missing for {len(set(invalid) - set(positions))} invalid line(s)")
+        if acc.dead_letter_records != acc.dead_lettered:
+            acc.problems.append(f"embedded: {acc.dead_letter_records} dead-letter records for {acc.dead_lettered} positions")
+        if any(not d["headers"].get("bearwatch.error") for d in letters):
+            acc.problems.append("embedded: a dead letter without a reason")
+        return acc, run

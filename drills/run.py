@@ -16,9 +16,10 @@ import signal
 import subprocess
 import sys
 import time
+from datetime import datetime
 from pathlib import Path
 
-from drills.core import ROOT, SERVICES, Accounting, DrillFailed, Stack, control_alerts, demo_stream, embedded_alerts, random_kills
+from drills.core import ROOT, SERVICES, Accounting, DrillFailed, Stack, control_alerts, demo_stream, embedded_alerts, embedded_run, random_kills
 
 SCALES = {  # per drill: ci / full
     # 266 copies ≈ 100k messages; kills spread over the run (~5 min on 2 cores), not bunched at its start
@@ -30,6 +31,10 @@ SCALES = {  # per drill: ci / full
     "hostile": {"ci": {"hostile": 600, "copies": 1}, "full": {"hostile": 10_000, "copies": 10}},
     "secrets": {"ci": {"copies": 1}, "full": {"copies": 1}},
     "disk": {"ci": {}, "full": {}},
+    # every 4th naughty string in CI (each in 6 roles, a valid item after each), all of them at full scale
+    "poison": {"ci": {"every": 4}, "full": {"every": 1}},
+    # the first 20,000 StockNet items in CI, the whole stream (96,826) at full scale
+    "replay": {"ci": {"items": 20_000}, "full": {"items": None}},
 }
 
 
@@ -363,8 +368,117 @@ def disk(**_) -> Accounting:
     return acc.check("disk")
 
 
+def naughty_strings() -> list[str]:
+    """The Big List of Naughty Strings (BEARWATCH_NAUGHTY_STRINGS: its base64 JSON list, which
+    tests/run.sh fetches from the npm registry), or none when it is not there and not required."""
+    import base64
+    import os
+
+    path = os.environ.get("BEARWATCH_NAUGHTY_STRINGS")
+    if not path or not Path(path).exists():
+        if os.environ.get("BEARWATCH_REQUIRE_NAUGHTY_STRINGS"):
+            raise DrillFailed("the naughty strings are required but BEARWATCH_NAUGHTY_STRINGS is not a file (tests/run.sh fetches them)")
+        print("poison: no naughty-strings corpus (BEARWATCH_NAUGHTY_STRINGS); only bearwatch's own cases", flush=True)
+        return []
+    return [base64.b64decode(x).decode("utf-8") for x in json.loads(Path(path).read_text())]
+
+
+# Cases found by hand, each of which once stopped or stalled a daemon (issue: poison messages).
+OWN_CASES = ["\ud800", "cut inside an emoji \ud83d", "\udfff\ud800", "\u0800" * 200, "\u0600" * 256, "x" * 257, "\x00\x1f\x7f\x9f",
+             "\u202e\u2066rtl", "\ufeffbom", "e\u0301\u0301\u0301", "\U0001F4A9" * 100, "a\u2028b\u2029c", "0001-01-01T00:00:00+01:00",
+             "9999-12-31T23:59:59-01:00", "2026-11-02T09:00:00", "$", " $ ", "\t"]
+
+
+def poison_stream(every: int, start: datetime | None = None) -> list[bytes]:
+    """Each string as headline, id, ticker, timestamp and body of an otherwise valid item and as the
+    raw message, with a valid item after each; then deep nesting and a lone surrogate as JSON escapes."""
+    from datetime import timedelta, timezone
+
+    t0 = start or datetime(2026, 11, 2, 9, 0, tzinfo=timezone.utc)
+    strings = naughty_strings()[::every] + OWN_CASES
+    values: list[bytes] = []
+    for i, s in enumerate(strings):
+        when = (t0 + timedelta(minutes=i)).isoformat().replace("+00:00", "Z")
+        base = {"id": f"n{i}", "published_at": when, "headline": f"Naughty string {i}", "source": "drill"}
+        roles = {"headline": {"headline": s, "tickers": ["ACME"]}, "id": {"id": s}, "ticker": {"tickers": [s]},
+                 "timestamp": {"published_at": s}, "body": {"body": s}}
+        for role, change in roles.items():
+            values.append(json.dumps({**base, "id": f"n{i}-{role}", **change}).encode())
+            values.append(json.dumps({**base, "id": f"n{i}-{role}-after", "headline": f"Acme steady after {role} {i}"}).encode())
+        values.append(s.encode("utf-8", "surrogatepass"))
+        values.append(json.dumps({**base, "id": f"n{i}-raw-after", "headline": f"Acme steady after raw {i}"}).encode())
+    deep = b'{"id": "deep", "published_at": "2026-11-02T09:00:00Z", "headline": "deep", "x": ' + b"[" * 5000 + b"]" * 5000 + b"}"
+    values += [deep, b'{"id": "surrogate", "published_at": "2026-11-02T09:00:00Z", "headline": "emoji cut \\ud83d"}',
+               b'{"id": "\\ud800", "published_at": "2026-11-02T09:00:00Z", "headline": "a lone surrogate id"}', b"", b"[]", b"null"]
+    return values
+
+
+def poison(every: int) -> Accounting:
+    """Naughty strings in every role through the daemon and the embedded default: both exit 0, every
+    message is one document or one dead letter (one record per source position), nothing around them lost."""
+    values = poison_stream(every)
+    stack = Stack(partitions=3, slack=False)
+    try:
+        stack.produce(values)
+        stack.start("monitor", idle_exit=10)
+        _wait_all(stack, ["monitor"])
+        acc = stack.account(values)
+        if acc.dead_letter_records != acc.dead_lettered:
+            acc.problems.append(f"{acc.dead_letter_records} dead-letter records for {acc.dead_lettered} source positions")
+    finally:
+        stack.close()
+    lines = [v for v in values if b"\n" not in v and b"\r" not in v and v.strip()]
+    print(f"poison: the daemon took {len(values)} messages; the embedded default {len(lines)} (a message with a newline, "
+          "or a blank one, is not one line of a file)", flush=True)
+    embedded, _ = embedded_run(lines)
+    print(embedded.table("poison (embedded default)"), flush=True)
+    acc.problems += embedded.problems
+    return acc.check("poison")
+
+
+def replay(items: int | None, seed: int = 3) -> Accounting:
+    """The real StockNet stream as a backlog: 3 news partitions, 2 scoring instances started at
+    different times, the detector alongside. The alerts (id, kind) must equal the embedded default's
+    on the same items, and a second run's with another drain (instances the other way round, other
+    batch sizes). Related history is off in both (alerts do not depend on it; it keeps CI short)."""
+    from drills.stocknet import stream
+
+    values = stream(items)
+    env = {"BEARWATCH_RETRIEVAL_HISTORY": "off"}
+    runs = []
+    for attempt, (first_batch, second_batch, gap_s) in enumerate([(100, 256, 8.0), (256, 50, 3.0)]):
+        stack = Stack(partitions=3, slack=False, env=env, batch_size=first_batch)
+        try:
+            stack.produce(values)
+            stack.start("detector", idle_exit=20)
+            stack.start("monitor1", idle_exit=10)
+            time.sleep(gap_s)
+            stack.start("monitor2", idle_exit=10, env={"BEARWATCH_MONITOR_BATCH_SIZE": str(second_batch)})
+            _wait_all(stack, ["monitor1", "monitor2"])
+            _drain_detector(stack)
+            acc = stack.account(values)
+            alerts = {(a["id"], a["kind"]) for a in stack.alerts()}
+            log = (stack.logs / f"detector.{stack.starts['detector']}.log").read_text(errors="replace")
+            late = [line.split(" late ")[0].rsplit(", ", 1)[-1] for line in log.splitlines() if "detection stopped" in line]
+            print(f"replay run {attempt + 1}: {len(alerts)} alerts; detector: {late[-1] if late else '?'} late items", flush=True)
+            runs.append((acc, alerts))
+        finally:
+            stack.close()
+    embedded, demo = embedded_run(values, env)
+    reference = {(a["id"], a["kind"]) for a in demo.alerts}
+    print(f"replay: the embedded default raised {len(reference)} alerts on {len(values)} items ({demo.late} late)", flush=True)
+    acc = runs[0][0]
+    acc.alerts, acc.alerts_expected = len(runs[0][1]), len(reference)
+    acc.problems += embedded.problems + runs[1][0].problems
+    for n, (_, alerts) in enumerate(runs, 1):
+        if alerts != reference:
+            acc.problems.append(f"run {n}'s alerts differ from the embedded default's: only daemons {sorted(alerts - reference)[:3]}, "
+                                f"only embedded {sorted(reference - alerts)[:3]} ({len(alerts & reference)} in common)")
+    return acc.check("replay")
+
+
 DRILLS = {"crash": crash, "rebalance": rebalance, "es-outage": es_outage, "kafka-restart": kafka_restart,
-          "slack": slack, "hostile": hostile, "secrets": secrets, "disk": disk}
+          "slack": slack, "hostile": hostile, "secrets": secrets, "disk": disk, "poison": poison, "replay": replay}
 
 
 def main(argv: list[str] | None = None) -> int:

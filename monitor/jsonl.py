@@ -14,6 +14,24 @@ from pathlib import Path
 log = logging.getLogger("bearwatch.jsonl")
 
 
+_SEPARATORS = {"\u2028": "\\u2028", "\u2029": "\\u2029", "\x85": "\\u0085"}
+
+
+def dumps_line(value) -> str:
+    """One JSON line: non-ASCII kept readable, but what could split or break the line for a reader
+    escaped: the Unicode line separators a str.splitlines() cuts at, and a lone surrogate (not
+    writable as UTF-8; as a JSON escape it reads back as it was). Raises what json.dumps raises."""
+    line = json.dumps(value, ensure_ascii=False)
+    try:
+        line.encode("utf-8")
+    except UnicodeEncodeError:
+        return json.dumps(value)
+    for char, escape in _SEPARATORS.items():
+        if char in line:  # only inside strings: json.dumps writes no such character elsewhere
+            line = line.replace(char, escape)
+    return line
+
+
 def append_batch(lines_by_file: dict[Path, Iterable[str]]) -> None:
     """Append each file's lines (without newlines); all or nothing per batch. Raises OSError."""
     sizes: dict[Path, int] = {}

@@ -278,7 +278,7 @@ class ScoringPipeline:
     def _scored_event(doc: dict, partitions: int) -> dict:
         """What the detection stage needs: no vector, no body; where the item came from (its
         event-time watermark is kept per source partition) and how many partitions that topic has."""
-        event = {k: doc[k] for k in ("id", "published_at", "headline", "url", "source", "tickers", "topic", "sentiment", "p_bearish", "negative", "duplicate", "duplicate_of", "model_version") if k in doc}
+        event = {k: doc[k] for k in ("id", "published_at", "headline", "url", "source", "tickers", "topic", "sentiment", "p_bearish", "negative", "duplicate", "duplicate_of", "dedup_key", "model_version") if k in doc}
         event["kafka"] = {**doc["kafka"], "partitions": partitions}
         return event
 

@@ -66,7 +66,7 @@ def test_duplicates_and_repeated_ids_are_not_counted() -> None:
     tracker.add(e)
     tracker.add(e)
     tracker.add(ScoredEvent("dup", START, True, 0.9, "Macro", ("AAA",), duplicate=True))
-    bucket = tracker.open[START]["ticker:AAA"]
+    bucket = tracker._count(tracker.open[START])["ticker:AAA"]
     assert bucket.items == 1 and bucket.negatives == 1
 
 
@@ -74,7 +74,7 @@ def test_late_items_within_the_allowance_land_in_their_bucket_and_later_ones_are
     tracker = NewsTracker()
     tracker.add(ScoredEvent("a", START + timedelta(minutes=16), False, 0.1))
     tracker.add(ScoredEvent("b", START + timedelta(minutes=14), False, 0.1))  # within the 2-minute allowance
-    assert tracker.open[START]["all"].items == 1 and tracker.late == 0
+    assert len(tracker.open[START]) == 1 and tracker.late == 0
     tracker.add(ScoredEvent("c", START + timedelta(minutes=40), False, 0.1))  # closes the 00:15 bucket
     tracker.add(ScoredEvent("d", START + timedelta(minutes=1), False, 0.1))  # far too late
     assert tracker.late == 1

@@ -16,6 +16,7 @@ import pytest
 from kafka import KafkaConsumer, TopicPartition
 
 from monitor.settings import load_settings
+from monitor.sinks.base import WATERMARK_KEY
 
 pytestmark = pytest.mark.services
 
@@ -178,8 +179,13 @@ def test_n_messages_become_n_documents_and_bad_ones_dead_letters(settings, es_cl
         assert reason in headers["bearwatch.error"].decode()
         assert headers["bearwatch.source.topic"].decode() == settings.kafka.news_topic
         assert int(headers["bearwatch.source.offset"]) >= 0
-    scored = read_topic(settings, settings.kafka.scored_topic, 120)
+    records = read_topic(settings, settings.kafka.scored_topic, 124)  # 120 items, then 4 caught-up marks
+    scored = [r for r in records if r.key != WATERMARK_KEY]
     assert len({json.loads(r.value)["id"] for r in scored}) == 120
+    assert all(json.loads(r.value)["kafka"]["partitions"] == 4 for r in scored)
+    # every news partition is announced read to its end, after its items (the detector's watermark)
+    marks = [json.loads(r.value)["watermark"] for r in records if r.key == WATERMARK_KEY]
+    assert sorted(m["partition"] for m in marks) == [0, 1, 2, 3] and all(m["caught_up"] and m["partitions"] == 4 for m in marks)
     assert committed_equals_end(settings)
 
 

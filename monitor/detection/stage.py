@@ -117,6 +117,8 @@ class DetectionStage:
             self._deliver()
         self._save_snapshot()
         self._deliver()
+        log.info("detection stopped: %d scored items read, %d late (older than their partition's watermark: left out), %d alert events",
+                 self.stats.events, self.tracker.late, len(self.stats.alerts))
         return self.stats
 
     def drain(self) -> None:

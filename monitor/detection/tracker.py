@@ -38,6 +38,7 @@ ALERT_KINDS = ("negative_volume", "negative_share", "volume_burst")
 class TrackerConfig:
     bucket: timedelta = timedelta(minutes=15)
     lateness: timedelta = timedelta(minutes=2)
+    dedup_window: timedelta = timedelta(hours=24)  # as the scoring stage's monitor.dedup_window_hours
     end_after: int = 8  # quiet buckets that end an episode (2 hours of 15-minute buckets)
     share_alpha: float = 1e-3
     share_min_negatives: int = 3
@@ -67,6 +68,14 @@ class ScoredEvent:
     duplicate: bool = False
     source: str = ""  # the source partition ("topic/partition"); one source when unknown
     partitions: int = 1  # how many partitions the source topic has
+    dedup_key: str | None = None  # near-duplicate key: detection decides duplicates by event time
+
+    def state(self) -> list:
+        return [self.id, self.published_at.isoformat(), self.negative, self.p_bearish, self.topic, list(self.tickers), self.dedup_key]
+
+    @classmethod
+    def from_state(cls, s: list) -> "ScoredEvent":
+        return cls(s[0], datetime.fromisoformat(s[1]), s[2], s[3], s[4], tuple(s[5]), dedup_key=s[6])
 
 
 @dataclass(frozen=True)
@@ -134,6 +143,7 @@ def scored_event(doc: dict) -> ScoredEvent:
         id=str(doc["id"]), published_at=datetime.fromisoformat(doc["published_at"].replace("Z", "+00:00")),
         negative=bool(doc.get("negative")), p_bearish=float(doc.get("p_bearish", 0.0)), topic=doc.get("topic"),
         tickers=tuple(doc.get("tickers") or ()), duplicate=bool(doc.get("duplicate")), source=source, partitions=partitions,
+        dedup_key=doc.get("dedup_key"),
     )
 
 
@@ -163,7 +173,9 @@ class NewsTracker:
     def __init__(self, config: TrackerConfig | None = None) -> None:
         self.config = config or TrackerConfig()
         self.keys: dict[str, _KeyState] = {}
-        self.open: dict[datetime, dict[str, _Bucket]] = defaultdict(lambda: defaultdict(_Bucket))
+        # Items of the buckets not yet closed: counted when their bucket closes, in event-time order.
+        self.open: dict[datetime, list[ScoredEvent]] = defaultdict(list)
+        self.last_of_key: dict[str, datetime] = {}  # dedup key -> event time of its latest item (counted or not)
         self.watermark: datetime | None = None  # where buckets are closed up to (the sources' minimum)
         self.sources: dict[str, datetime | None] = {}  # source -> its watermark (None: not heard from yet)
         self.idle: set[str] = set()  # sources caught up: they hold no bucket open
@@ -184,8 +196,9 @@ class NewsTracker:
         return ["all"] + ([f"topic:{event.topic}"] if event.topic else []) + [f"ticker:{t}" for t in event.tickers]
 
     def add(self, event: ScoredEvent) -> list[AlertEvent]:
-        """Count one scored item (duplicates and repeated ids are not counted) and close due buckets."""
-        if event.duplicate or event.id in self.seen_ids:
+        """Take one scored item (repeated ids are ignored) and close due buckets. Near-duplicates are
+        decided when the bucket closes, in event-time order, so not by the order items came in."""
+        if (event.duplicate and event.dedup_key is None) or event.id in self.seen_ids:
             return []
         start = self._bucket_start(event.published_at)
         self.seen_ids[event.id] = start
@@ -196,13 +209,7 @@ class NewsTracker:
             return []
         if self.next_close is None or (start < self.next_close and not self.closed_any):
             self.next_close = start
-        for key in self.keys_of(event):
-            bucket = self.open[start][key]
-            bucket.items += 1
-            if event.negative:
-                bucket.negatives += 1
-                bucket.negative_ids.append((event.p_bearish, event.id))
-            bucket.mass += event.p_bearish
+        self.open[start].append(event)
         mark = event.published_at - self.config.lateness
         self.sources[event.source] = mark if own is None or mark > own else own
         self.idle.discard(event.source)
@@ -249,14 +256,37 @@ class NewsTracker:
     def _close_due(self) -> list[AlertEvent]:
         alerts: list[AlertEvent] = []
         while self.next_close is not None and self.watermark is not None and self.next_close + self.config.bucket <= self.watermark:
-            alerts += self._close(self.next_close, self.open.pop(self.next_close, {}))
+            alerts += self._close(self.next_close, self._count(self.open.pop(self.next_close, [])))
             self.closed_any = True
             self.closed_buckets += 1
             self.next_close += self.config.bucket
             if self.next_close.minute == 0 and self.next_close.hour == 0:  # once a day: forget old ids
                 horizon = self.next_close - self.remember
                 self.seen_ids = {i: t for i, t in self.seen_ids.items() if t >= horizon}
+                keep = self.next_close - self.config.dedup_window
+                self.last_of_key = {k: t for k, t in self.last_of_key.items() if t >= keep}
         return alerts
+
+    def _count(self, events: list[ScoredEvent]) -> dict[str, _Bucket]:
+        """A closing bucket's items counted per key, in (event time, id) order; an item is a
+        near-duplicate (not counted) when an earlier item with its dedup key lies within the window,
+        as the scoring stage flags it when items come in order (here: whatever order they came in)."""
+        buckets: dict[str, _Bucket] = defaultdict(_Bucket)
+        window = self.config.dedup_window
+        for event in sorted(events, key=lambda e: (e.published_at, e.id)):
+            if event.dedup_key is not None:
+                last = self.last_of_key.get(event.dedup_key)
+                self.last_of_key[event.dedup_key] = event.published_at
+                if last is not None and event.published_at - last <= window:
+                    continue
+            for key in self.keys_of(event):
+                bucket = buckets[key]
+                bucket.items += 1
+                if event.negative:
+                    bucket.negatives += 1
+                    bucket.negative_ids.append((event.p_bearish, event.id))
+                bucket.mass += event.p_bearish
+        return buckets
 
     def _state(self, key: str) -> _KeyState:
         if key not in self.keys:
@@ -379,7 +409,8 @@ class NewsTracker:
             "sources": {k: t(w) for k, w in self.sources.items()}, "idle": sorted(self.idle),
             "closed_buckets": self.closed_buckets,
             "seen_ids": {i: t(b) for i, b in self.seen_ids.items()},
-            "open": {t(start): {k: _bucket_state(b) for k, b in keys.items()} for start, keys in self.open.items()},
+            "open": {t(start): [e.state() for e in events] for start, events in self.open.items()},
+            "last_of_key": {k: t(v) for k, v in self.last_of_key.items()},
             "keys": {k: {"scales": [{"negatives": sc.negatives.snapshot(), "volume": sc.volume.snapshot(), "share": [sc.share_neg, sc.share_all],
                                      "window": _bucket_state(sc.window)} for sc in s.scales],
                          "episodes": {kind: [t(v[0]), v[1]] for kind, v in s.episodes.items()}} for k, s in self.keys.items()},
@@ -395,9 +426,9 @@ class NewsTracker:
         tracker.sources = {k: parse(w) if w else None for k, w in state.get("sources", {}).items()}
         tracker.idle = set(state.get("idle", ()))
         tracker.seen_ids = {i: parse(b) for i, b in state["seen_ids"].items()}
-        for start, keys in state["open"].items():
-            for k, b in keys.items():
-                tracker.open[parse(start)][k] = _bucket_from(b)
+        for start, events in state["open"].items():
+            tracker.open[parse(start)] = [ScoredEvent.from_state(e) for e in events]
+        tracker.last_of_key = {k: parse(v) for k, v in state.get("last_of_key", {}).items()}
         for k, s in state["keys"].items():
             scales = []
             for scale, sc in zip(tracker.config.scales, s["scales"]):

@@ -24,7 +24,7 @@ from typing import Protocol
 import numpy as np
 
 from monitor.errors import BearwatchError, check_disk_error
-from monitor.jsonl import append_batch, read_objects
+from monitor.jsonl import append_batch, dumps_line, read_objects
 from monitor.schema import format_time
 
 _TOKEN = re.compile(r"[\w]+", re.UNICODE)
@@ -140,8 +140,7 @@ class EmbeddedHistory:
         lines, refused = [], {}
         for i, doc in enumerate(pending):
             try:
-                line = json.dumps(doc, ensure_ascii=False)
-                line.encode("utf-8")
+                line = dumps_line(doc)
             except (ValueError, TypeError, UnicodeError, RecursionError) as exc:  # as Elasticsearch refuses a document
                 refused[i] = f"the embedded history refused the document: {type(exc).__name__}: {str(exc)[:300]}"
                 continue

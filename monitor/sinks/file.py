@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from monitor.errors import check_disk_error
-from monitor.jsonl import append_batch
+from monitor.jsonl import append_batch, dumps_line
 from monitor.sinks.base import WATERMARK_KEY, Record
 from monitor.sinks.kafka import SinkUnavailable
 
@@ -32,7 +32,7 @@ class FilePublisher:
         for record in pending:
             if record.key == WATERMARK_KEY:
                 continue  # control records only go to the in-process reader (taps): the files hold items
-            lines.setdefault(self.folder / f"{record.topic}.jsonl", []).append(_json_line(self._line(record)))
+            lines.setdefault(self.folder / f"{record.topic}.jsonl", []).append(dumps_line(self._line(record)))
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
             append_batch(lines)  # all or nothing: a replayed batch neither duplicates nor tears lines
@@ -49,21 +49,10 @@ class FilePublisher:
         headers = {k: v.decode("utf-8", "replace") for k, v in record.headers}
         try:
             value = json.loads(record.value)
-            _json_line(value)  # it must also write back out (a deep nest, a lone surrogate)
+            dumps_line(value)  # it must also write back out (a deep nest, a lone surrogate)
         except (ValueError, RecursionError):  # a dead letter keeps the original bytes, whatever they are
             value = {"base64": base64.b64encode(record.value).decode()}
         return {"key": record.key.decode("utf-8", "replace") if record.key else None, "headers": headers, "value": value}
 
     def close(self) -> None:
         pass
-
-
-def _json_line(value) -> str:
-    """One JSON line in UTF-8: non-ASCII kept readable, but a lone surrogate escaped (it cannot be
-    written as UTF-8; as a JSON escape it reads back as it was)."""
-    line = json.dumps(value, ensure_ascii=False)
-    try:
-        line.encode("utf-8")
-    except UnicodeEncodeError:
-        line = json.dumps(value)
-    return line

@@ -1,0 +1,56 @@
+"""The real StockNet tweet stream (Xu & Cohen 2018, MIT) as news items: one per distinct tweet, with
+every ticker it was filed under, in the stream's own order (by created_at).
+
+`drills/data/stocknet-slice.jsonl.gz` holds the first 20,000 items (what CI's replay drill runs);
+the whole stream (96,826 items) is read from the shared data folder's `stocknet-tweets/tweets_stream.csv`
+(`BEARWATCH_STOCKNET_CSV`, or `../shared/data/...` beside the checkout).
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import json
+import os
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+SLICE = HERE / "data" / "stocknet-slice.jsonl.gz"
+
+
+def csv_path() -> Path:
+    return Path(os.environ.get("BEARWATCH_STOCKNET_CSV") or HERE.parent.parent / "shared" / "data" / "stocknet-tweets" / "tweets_stream.csv")
+
+
+def from_csv(path: Path, limit: int | None = None) -> list[bytes]:
+    items: dict[str, dict] = {}
+    with path.open(encoding="utf-8", newline="") as fh:
+        for row in csv.DictReader(fh):
+            key = row["tweet_id"]
+            if key in items:
+                if row["ticker"] not in items[key]["tickers"]:
+                    items[key]["tickers"].append(row["ticker"])
+                continue
+            if limit is not None and len(items) >= limit:
+                break
+            items[key] = {"id": f"stocknet-{key}", "published_at": row["created_at"], "headline": row["text"], "tickers": [row["ticker"]],
+                          "source": "stocknet", "lang": row["lang"] or None}
+    return [json.dumps({k: v for k, v in item.items() if v is not None}, ensure_ascii=False).encode() for item in items.values()]
+
+
+def stream(limit: int | None = None) -> list[bytes]:
+    """The first `limit` items (all with None): from the committed slice when it has enough."""
+    if limit is not None and limit <= 20_000 and SLICE.exists():
+        with gzip.open(SLICE, "rb") as fh:
+            return [line for line in fh.read().splitlines() if line.strip()][:limit]
+    path = csv_path()
+    if not path.exists():
+        raise FileNotFoundError(f"the StockNet stream is not at {path} (set BEARWATCH_STOCKNET_CSV)")
+    return from_csv(path, limit)
+
+
+if __name__ == "__main__":  # regenerate the committed slice
+    values = from_csv(csv_path(), 20_000)
+    with gzip.GzipFile(SLICE, "wb", mtime=0) as fh:
+        fh.write(b"\n".join(values) + b"\n")
+    print(f"{SLICE}: {len(values)} items")
