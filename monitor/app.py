@@ -24,7 +24,7 @@ from monitor.registry import CURRENT, ModelRegistry
 from monitor.retrieval.history import HistoryStore, StoreUnavailable
 from monitor.scoring.onnx import OnnxScorer
 from monitor.settings import ModelSettings, MonitorSettings
-from monitor.sinks.base import WATERMARK_KEY, Publisher, Record
+from monitor.sinks.base import WATERMARK_HEADER, Publisher, Record, source_key
 from monitor.sinks.kafka import SinkUnavailable
 from monitor.sources.base import Source, batch_offsets, caught_up
 from monitor.sources.kafka import SourceUnavailable
@@ -219,7 +219,7 @@ class ScoringApp:
             return
         for (topic, partition), end in fresh:
             mark = {"watermark": {"topic": topic, "partition": partition, "partitions": self.source.partition_count(topic), "offset": end, "caught_up": True}}
-            self.publisher.add(Record(self.pipeline_settings.scored_topic, json.dumps(mark).encode(), WATERMARK_KEY))
+            self.publisher.add(Record(self.pipeline_settings.scored_topic, json.dumps(mark).encode(), source_key(topic, partition), (WATERMARK_HEADER,)))
         try:
             self.publisher.flush()
         except SinkUnavailable as exc:

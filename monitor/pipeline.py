@@ -22,7 +22,7 @@ from monitor.labels import SENTIMENT_LABELS
 from monitor.retrieval.history import DedupQuery, HistoryQuery, HistoryStore, Original, parse_stored_time
 from monitor.schema import InvalidItem, NewsItem, format_time, parse_item
 from monitor.scoring.onnx import OnnxScorer, Scores
-from monitor.sinks.base import Record
+from monitor.sinks.base import Record, source_key
 from monitor.sources.base import Message
 from monitor.text import dedup_key
 
@@ -145,7 +145,7 @@ class ScoringPipeline:
             try:
                 doc = self._document(message, item, scores, index, flags[index], related[position], per_item_ms, scored_at)
                 event = self._scored_event(doc, counts.get(message.topic, 1))
-                record = Record(self.settings.scored_topic, json.dumps(event).encode(), doc["topic"].encode())
+                record = Record(self.settings.scored_topic, json.dumps(event).encode(), source_key(message.topic, message.partition))
             except Exception as exc:  # noqa: BLE001
                 log.exception("building the document of %s/%d/%d failed", message.topic, message.partition, message.offset)
                 result.dead_letter(message, unexpected(exc), "document")

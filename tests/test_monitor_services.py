@@ -16,7 +16,7 @@ import pytest
 from kafka import KafkaConsumer, TopicPartition
 
 from monitor.settings import load_settings
-from monitor.sinks.base import WATERMARK_KEY
+from monitor.sinks.base import WATERMARK_HEADER
 
 pytestmark = pytest.mark.services
 
@@ -180,11 +180,11 @@ def test_n_messages_become_n_documents_and_bad_ones_dead_letters(settings, es_cl
         assert headers["bearwatch.source.topic"].decode() == settings.kafka.news_topic
         assert int(headers["bearwatch.source.offset"]) >= 0
     records = read_topic(settings, settings.kafka.scored_topic, 124)  # 120 items, then 4 caught-up marks
-    scored = [r for r in records if r.key != WATERMARK_KEY]
+    scored = [r for r in records if WATERMARK_HEADER not in r.headers]
     assert len({json.loads(r.value)["id"] for r in scored}) == 120
     assert all(json.loads(r.value)["kafka"]["partitions"] == 4 for r in scored)
     # every news partition is announced read to its end, after its items (the detector's watermark)
-    marks = [json.loads(r.value)["watermark"] for r in records if r.key == WATERMARK_KEY]
+    marks = [json.loads(r.value)["watermark"] for r in records if WATERMARK_HEADER in r.headers]
     assert sorted(m["partition"] for m in marks) == [0, 1, 2, 3] and all(m["caught_up"] and m["partitions"] == 4 for m in marks)
     assert committed_equals_end(settings)
 

@@ -6,9 +6,16 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 
-# The key of a control record on the scored topic: a scoring instance says it has read a news
+# The header of a control record on the scored topic: a scoring instance says it has read a news
 # partition to its end (the detection stage's event-time watermark). Not a scored item.
-WATERMARK_KEY = b"bearwatch.watermark"
+WATERMARK_HEADER = ("bearwatch.control", b"watermark")
+
+
+def source_key(topic: str, partition: int) -> bytes:
+    """The scored topic's record key: the news partition an item came from. Every record of one
+    news partition (items and its caught-up marks) lands in one scored partition, in order, which is
+    what the detection stage's per-partition watermark relies on, however many partitions it has."""
+    return f"{topic}/{partition}".encode()
 
 
 @dataclass(frozen=True)
@@ -17,6 +24,10 @@ class Record:
     value: bytes
     key: bytes | None = None
     headers: tuple[tuple[str, bytes], ...] = field(default=())
+
+    @property
+    def is_control(self) -> bool:
+        return WATERMARK_HEADER in self.headers
 
 
 class Publisher(Protocol):

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from monitor.errors import check_disk_error
 from monitor.jsonl import append_batch, dumps_line
-from monitor.sinks.base import WATERMARK_KEY, Record
+from monitor.sinks.base import Record
 from monitor.sinks.kafka import SinkUnavailable
 
 
@@ -30,7 +30,7 @@ class FilePublisher:
             return []
         lines: dict[Path, list[str]] = {}
         for record in pending:
-            if record.key == WATERMARK_KEY:
+            if record.is_control:
                 continue  # control records only go to the in-process reader (taps): the files hold items
             lines.setdefault(self.folder / f"{record.topic}.jsonl", []).append(dumps_line(self._line(record)))
         try:
