@@ -251,7 +251,7 @@ def test_failing_writes_are_retried_and_never_committed_early(settings, es_clien
     from monitor.retrieval.elasticsearch import ElasticsearchHistory
     from monitor.retrieval.history import StoreUnavailable
 
-    produce(settings, news(100, prefix="flaky"))
+    produce(settings, news(100, prefix="flaky")[:50] + [b for b, _ in BAD] + news(100, prefix="flaky")[50:])
     failures = {"left": 3}
     real_flush = ElasticsearchHistory.flush
     commits_while_failing = []
@@ -279,6 +279,34 @@ def test_failing_writes_are_retried_and_never_committed_early(settings, es_clien
     assert all(left == 0 for left in commits_while_failing)  # no commit before writes succeeded
     assert count_docs(es_client, settings) == 100
     assert committed_equals_end(settings)
+    # the store is written before anything is published: three failed attempts published no dead letter
+    dead = read_topic(settings, settings.kafka.dlq_topic, len(BAD) + 1, timeout_s=5)
+    assert sorted(r.value for r in dead) == sorted(b for b, _ in BAD)
+
+
+def test_a_batch_retried_after_a_publish_failure_publishes_each_dead_letter_once(settings, es_client, monkeypatch) -> None:
+    from bearwatch.daemon import build_kafka_app
+    from monitor.sinks.kafka import KafkaPublisher, SinkUnavailable
+
+    produce(settings, news(30, prefix="pub") + [b for b, _ in BAD])
+    real_flush, failed = KafkaPublisher.flush, []
+
+    def flush_then_fail(self):  # fault injection: everything delivered, then the flush reports a failure
+        delivered = [r for r, _ in self._futures]
+        refused = real_flush(self)
+        if not failed and any(r.topic == settings.kafka.dlq_topic for r in delivered):
+            failed.append(1)
+            raise SinkUnavailable("Kafka did not accept 34 records: KafkaTimeoutError (injected)", delivered)
+        return refused
+
+    monkeypatch.setattr(KafkaPublisher, "flush", flush_then_fail)
+    app = build_kafka_app(settings)
+    stats = app.run(idle_timeout_s=5)
+    app.source.close()
+    app.publisher.close()
+    assert failed and stats.write_failures == 1 and committed_equals_end(settings)
+    dead = read_topic(settings, settings.kafka.dlq_topic, len(BAD) + 1, timeout_s=5)
+    assert sorted(r.value for r in dead) == sorted(b for b, _ in BAD)  # once each, not once per attempt
 
 
 def test_an_unreachable_broker_is_not_the_end_of_the_input(settings, es_client) -> None:
