@@ -185,7 +185,8 @@ class ScoringApp:
         except SinkUnavailable as exc:
             self._dead_sent.update(_position(r) for r in exc.delivered if r.topic == self.pipeline_settings.dlq_topic)
             raise
-        self._dead_sent.update(_position(r) for r in dead)
+        refused_ids = {id(r) for r, _ in refused}
+        self._dead_sent.update(_position(r) for r in dead if id(r) not in refused_ids)
         if not refused:
             return
         by_record = {id(r): i for i, r in enumerate(result.scored)}

@@ -28,6 +28,18 @@ def test_tail_probabilities_match_known_values() -> None:
     assert negbin_sf(5, 2.0, 1.0) > poisson_sf(5, 2.0)  # over-dispersion fattens the tail
 
 
+def test_tails_stay_exact_for_busy_keys() -> None:
+    """exp(-mean) underflows past 745: poisson_sf(2000, 800) was 1.0, so a busy key never flagged."""
+    assert 0 < poisson_sf(2000, 800) < 1e-200
+    assert abs(poisson_sf(900, 800) - 0.000275913440907) < 1e-12  # checked with mpmath at 50 digits
+    assert abs(poisson_sf(700, 800) - 0.999855949846179) < 1e-12
+    assert poisson_sf(5000, 4000) < 1e-40 < poisson_sf(4100, 4000) < 0.1
+    assert 0 < negbin_sf(3000, 800, 5.0) < negbin_sf(2000, 800, 5.0) < 0.01  # over-dispersed: a fatter tail
+    assert abs(negbin_sf(900, 800, 1e9) - poisson_sf(900, 800)) < 1e-7
+    # a long window's sum: 16 buckets of 60 expected items each, 1,400 observed
+    assert poisson_sf(1400, 16 * 60) < 1e-30
+
+
 def test_no_flag_during_warm_up_even_for_a_huge_count() -> None:
     d = CountSpike(CountSpikeConfig(warmup=10))
     decisions = [d.update(c) for c in [1, 1, 1, 100, 1, 1]]

@@ -128,26 +128,60 @@ class CountSpike:
         return cls(config, state["seen"], state["level"], state["second_moment"], list(state["factors"]))
 
 
+_DIRECT = 700.0  # exp(-700) is still a normal double; past ~745 it is 0 and the direct sum breaks
+
+
 def poisson_sf(k: int, mean: float) -> float:
-    """P(X >= k) for X ~ Poisson(mean), computed without overflow."""
+    """P(X >= k) for X ~ Poisson(mean). Past a mean of 700 in log space: exp(-mean) alone underflows
+    past 745, which made every key that expects that many items (the `all` key of a busy feed, long
+    windows) blind to any burst."""
     if k <= 0:
         return 1.0
-    term = math.exp(-mean)
-    cdf = term
-    for i in range(1, k):
-        term *= mean / i
-        cdf += term
-    return max(0.0, min(1.0, 1.0 - cdf))
+    if mean <= 0:
+        return 0.0
+    if mean < _DIRECT:  # the usual case: the direct sum, fast and exact enough
+        term = cdf = math.exp(-mean)
+        for i in range(1, k):
+            term *= mean / i
+            cdf += term
+        return max(0.0, min(1.0, 1.0 - cdf))
+    log_mean = math.log(mean)
+    return _tail(lambda i: -mean + i * log_mean - math.lgamma(i + 1), k, mean)
 
 
 def negbin_sf(k: int, mean: float, r: float) -> float:
     """P(X >= k) for a negative binomial with this mean and size r (variance mean + mean²/r)."""
     if k <= 0:
         return 1.0
+    if mean <= 0:
+        return 0.0
     p = r / (r + mean)
-    term = p**r  # P(X = 0)
-    cdf = term
-    for i in range(1, k):
-        term *= (i - 1 + r) / i * (1 - p)
-        cdf += term
-    return max(0.0, min(1.0, 1.0 - cdf))
+    log_p = math.log(p)
+    if r * log_p > -_DIRECT:  # P(X = 0) does not underflow: the direct sum
+        term = cdf = p**r
+        for i in range(1, k):
+            term *= (i - 1 + r) / i * (1 - p)
+            cdf += term
+        return max(0.0, min(1.0, 1.0 - cdf))
+    log_q, base = math.log1p(-p), -math.lgamma(r)
+    return _tail(lambda i: math.lgamma(i + r) + base - math.lgamma(i + 1) + r * log_p + i * log_q, k, mean)
+
+
+def _tail(log_pmf, k: int, mode: float) -> float:
+    """P(X >= k) from a unimodal log-pmf: past the mode the upper tail is summed directly (no
+    cancellation against 1, so tiny p-values stay exact), below it one minus the lower tail."""
+    if k > mode:
+        logs = [log_pmf(k)]
+        i = k + 1
+        while True:  # terms fall from here on; stop once they no longer change the sum
+            logs.append(log_pmf(i))
+            if logs[-1] < logs[0] - 40:
+                break
+            i += 1
+        return min(1.0, math.exp(_log_sum(logs)))
+    return max(0.0, min(1.0, 1.0 - math.exp(_log_sum([log_pmf(i) for i in range(k)]))))
+
+
+def _log_sum(logs: list[float]) -> float:
+    top = max(logs)
+    return top + math.log(sum(math.exp(x - top) for x in logs))
