@@ -131,3 +131,19 @@ def test_the_detection_loop_reports_its_health() -> None:
     assert ok and state["seconds_since_last_loop"] < 0.5
     time.sleep(0.6)
     assert health.report()[0] is False  # a loop that stops turning turns /healthz unhealthy
+
+
+def test_a_snapshot_of_the_previous_version_restores_and_counts_its_open_buckets() -> None:
+    """Before per-partition watermarks a snapshot held open buckets as per-key counts: an upgraded
+    detector restores them and counts them when they close, instead of failing to start."""
+    import json
+
+    old = NewsTracker()
+    old.add(ScoredEvent("a", START + timedelta(minutes=1), True, 0.9, "Macro", ("AAA",)))
+    state = json.loads(json.dumps(old.snapshot()))
+    state["open"] = {k: {"all": [1, 1, 0.9, [[0.9, "a"]], ["a"]], "ticker:AAA": [1, 1, 0.9, [[0.9, "a"]], ["a"]]} for k in state["open"]}
+    for name in ("sources", "idle", "last_of_key", "counted"):
+        state.pop(name)
+    tracker = NewsTracker.restore(state)
+    tracker.add(ScoredEvent("b", START + timedelta(minutes=40), False, 0.1))
+    assert tracker.closed_buckets >= 1 and tracker.keys["ticker:AAA"].scales[0].share_all > 0  # AAA's count made it

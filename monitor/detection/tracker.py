@@ -176,6 +176,7 @@ class NewsTracker:
         # Items of the buckets not yet closed: counted when their bucket closes, in event-time order.
         self.open: dict[datetime, list[ScoredEvent]] = defaultdict(list)
         self.last_of_key: dict[str, datetime] = {}  # dedup key -> event time of its latest item (counted or not)
+        self.counted: dict[datetime, dict[str, _Bucket]] = {}  # open buckets restored from an earlier version's snapshot
         self.watermark: datetime | None = None  # where buckets are closed up to (the sources' minimum)
         self.sources: dict[str, datetime | None] = {}  # source -> its watermark (None: not heard from yet)
         self.idle: set[str] = set()  # sources caught up: they hold no bucket open
@@ -256,7 +257,7 @@ class NewsTracker:
     def _close_due(self) -> list[AlertEvent]:
         alerts: list[AlertEvent] = []
         while self.next_close is not None and self.watermark is not None and self.next_close + self.config.bucket <= self.watermark:
-            alerts += self._close(self.next_close, self._count(self.open.pop(self.next_close, [])))
+            alerts += self._close(self.next_close, self._count(self.open.pop(self.next_close, []), self.counted.pop(self.next_close, {})))
             self.closed_any = True
             self.closed_buckets += 1
             self.next_close += self.config.bucket
@@ -267,11 +268,12 @@ class NewsTracker:
                 self.last_of_key = {k: t for k, t in self.last_of_key.items() if t >= keep}
         return alerts
 
-    def _count(self, events: list[ScoredEvent]) -> dict[str, _Bucket]:
+    def _count(self, events: list[ScoredEvent], counted: dict[str, _Bucket] | None = None) -> dict[str, _Bucket]:
         """A closing bucket's items counted per key, in (event time, id) order; an item is a
         near-duplicate (not counted) when an earlier item with its dedup key lies within the window,
-        as the scoring stage flags it when items come in order (here: whatever order they came in)."""
-        buckets: dict[str, _Bucket] = defaultdict(_Bucket)
+        as the scoring stage flags it when items come in order (here: whatever order they came in).
+        `counted`: what an earlier version's snapshot had already counted in this bucket."""
+        buckets: dict[str, _Bucket] = defaultdict(_Bucket, counted or {})
         window = self.config.dedup_window
         for event in sorted(events, key=lambda e: (e.published_at, e.id)):
             if event.dedup_key is not None:
@@ -411,6 +413,7 @@ class NewsTracker:
             "seen_ids": {i: t(b) for i, b in self.seen_ids.items()},
             "open": {t(start): [e.state() for e in events] for start, events in self.open.items()},
             "last_of_key": {k: t(v) for k, v in self.last_of_key.items()},
+            "counted": {t(start): {k: _bucket_state(b) for k, b in keys.items()} for start, keys in self.counted.items()},
             "keys": {k: {"scales": [{"negatives": sc.negatives.snapshot(), "volume": sc.volume.snapshot(), "share": [sc.share_neg, sc.share_all],
                                      "window": _bucket_state(sc.window)} for sc in s.scales],
                          "episodes": {kind: [t(v[0]), v[1]] for kind, v in s.episodes.items()}} for k, s in self.keys.items()},
@@ -427,8 +430,14 @@ class NewsTracker:
         tracker.idle = set(state.get("idle", ()))
         tracker.seen_ids = {i: parse(b) for i, b in state["seen_ids"].items()}
         for start, events in state["open"].items():
-            tracker.open[parse(start)] = [ScoredEvent.from_state(e) for e in events]
+            if isinstance(events, dict):  # a snapshot of an earlier version: per-key counts, kept as they are
+                tracker.counted[parse(start)] = {k: _bucket_from(b) for k, b in events.items()}
+                tracker.open.setdefault(parse(start), [])
+            else:
+                tracker.open[parse(start)] = [ScoredEvent.from_state(e) for e in events]
         tracker.last_of_key = {k: parse(v) for k, v in state.get("last_of_key", {}).items()}
+        for start, keys in state.get("counted", {}).items():
+            tracker.counted[parse(start)] = {k: _bucket_from(b) for k, b in keys.items()}
         for k, s in state["keys"].items():
             scales = []
             for scale, sc in zip(tracker.config.scales, s["scales"]):
