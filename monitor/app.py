@@ -239,7 +239,8 @@ class ScoringApp:
         s.duplicates += result.duplicates
         m.consumed.inc(len(messages))
         m.scored.inc(len(result.documents))
-        m.dead_letters.inc(result.dead_letters)
+        for stage, n in result.dead_by_stage.items():
+            m.dead_letters.labels(stage=stage).inc(n)
         m.duplicates.inc(result.duplicates)
         m.redelivered.inc(result.redelivered)
         for stage, seconds in result.seconds.items():

@@ -20,7 +20,7 @@ class ScoringMetrics:
         r = self.registry
         self.consumed = Counter("bearwatch_consumed", "Messages consumed", registry=r)
         self.scored = Counter("bearwatch_scored", "Items scored and written", registry=r)
-        self.dead_letters = Counter("bearwatch_dead_letters", "Messages sent to the dead-letter topic", registry=r)
+        self.dead_letters = Counter("bearwatch_dead_letters", "Messages sent to the dead-letter topic, by the stage that refused them", ["stage"], registry=r)
         self.duplicates = Counter("bearwatch_duplicates", "Duplicate items (same id or near-identical text)", registry=r)
         self.redelivered = Counter("bearwatch_redelivered", "Items seen again after a replay", registry=r)
         self.write_failures = Counter("bearwatch_write_failures", "Batches whose writes failed (retried, not committed)", registry=r)

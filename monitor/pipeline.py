@@ -59,11 +59,6 @@ class BatchResult:
     def dead_letters(self) -> int:
         return len(self.dead)
 
-    @property
-    def records(self) -> list[Record]:
-        """Everything to publish: the scored records, then the dead letters."""
-        return self.scored + self.dead
-
     def dead_letter(self, message: Message, reason: str, stage: str) -> None:
         self.dead.append(dead_letter(message, reason, stage, self.dlq_topic))
         self.dead_by_stage[stage] += 1
