@@ -174,8 +174,9 @@ def item_from_dict(obj: dict, now: datetime | None = None) -> NewsItem:
     # An id is an identity: never repaired. Control characters and lone surrogates are refused.
     if len(item_id) > MAX_ID_CHARS or _UNPRINTABLE_ID.search(item_id):
         raise InvalidItem(f"id must be at most {MAX_ID_CHARS} printable characters (no controls, no lone surrogates)")
-    if len(item_id.encode("utf-8", "surrogatepass")) > MAX_ID_BYTES:
-        raise InvalidItem(f"id is {len(item_id.encode('utf-8', 'surrogatepass'))} bytes in UTF-8 (limit {MAX_ID_BYTES})")
+    id_bytes = len(item_id.encode("utf-8"))  # no lone surrogates here: encodes
+    if id_bytes > MAX_ID_BYTES:
+        raise InvalidItem(f"id is {id_bytes} bytes in UTF-8 (limit {MAX_ID_BYTES})")
     if "published_at" not in obj:
         raise InvalidItem("published_at is required")
     published_at = parse_time(obj["published_at"], now)

@@ -45,7 +45,7 @@ class KafkaPublisher:
         except KafkaError as exc:
             if not _refused_for_good(exc):
                 raise SinkUnavailable(f"Kafka send to {record.topic} failed: {exc}") from exc
-            self._refused.append((record, f"Kafka refused the record: {type(exc).__name__}: {str(exc)[:300]}"))
+            self._refused.append((record, _refusal(exc)))
 
     def flush(self) -> list[tuple[Record, str]]:
         """Every added record accepted, or SinkUnavailable (its `delivered` lists the records that
@@ -57,22 +57,30 @@ class KafkaPublisher:
         try:
             self.producer.flush(timeout=self.flush_timeout_s)
         except KafkaError as exc:
-            raise SinkUnavailable(f"Kafka did not accept {len(futures)} records: {exc}", [r for r, f in futures if f.is_done and f.succeeded()]) from exc
+            raise SinkUnavailable(f"Kafka did not accept {len(futures)} records: {exc}", _delivered(futures)) from exc
         failure = None
         for record, future in futures:
             try:
                 future.get(timeout=self.flush_timeout_s)
             except KafkaError as exc:
                 if _refused_for_good(exc):
-                    refused.append((record, f"Kafka refused the record: {type(exc).__name__}: {str(exc)[:300]}"))
+                    refused.append((record, _refusal(exc)))
                 else:
                     failure = failure or exc
         if failure is not None:
-            raise SinkUnavailable(f"Kafka did not accept {len(futures)} records: {failure}", [r for r, f in futures if f.is_done and f.succeeded()]) from failure
+            raise SinkUnavailable(f"Kafka did not accept {len(futures)} records: {failure}", _delivered(futures)) from failure
         return refused
 
     def close(self) -> None:
         self.producer.close(timeout=self.flush_timeout_s)
+
+
+def _delivered(futures: list) -> list[Record]:
+    return [record for record, future in futures if future.is_done and future.succeeded()]
+
+
+def _refusal(exc: Exception) -> str:
+    return f"Kafka refused the record: {type(exc).__name__}: {str(exc)[:300]}"
 
 
 def _refused_for_good(exc: Exception) -> bool:
