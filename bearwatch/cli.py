@@ -159,7 +159,8 @@ def cmd_monitor_run(args: argparse.Namespace) -> int:
 
 def cmd_detect_series(args: argparse.Namespace) -> int:
     """The count-spike detector over a timestamp,value CSV (causal, one configuration for all)."""
-    from monitor.detection.series import SeriesError, run_file
+    from monitor.detection.series import run_file
+    from monitor.errors import SeriesError
 
     try:
         flagged = run_file(args.input, args.output)
@@ -231,8 +232,9 @@ def cmd_model(args: argparse.Namespace) -> int:
 
 def cmd_label(args: argparse.Namespace) -> int:
     """Analysts' labels into the labels index: one (`add`) or a file (`import`, bad rows reported)."""
+    from monitor.errors import InvalidLabel
     from monitor.indices import LABELS
-    from monitor.labels_store import ElasticsearchLabels, InvalidLabel, make_label, read_label_file
+    from monitor.labels_store import ElasticsearchLabels, make_label, read_label_file
     from monitor.retrieval.elasticsearch import connect, ensure_indices
 
     settings = _settings(args)

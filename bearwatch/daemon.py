@@ -13,9 +13,15 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from monitor.app import ModelProvider, ScoringApp, pipeline_settings_from
-from monitor.observability import Health, ScoringMetrics, serve
+from monitor.app import ModelProvider, ScoringApp
+from monitor.observability import Health, ScoringMetrics
 from monitor.settings import Settings
+from monitor.wiring import (
+    pipeline_settings,
+    serve_health,
+    slack_delivery,
+    tracker_config,
+)
 
 log = logging.getLogger("bearwatch")
 
@@ -32,7 +38,11 @@ def install_signal_handlers(app) -> None:
 
 
 def build_kafka_app(settings: Settings, client_id: str = "bearwatch-monitor") -> ScoringApp:
-    from monitor.retrieval.elasticsearch import ElasticsearchHistory, connect, ensure_indices
+    from monitor.retrieval.elasticsearch import (
+        ElasticsearchHistory,
+        connect,
+        ensure_indices,
+    )
     from monitor.sinks.kafka import KafkaPublisher
     from monitor.sources.kafka import KafkaSource, ensure_topics
 
@@ -48,7 +58,7 @@ def build_kafka_app(settings: Settings, client_id: str = "bearwatch-monitor") ->
         store=ElasticsearchHistory(es, settings.elasticsearch),
         publisher=KafkaPublisher(k, client_id=f"{client_id}-publisher"),
         models=models,
-        pipeline_settings=pipeline_settings_from(settings.retrieval, settings.monitor, k.scored_topic, k.dlq_topic),
+        pipeline_settings=pipeline_settings(settings),
         settings=settings.monitor, metrics=metrics, health=health,
     )
     serve_health(settings, "scoring", metrics.registry, health)
@@ -106,13 +116,12 @@ def build_embedded_app(settings: Settings, input_path: str | None, out_dir: Path
     from monitor.sources.file import FileSource
 
     models = ModelProvider(settings.model)
-    k = settings.kafka
     return ScoringApp(
         source=FileSource(input_path, state_file=out_dir / "offsets.json"),
         store=EmbeddedHistory(out_dir / "history"),
         publisher=FilePublisher(out_dir, taps),
         models=models,
-        pipeline_settings=pipeline_settings_from(settings.retrieval, settings.monitor, k.scored_topic, k.dlq_topic),
+        pipeline_settings=pipeline_settings(settings),
         settings=settings.monitor,
         health=Health(),
         on_batch=on_batch,
@@ -146,35 +155,13 @@ def run_demo(settings: Settings, input_path: str | None, out: Path, announce=Non
     return DemoRun(report.documents, report.alerts, summary, page, report.detection.tracker.late)
 
 
-def tracker_config(settings: Settings):
-    from dataclasses import replace
-    from datetime import timedelta
-
-    from monitor.detection.tracker import TrackerConfig
-
-    d = settings.detection
-    base = TrackerConfig()
-    return TrackerConfig(bucket=timedelta(minutes=d.bucket_minutes), lateness=timedelta(minutes=d.lateness_minutes),
-                         dedup_window=timedelta(hours=settings.monitor.dedup_window_hours),
-                         share_alpha=d.alpha, counts=replace(base.counts, alpha=d.alpha))
-
-
-def slack_delivery(settings: Settings):
-    """The Slack delivery the settings ask for, or None when no Slack is configured."""
-    from monitor.alerting.slack import SlackDelivery, SlackSettings
-
-    s = settings.slack
-    if not ((s.token and s.channel) or s.webhook_url):
-        return None
-    return SlackDelivery(SlackSettings(token=s.token, channel=s.channel, webhook_url=s.webhook_url, base_url=s.base_url, timeout_s=s.timeout_seconds))
-
-
 def build_detection_stage(settings: Settings):
     """The detection stage on Kafka (scored topic) and Elasticsearch (outbox, snapshots), Slack if configured."""
-    from monitor.alerting.outbox import ElasticsearchOutbox, deliver_pending
     from monitor.alerting.message import Headline
+    from monitor.alerting.outbox import ElasticsearchOutbox, deliver_pending
     from monitor.detection.stage import DetectionStage, SnapshotStore
     from monitor.indices import ALERTS, NEWS, STATE
+    from monitor.records import ScoredItem
     from monitor.retrieval.elasticsearch import connect, ensure_indices
     from monitor.sources.kafka import KafkaTopicReader, ensure_topics
 
@@ -189,7 +176,7 @@ def build_detection_stage(settings: Settings):
     def headlines(ids: list[str]) -> list[Headline]:
         if not ids:
             return []
-        docs = es.mget(index=es_settings.index(NEWS), ids=ids, source_includes=["headline", "url", "published_at", "p_bearish"])["docs"]
+        docs = es.mget(index=es_settings.index(NEWS), ids=ids, source_includes=ScoredItem.fields("headline", "url", "published_at", "p_bearish"))["docs"]
         return [Headline(d["_source"]["headline"], d["_source"].get("url"), d["_source"]["published_at"], d["_source"].get("p_bearish", 0.0)) for d in docs if d.get("found")]
 
     deliver = None
@@ -205,19 +192,6 @@ def build_detection_stage(settings: Settings):
     health = serve_health(settings, "detection")
     return DetectionStage.resume(source, tracker_config(settings), outbox, snapshots, deliver=deliver, snapshot_every=d.snapshot_every_batches,
                                  batch_size=d.batch_size, health=health)
-
-
-def serve_health(settings: Settings, what: str, registry=None, health: Health | None = None) -> Health | None:
-    """/metrics and /healthz on settings.metrics for a daemon (a fresh Health and an empty registry
-    unless given); None when the port is 0."""
-    if not settings.metrics.port:
-        return None
-    from prometheus_client import CollectorRegistry
-
-    health = health or Health()
-    server = serve(settings.metrics.host, settings.metrics.port, registry or CollectorRegistry(), health)
-    log.info("%s: metrics and health on http://%s:%d/metrics, /healthz", what, settings.metrics.host, server.server_address[1])
-    return health
 
 
 def demo_input() -> Path:

@@ -14,12 +14,8 @@ import urllib.error
 import urllib.request
 import uuid
 
-from monitor.errors import BearwatchError
+from monitor.errors import KibanaError
 from monitor.settings import Secret
-
-
-class KibanaError(BearwatchError):
-    """Kibana refused the import, or could not be reached."""
 
 
 def import_saved_objects(url: str, ndjson: str, api_key: Secret | None = None, username: str | None = None,

@@ -13,7 +13,16 @@ import re
 from collections import Counter, defaultdict
 from datetime import datetime, timedelta, timezone
 
-from bearwatch.dashboards import CHARTS, DASHBOARDS, SEARCHES, VIEWS, Bucket, Chart, Metric, Search
+from bearwatch.dashboards import (
+    CHARTS,
+    DASHBOARDS,
+    SEARCHES,
+    VIEWS,
+    Bucket,
+    Chart,
+    Metric,
+    Search,
+)
 
 PALETTE = ("#54b399", "#6092c0", "#d36086", "#9170b8", "#ca8eae", "#d6bf57", "#b9a888", "#da8b45", "#aa6556", "#e7664c")
 SHIFTS = {"1d": timedelta(days=1), "1w": timedelta(weeks=1)}

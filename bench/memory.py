@@ -45,11 +45,12 @@ def fill_history(client, index: str, docs: int, texts: list[str]) -> float:
 
 
 def peak_rss(items: list[bytes], model: str, prefix: str) -> dict:
+    from dataclasses import replace
+
     from monitor.settings import load_settings
     from monitor.sinks.base import Record
     from monitor.sinks.kafka import KafkaPublisher
     from monitor.sources.kafka import ensure_topics
-    from dataclasses import replace
 
     run = f"bench-mem-{uuid.uuid4().hex[:6]}"
     env = {**os.environ, "BEARWATCH_KAFKA_NEWS_TOPIC": f"{run}.news", "BEARWATCH_KAFKA_SCORED_TOPIC": f"{run}.scored",

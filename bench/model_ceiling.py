@@ -14,11 +14,8 @@ import json
 import os
 import platform
 import sys
-import time
 from datetime import datetime, timezone
 from pathlib import Path
-
-import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/_encoder.py
 
@@ -36,8 +33,10 @@ def main() -> None:
     args = parser.parse_args()
 
     from _encoder import EncoderTimer
-    from monitor.retrieval.vectors import Query
-    from monitor.scoring.inputs import ContextSettings, Neighbour, build_model_input
+
+    from monitor.model_artifact import ContextSettings
+    from monitor.retrieval.vectors import Neighbour, Query
+    from monitor.scoring.inputs import build_model_input
 
     timer = EncoderTimer(args.model, args.threads)
     artifact, scorer = timer.artifact, timer.per_item

@@ -14,8 +14,8 @@ import csv
 import json
 import os
 import platform
-import threading
 import sys
+import threading
 import time
 import uuid
 from dataclasses import replace
@@ -45,6 +45,7 @@ def ceiling(model: str, items: list[bytes], batch_sizes: tuple[int, ...] = (1, 8
     """ONNX Runtime alone on these items' text, pre-tokenised, at the best of `batch_sizes` (1: one
     run per item on `threads` workers, as the daemon scores on CPU): the most the model could do here."""
     from _encoder import EncoderTimer
+
     from monitor.scoring.inputs import build_model_input
 
     timer = EncoderTimer(model, threads)

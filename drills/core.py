@@ -59,7 +59,8 @@ def demo_stream(copies: int, seed: int = 7) -> list[bytes]:
                 out.append(raw)
     # A quiet tail half a day later closes every open bucket, so what detection decides does not
     # depend on whether the stream "ends" (the embedded reference flushes at its end; a daemon waits).
-    from monitor.schema import InvalidItem, parse_item
+    from monitor.errors import InvalidItem
+    from monitor.schema import parse_item
 
     stamps = []
     for v in out:
@@ -78,7 +79,8 @@ def demo_stream(copies: int, seed: int = 7) -> list[bytes]:
 
 def expected(values: list[bytes]) -> tuple[set[str], list[int]]:
     """(ids of the valid items, positions of the invalid messages), by the daemon's own validator."""
-    from monitor.schema import InvalidItem, parse_item
+    from monitor.errors import InvalidItem
+    from monitor.schema import parse_item
 
     ids, invalid = set(), []
     for i, raw in enumerate(values):

@@ -19,7 +19,18 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-from drills.core import ROOT, SERVICES, Accounting, DrillFailed, Stack, control_alerts, demo_stream, embedded_alerts, embedded_run, random_kills
+from drills.core import (
+    ROOT,
+    SERVICES,
+    Accounting,
+    DrillFailed,
+    Stack,
+    control_alerts,
+    demo_stream,
+    embedded_alerts,
+    embedded_run,
+    random_kills,
+)
 
 SCALES = {  # per drill: ci / full
     # 266 copies ≈ 100k messages; kills spread over the run (~5 min on 2 cores), not bunched at its start
@@ -286,7 +297,7 @@ def secrets(copies: int) -> Accounting:
         if not stack.slack.messages:
             acc.problems.append("no Slack message: the escaping was not exercised")
         # a wrong token: the error says so without the token
-        bad = subprocess.run([sys.executable, "-c", "from bearwatch.daemon import slack_delivery; from monitor.settings import load_settings; "
+        bad = subprocess.run([sys.executable, "-c", "from monitor.wiring import slack_delivery; from monitor.settings import load_settings; "
                               "d = slack_delivery(load_settings()); d.post('probe', 'x', [])"], env={**stack.env, "BEARWATCH_SLACK_TOKEN": "xoxb-drill-SECRET-wrong-0b3"},
                              capture_output=True, text=True, timeout=120)
         haystacks = {"daemon logs": "\n".join(p.read_text(errors="replace") for p in stack.logs.glob("*.log")),

@@ -16,18 +16,22 @@ import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from monitor.errors import BearwatchError
+from monitor.errors import (
+    BearwatchError,
+    SinkUnavailable,
+    SourceUnavailable,
+    StoreUnavailable,
+)
 from monitor.model_artifact import ModelArtifact
 from monitor.observability import Health, ScoringMetrics
 from monitor.pipeline import STAGES, PipelineSettings, ScoringPipeline, dead_letter
+from monitor.records import Position, Watermark
 from monitor.registry import CURRENT, ModelRegistry
-from monitor.retrieval.history import HistoryStore, StoreUnavailable
+from monitor.retrieval.history import HistoryStore
 from monitor.scoring.onnx import OnnxScorer
 from monitor.settings import ModelSettings, MonitorSettings
 from monitor.sinks.base import WATERMARK_HEADER, Publisher, Record, source_key
-from monitor.sinks.kafka import SinkUnavailable
 from monitor.sources.base import Source, batch_offsets, caught_up
-from monitor.sources.kafka import SourceUnavailable
 
 log = logging.getLogger("bearwatch.monitor")
 
@@ -219,8 +223,9 @@ class ScoringApp:
         if not fresh:
             return
         for (topic, partition), end in fresh:
-            mark = {"watermark": {"topic": topic, "partition": partition, "partitions": self.source.partition_count(topic), "offset": end, "caught_up": True}}
-            self.publisher.add(Record(self.pipeline_settings.scored_topic, json.dumps(mark).encode(), source_key(topic, partition), (WATERMARK_HEADER,)))
+            mark = Watermark(Position(topic, partition, end), self.source.partition_count(topic))
+            value = json.dumps(mark.to_json()).encode()
+            self.publisher.add(Record(self.pipeline_settings.scored_topic, value, source_key(topic, partition), (WATERMARK_HEADER,)))
         try:
             self.publisher.flush()
         except SinkUnavailable as exc:
@@ -257,16 +262,6 @@ class ScoringApp:
         log.warning("%s; retrying in %.1fs (nothing committed)", exc, delay)
         self._stop.wait(delay)  # a stop request ends the wait at once
         self._backoff = min(self.settings.retry_max_seconds, self._backoff * 2)
-
-
-def pipeline_settings_from(retrieval, monitor, scored_topic: str, dlq_topic: str) -> PipelineSettings:
-    from datetime import timedelta
-
-    return PipelineSettings(
-        scored_topic=scored_topic, dlq_topic=dlq_topic,
-        dedup_window=timedelta(hours=monitor.dedup_window_hours), related_k=retrieval.k,
-        related_method=retrieval.history, lookback=timedelta(hours=retrieval.lookback_hours),
-    )
 
 
 

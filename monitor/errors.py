@@ -24,6 +24,63 @@ class OutOfSpace(BearwatchError):
     daemon stops with this error; nothing after the last fully written batch is committed."""
 
 
+class StoreUnavailable(BearwatchError):
+    """The history store could not be read or written (retry later; nothing is committed)."""
+
+
+class SinkUnavailable(BearwatchError):
+    """A destination did not accept what was written to it (for now: the batch is retried).
+    `delivered` lists the records (monitor.sinks.base.Record) it did accept before failing."""
+
+    def __init__(self, message: str, delivered: list | None = None) -> None:
+        super().__init__(message)
+        self.delivered = delivered or []
+
+
+class SourceUnavailable(BearwatchError):
+    """Kafka could not be reached or refused a request."""
+
+
+class DeliveryFailed(BearwatchError):
+    """Slack did not take the message (after retries); the alert stays pending."""
+
+
+class RegistryError(BearwatchError):
+    """A registry operation that cannot be done (unknown version, nothing to roll back to…)."""
+
+
+class KibanaError(BearwatchError):
+    """Kibana refused the import, or could not be reached."""
+
+
+class SettingsError(BearwatchError, ValueError):
+    """Settings that cannot work, said plainly."""
+
+
+class InvalidItem(BearwatchError, ValueError):
+    """A message that is not a valid news item; the message says why."""
+
+
+class LabelledFileError(BearwatchError, ValueError):
+    """A labelled file that cannot be read as CSV/JSONL with text and label."""
+
+
+class SeriesError(BearwatchError, ValueError):
+    """A series file that cannot be read as timestamp,value rows."""
+
+
+class UnknownLabel(BearwatchError, ValueError):
+    """A label outside the head's label set."""
+
+
+class InvalidLabel(BearwatchError, ValueError):
+    """A label row that cannot be used; the message says why."""
+
+
+class ExportError(BearwatchError, RuntimeError):
+    """The exported graph does not reproduce the PyTorch model within tolerance."""
+
+
 DISK_FULL_ERRNOS = {28, 27, 122}  # ENOSPC, EFBIG, EDQUOT
 
 

@@ -11,8 +11,9 @@ import time
 from collections import Counter
 from pathlib import Path
 
+from monitor.errors import UnknownLabel
 from monitor.labelled_files import read_rows
-from monitor.labels import TASKS, UnknownLabel, canonical_label
+from monitor.labels import TASKS, canonical_label
 from monitor.scoring.metrics import classification_report
 from monitor.scoring.onnx import OnnxScorer
 

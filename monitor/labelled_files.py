@@ -7,9 +7,7 @@ import json
 from collections.abc import Iterator
 from pathlib import Path
 
-
-class LabelledFileError(ValueError):
-    """A labelled file that cannot be read as CSV/JSONL with text and label."""
+from monitor.errors import LabelledFileError
 
 
 def read_rows(path: str | Path, required: tuple[str, ...] = ("text", "label"), bad_rows: list | None = None) -> Iterator[tuple[int, dict]]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from monitor.errors import UnknownLabel
+
 SENTIMENT_LABELS: tuple[str, ...] = ("bearish", "neutral", "bullish")
 
 # The 20 topics of the Twitter financial news topic set, in its card order (LABEL_0 … LABEL_19).
@@ -41,10 +43,6 @@ _SENTIMENT_SYNONYMS = {
 }
 _TOPIC_BY_FOLDED = {name.casefold(): name for name in TOPIC_LABELS}
 _TOPIC_BY_FOLDED.update({f"label_{i}": name for i, name in enumerate(TOPIC_LABELS)})
-
-
-class UnknownLabel(ValueError):
-    """A label outside the head's label set."""
 
 
 def canonical_sentiment(label: str) -> str:

@@ -13,14 +13,15 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from monitor.labelled_files import LabelledFileError, read_rows
-from monitor.labels import UnknownLabel, canonical_sentiment, canonical_topic
-from monitor.retrieval.history import StoreUnavailable
+from monitor.errors import (
+    InvalidLabel,
+    LabelledFileError,
+    StoreUnavailable,
+    UnknownLabel,
+)
+from monitor.labelled_files import read_rows
+from monitor.labels import canonical_sentiment, canonical_topic
 from monitor.schema import format_time
-
-
-class InvalidLabel(ValueError):
-    """A label row that cannot be used; the message says why."""
 
 
 @dataclass(frozen=True)

@@ -12,10 +12,26 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from monitor.errors import ModelArtifactError
-from monitor.scoring.inputs import ContextSettings
 
 MANIFEST = "manifest.json"
 FORMAT_VERSION = 1
+CONTEXT_MODES = ("none", "concat", "fusion")
+
+
+@dataclass(frozen=True)
+class ContextSettings:
+    """How a model uses retrieved context; recorded in its manifest and read back at serving."""
+
+    mode: str = "none"
+    k: int = 0
+    max_length: int = 64  # whole input, in tokens, special tokens included
+    context_budget: int = 0  # tokens given to neighbours in concat mode
+
+    def __post_init__(self) -> None:
+        if self.mode not in CONTEXT_MODES:
+            raise ValueError(f"context mode must be one of {CONTEXT_MODES}, not {self.mode!r}")
+        if self.k < 0 or self.max_length < 8 or self.context_budget < 0:
+            raise ValueError(f"invalid context settings {self}")
 
 
 @dataclass(frozen=True)

@@ -17,10 +17,17 @@ from datetime import datetime, timedelta, timezone
 
 import numpy as np
 
-from monitor.errors import ScoringError
+from monitor.errors import InvalidItem, ScoringError
 from monitor.labels import SENTIMENT_LABELS
-from monitor.retrieval.history import DedupQuery, HistoryQuery, HistoryStore, Original, parse_stored_time
-from monitor.schema import InvalidItem, NewsItem, format_time, parse_item
+from monitor.records import Dedup, Position, ScoredItem
+from monitor.retrieval.history import (
+    DedupQuery,
+    HistoryQuery,
+    HistoryStore,
+    Original,
+    parse_stored_time,
+)
+from monitor.schema import NewsItem, format_time, parse_item
 from monitor.scoring.onnx import OnnxScorer, Scores
 from monitor.sinks.base import Record, source_key
 from monitor.sources.base import Message
@@ -138,8 +145,9 @@ class ScoringPipeline:
         for position, index in enumerate(kept):
             message, item = to_score[index]
             try:
-                doc = self._document(message, item, scores, index, flags[index], related[position], per_item_ms, scored_at)
-                event = self._scored_event(doc, counts.get(message.topic, 1))
+                scored = self._document(message, item, scores, index, flags[index], related[position], per_item_ms, scored_at)
+                doc = scored.to_json()
+                event = scored.event(counts.get(message.topic, 1)).to_json()
                 record = Record(self.settings.scored_topic, json.dumps(event).encode(), source_key(message.topic, message.partition))
             except Exception as exc:  # noqa: BLE001
                 log.exception("building the document of %s/%d/%d failed", message.topic, message.partition, message.offset)
@@ -199,6 +207,8 @@ class ScoringPipeline:
                 flags[pos] = {"duplicate": previous.get("duplicate", False), "duplicate_of": previous.get("duplicate_of")}
                 if previous.get("scored_at"):
                     flags[pos]["scored_at"] = previous["scored_at"]
+                if previous.get("kafka"):
+                    flags[pos]["first_position"] = Position.from_json(previous["kafka"])
                 continue
             skip = tuple(sorted(i for i in by_key[key] if i != item.id and (i in replayed or first_seen.get(i, pos) < pos)))
             lookups.append((pos, DedupQuery(item.id, key, item.published_at, exclude=skip)))
@@ -244,38 +254,28 @@ class ScoringPipeline:
         queries = [HistoryQuery(i.id, i.text, i.published_at, dedup_key(i.headline), i.tickers, v) for i, v in zip(items, vectors)]
         return self.store.related(queries, self.settings.related_k, self.settings.lookback, self.settings.related_method)
 
-    def _document(self, message: Message, item: NewsItem, scores: Scores, index: int, flags: dict, related: list, per_item_ms: dict, scored_at: str) -> dict:
+    def _document(self, message: Message, item: NewsItem, scores: Scores, index: int, flags: dict, related: list, per_item_ms: dict, scored_at: str) -> ScoredItem:
         sentiment_p = scores.probabilities["sentiment"][index]
         topic_p = scores.probabilities["topic"][index]
-        sentiment = scores.labels["sentiment"][int(sentiment_p.argmax())]
-        doc = {
-            **item.to_json(),
-            "scored_at": scored_at,
-            **flags,
-            "sentiment": sentiment,
-            "sentiment_confidence": float(sentiment_p.max()),
-            **{f"p_{label}": float(sentiment_p[j]) for j, label in enumerate(scores.labels["sentiment"]) if label in SENTIMENT_LABELS},
-            "negative": sentiment == "bearish",
-            "is_negative": int(sentiment == "bearish"),  # 0/1: its mean over a window is the negative share (charts)
-            "topic": scores.labels["topic"][int(topic_p.argmax())],
-            "topic_confidence": float(topic_p.max()),
-            "model_version": self.scorer.version,
-            "context_mode": self.scorer.settings.mode,
-            "context_ids": [n.id for n in scores.neighbours[index]],
-            "related_ids": [r.id for r in related],
-            "embedding": [round(float(x), 6) for x in scores.embedding[index]],
-            "kafka": {"topic": message.topic, "partition": message.partition, "offset": message.offset},
-            "timings_ms": per_item_ms,
-        }
-        return doc
-
-    @staticmethod
-    def _scored_event(doc: dict, partitions: int) -> dict:
-        """What the detection stage needs: no vector, no body; where the item came from (its
-        event-time watermark is kept per source partition) and how many partitions that topic has."""
-        event = {k: doc[k] for k in ("id", "published_at", "headline", "url", "source", "tickers", "topic", "sentiment", "p_bearish", "negative", "duplicate", "duplicate_of", "dedup_key", "model_version") if k in doc}
-        event["kafka"] = {**doc["kafka"], "partitions": partitions}
-        return event
+        labels = scores.labels
+        return ScoredItem(
+            item=item,
+            scored_at=scored_at,
+            dedup=Dedup(flags["duplicate"], flags["duplicate_of"], flags["dedup_key"], flags["content_hash"], flags.get("scored_at"),
+                        flags.get("first_position")),
+            sentiment=labels["sentiment"][int(sentiment_p.argmax())],
+            sentiment_confidence=float(sentiment_p.max()),
+            probabilities={label: float(sentiment_p[j]) for j, label in enumerate(labels["sentiment"]) if label in SENTIMENT_LABELS},
+            topic=labels["topic"][int(topic_p.argmax())],
+            topic_confidence=float(topic_p.max()),
+            model_version=self.scorer.version,
+            context_mode=self.scorer.settings.mode,
+            context_ids=tuple(n.id for n in scores.neighbours[index]),
+            related_ids=tuple(r.id for r in related),
+            embedding=tuple(round(float(x), 6) for x in scores.embedding[index]),
+            position=Position(message.topic, message.partition, message.offset),
+            timings_ms=per_item_ms,
+        )
 
 
 def _position(doc: dict) -> tuple | None:

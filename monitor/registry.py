@@ -26,15 +26,11 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from monitor.errors import BearwatchError
+from monitor.errors import RegistryError
 from monitor.model_artifact import ModelArtifact
 
 CURRENT = "CURRENT"
 EVENTS = "events.jsonl"
-
-
-class RegistryError(BearwatchError):
-    """A registry operation that cannot be done (unknown version, nothing to roll back to…)."""
 
 
 @dataclass(frozen=True)

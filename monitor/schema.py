@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
+from monitor.errors import InvalidItem
 from monitor.text import normalise_edge
 
 # Bounds that no real news item reaches; past them a message is hostile or broken.
@@ -62,10 +63,6 @@ class NewsItem:
         if self.repaired:
             out["repaired"] = list(self.repaired)
         return out
-
-
-class InvalidItem(ValueError):
-    """A message that is not a valid news item; the message says why."""
 
 
 def format_time(t: datetime) -> str:

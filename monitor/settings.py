@@ -17,9 +17,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-
-class SettingsError(ValueError):
-    """Settings that cannot work, said plainly."""
+from monitor.errors import SettingsError
 
 
 class Secret:

@@ -92,7 +92,11 @@ def es_history(unique_name: str, embedding_dims: int, refresh: str | bool = Fals
     """An Elasticsearch history store on fresh indices (deleted afterwards). `self_refreshing=False`
     turns the index's own periodic refresh off, so only what the store does makes writes searchable."""
     from monitor.indices import mappings
-    from monitor.retrieval.elasticsearch import ElasticsearchHistory, connect, ensure_indices
+    from monitor.retrieval.elasticsearch import (
+        ElasticsearchHistory,
+        connect,
+        ensure_indices,
+    )
     from monitor.settings import ElasticsearchSettings
 
     settings = ElasticsearchSettings(url=ES_URL, index_prefix=unique_name)

@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from bearwatch import dashboards
-from bearwatch.kibana import KibanaError, import_saved_objects
+from bearwatch.kibana import import_saved_objects
+from monitor.errors import KibanaError
 from monitor.settings import Secret
 
 ROOT = Path(__file__).resolve().parents[1]

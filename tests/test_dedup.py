@@ -104,6 +104,29 @@ def test_elasticsearch_dedup_sees_the_previous_batch_before_any_refresh(scorer, 
         assert got == {k: v for k, v in reference(first + more).items() if k.startswith("m")}
 
 
+def test_a_replayed_batch_does_not_mistake_a_stored_redelivery_for_its_own_write(scorer) -> None:
+    """A batch holding a redelivery (n20 again at offset 60) was interrupted after writing only that
+    copy; replayed, n29 still matches n20 (stored from offset 20, earlier) and points at n20's
+    original. (Found by the property test below: the copy used to be re-stored with offset 60, and
+    the replay skipped it as one of its own interrupted writes.)"""
+    messages = stream(n=60, seed=5)
+    assert json.loads(messages[60].value) == json.loads(messages[20].value)
+    want = reference(messages)
+    assert want["n29"] == (True, "n4")
+    store = EmbeddedHistory()
+    pipeline = ScoringPipeline(scorer, store, PipelineSettings("scored", "dlq", related_method="off"))
+    got = {}
+    for lo, hi in ((0, 6), (6, 28), (28, 62)):
+        if lo == 28:
+            store.add([d for d in pipeline.process(messages[lo:hi]).documents if d["id"] == "n20"])
+            store.flush()
+        result = pipeline.process(messages[lo:hi])
+        store.add(result.documents)
+        store.flush()
+        got.update({d["id"]: (d["duplicate"], d["duplicate_of"]) for d in result.documents})
+    assert got == want
+
+
 def test_duplicate_flags_do_not_depend_on_where_batches_begin_or_on_replays(scorer) -> None:
     """Any split of the stream into batches, each possibly interrupted after writing some of its
     documents and then replayed whole (hypothesis draws both), gives the rule's flags."""

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from monitor.settings import load_settings
 from drills.slack_server import FakeSlack
+from monitor.settings import load_settings
 
 pytestmark = pytest.mark.services
 ROOT = Path(__file__).resolve().parents[1]
@@ -109,7 +109,7 @@ def test_restart_mid_episode_does_not_alert_again(settings, slack, es_client) ->
 def test_crash_after_posting_before_recording_does_not_post_twice(settings, slack, es_client, monkeypatch) -> None:
     from monitor.alerting.outbox import ElasticsearchOutbox
     from monitor.detection.stage import DetectionStage
-    from monitor.retrieval.history import StoreUnavailable
+    from monitor.errors import StoreUnavailable
 
     real_mark_sent = ElasticsearchOutbox.mark_sent
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import random
 from datetime import datetime, timedelta, timezone
 
-from monitor.detection.tracker import NewsTracker, ScoredEvent, binomial_sf
+from monitor.detection.tracker import NewsTracker, binomial_sf
+from monitor.records import ScoredEvent
 
 START = datetime(2026, 11, 2, tzinfo=timezone.utc)
 TICKERS = ["AAA", "BBB", "CCC", "DDD", "EEE", "FFF"]

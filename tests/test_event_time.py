@@ -11,7 +11,8 @@ from datetime import datetime
 import pytest
 
 from drills.stocknet import stream
-from monitor.detection.tracker import NewsTracker, ScoredEvent
+from monitor.detection.tracker import NewsTracker
+from monitor.records import ScoredEvent
 from monitor.text import dedup_key
 
 NEGATIVE = ("down", "fall", "drop", "loss", "sell", "short", "bear", "crash", "miss", "cut", "lower", "plunge", "weak")

@@ -2,7 +2,13 @@ from __future__ import annotations
 
 import pytest
 
-from monitor.labels import TOPIC_LABELS, UnknownLabel, canonical_label, canonical_sentiment, canonical_topic
+from monitor.errors import UnknownLabel
+from monitor.labels import (
+    TOPIC_LABELS,
+    canonical_label,
+    canonical_sentiment,
+    canonical_topic,
+)
 from monitor.text import clean_text, dedup_key
 
 

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from monitor.labels_store import InvalidLabel, make_label, read_label_file
+from monitor.errors import InvalidLabel
+from monitor.labels_store import make_label, read_label_file
 
 
 def test_rows_are_validated_and_bad_ones_reported_with_their_line(tmp_path: Path) -> None:

@@ -248,8 +248,8 @@ def test_two_instances_split_the_partitions_and_score_everything_once(env, setti
 
 def test_failing_writes_are_retried_and_never_committed_early(settings, es_client, monkeypatch) -> None:
     from bearwatch.daemon import build_kafka_app
+    from monitor.errors import StoreUnavailable
     from monitor.retrieval.elasticsearch import ElasticsearchHistory
-    from monitor.retrieval.history import StoreUnavailable
 
     produce(settings, news(100, prefix="flaky")[:50] + [b for b, _ in BAD] + news(100, prefix="flaky")[50:])
     failures = {"left": 3}
@@ -286,7 +286,8 @@ def test_failing_writes_are_retried_and_never_committed_early(settings, es_clien
 
 def test_a_batch_retried_after_a_publish_failure_publishes_each_dead_letter_once(settings, es_client, monkeypatch) -> None:
     from bearwatch.daemon import build_kafka_app
-    from monitor.sinks.kafka import KafkaPublisher, SinkUnavailable
+    from monitor.errors import SinkUnavailable
+    from monitor.sinks.kafka import KafkaPublisher
 
     produce(settings, news(30, prefix="pub") + [b for b, _ in BAD])
     real_flush, failed = KafkaPublisher.flush, []

@@ -7,12 +7,12 @@ import json
 import subprocess
 import sys
 from dataclasses import replace
-from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
 
-from monitor.schema import InvalidItem, parse_item
+from monitor.errors import InvalidItem
+from monitor.schema import parse_item
 from monitor.text import normalise_edge
 
 T = "2026-11-02T09:00:00Z"
@@ -131,7 +131,7 @@ def test_the_embedded_default_takes_every_poison_case_the_daemon_dead_letters(tm
 def test_a_retried_batch_publishes_each_dead_letter_once(tmp_path: Path, monkeypatch) -> None:
     """The store fails twice (an outage), then works: the dead letters of the batch are published once."""
     from bearwatch.daemon import build_embedded_app, default_model_dir
-    from monitor.retrieval.history import StoreUnavailable
+    from monitor.errors import StoreUnavailable
     from monitor.settings import load_settings
 
     feed = tmp_path / "in.jsonl"

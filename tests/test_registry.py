@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from monitor.errors import RegistryError
 from monitor.model_artifact import FORMAT_VERSION
-from monitor.registry import ModelRegistry, RegistryError
+from monitor.registry import ModelRegistry
 
 
 def fake_model_dir(root: Path, version: str) -> Path:

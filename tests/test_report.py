@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from bearwatch.dashboards import CHARTS, SEARCHES
-from bearwatch.report import PALETTE, compute, Frame, _time
+from bearwatch.report import PALETTE, Frame, _time, compute
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
 ARTIFACTS = Path(os.environ.get("BEARWATCH_TEST_ARTIFACTS", "test-artifacts"))

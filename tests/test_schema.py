@@ -4,9 +4,11 @@ import json
 from datetime import datetime, timezone
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from monitor.schema import MAX_MESSAGE_BYTES, InvalidItem, parse_item
+from monitor.errors import InvalidItem
+from monitor.schema import MAX_MESSAGE_BYTES, parse_item
 
 NOW = datetime(2026, 11, 28, tzinfo=timezone.utc)
 _nested: object = 1

@@ -20,7 +20,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def _texts() -> list[str]:
     from monitor.demo.generate import lines
-    from monitor.schema import InvalidItem, parse_item
+    from monitor.errors import InvalidItem
+    from monitor.schema import parse_item
 
     out = []
     for raw in lines(7):

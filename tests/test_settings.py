@@ -2,7 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from monitor.settings import Secret, SettingsError, load_settings
+from monitor.errors import SettingsError
+from monitor.settings import Secret, load_settings
 
 
 def test_defaults_then_file_then_environment(tmp_path) -> None:

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from monitor.alerting.message import Headline, alert_blocks, escape
-from monitor.alerting.slack import DeliveryFailed, SlackDelivery, SlackSettings
-from monitor.settings import Secret
 from drills.slack_server import FakeSlack
+from monitor.alerting.message import Headline, alert_blocks, escape
+from monitor.alerting.slack import SlackDelivery, SlackSettings
+from monitor.errors import DeliveryFailed
+from monitor.settings import Secret
 
 ALERT = {"id": "ticker:HLCY|negative_volume|2026-11-03T06:00:00+00:00", "key": "ticker:HLCY", "kind": "negative_volume", "status": "opened",
          "severity": "high", "observed": 9, "baseline": 1.2, "window_start": "2026-11-03T06:00:00Z", "window_end": "2026-11-03T06:15:00Z"}
@@ -89,7 +90,7 @@ def test_ended_episode_edits_the_posted_message(slack) -> None:
     from datetime import datetime, timedelta, timezone
 
     from monitor.alerting.outbox import MemoryOutbox, deliver_pending
-    from monitor.detection.tracker import AlertEvent
+    from monitor.records import AlertEvent
 
     d = delivery(slack)
     outbox = MemoryOutbox()
@@ -105,7 +106,7 @@ def test_ended_episode_edits_the_posted_message(slack) -> None:
 
 
 def test_a_timeout_in_the_duplicate_check_or_an_edit_is_a_delivery_failure_not_a_crash(slack) -> None:
-    from monitor.alerting.slack import DeliveryFailed
+    from monitor.errors import DeliveryFailed
 
     d = delivery(slack, timeout_s=1)
     slack.hang(1, seconds=2)

@@ -13,12 +13,14 @@ import pytest
 
 pytest.importorskip("torch")
 
+from drills.slack_server import FakeSlack  # noqa: E402
+from monitor.alerting.slack import SlackDelivery, SlackSettings  # noqa: E402
 from monitor.labels_store import MemoryLabels, make_label  # noqa: E402
 from monitor.registry import ModelRegistry  # noqa: E402
-from monitor.settings import TrainerSettings  # noqa: E402
-from monitor.alerting.slack import SlackDelivery, SlackSettings  # noqa: E402
-from monitor.settings import Secret  # noqa: E402
-from drills.slack_server import FakeSlack  # noqa: E402
+from monitor.settings import (
+    Secret,  # noqa: E402
+    TrainerSettings,  # noqa: E402
+)
 from training.schedule import TrainerLock, gate, run_once, scheduler, slack_notifier  # noqa: E402
 
 

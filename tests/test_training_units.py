@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from monitor.retrieval.vectors import Query, VectorIndex
-from monitor.scoring.inputs import ContextSettings, ModelInput, Neighbour, build_model_input, encode
+from monitor.model_artifact import ContextSettings
+from monitor.retrieval.vectors import Neighbour, Query, VectorIndex
+from monitor.scoring.inputs import ModelInput, build_model_input, encode
 from training.data import Example, grouped_split
 
 torch = pytest.importorskip("torch")

@@ -40,7 +40,14 @@ def write_csv(path: Path, rows: list[tuple[str, str]]) -> Path:
 
 
 def build_tiny_base(folder: Path, corpus: list[str]) -> Path:
-    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
+    from tokenizers import (
+        Tokenizer,
+        models,
+        normalizers,
+        pre_tokenizers,
+        processors,
+        trainers,
+    )
     from transformers import BertConfig, BertModel
 
     folder.mkdir(parents=True, exist_ok=True)

@@ -58,11 +58,11 @@ def cmd_package(args: argparse.Namespace) -> int:
 
 def cmd_trainer(args: argparse.Namespace) -> int:
     """`trainer run-once`: one cycle; `trainer run`: the scheduled daemon (Ctrl-C / SIGTERM stops it)."""
-    from bearwatch.daemon import slack_delivery
     from monitor.indices import LABELS
     from monitor.labels_store import ElasticsearchLabels
     from monitor.retrieval.elasticsearch import connect
     from monitor.settings import load_settings
+    from monitor.wiring import slack_delivery
     from training.schedule import poll_inbox, run_once, scheduler, slack_notifier
 
     settings = load_settings(args.config)
@@ -79,7 +79,7 @@ def cmd_trainer(args: argparse.Namespace) -> int:
         logging.getLogger("bearwatch.trainer").info("cycle: %s (%s)", result.outcome, result.reason)
 
     s = scheduler(trainer, job, inbox_job=(lambda: poll_inbox(trainer, labels)) if trainer.inbox else None)
-    from bearwatch.daemon import serve_health
+    from monitor.wiring import serve_health
 
     health = serve_health(settings, "trainer")
     if health is not None:  # alive while the scheduler runs its jobs (a long training run does not block this one)

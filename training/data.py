@@ -12,8 +12,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from monitor.errors import UnknownLabel
 from monitor.labelled_files import read_rows
-from monitor.labels import UnknownLabel, canonical_label
+from monitor.labels import canonical_label
 from monitor.text import dedup_key
 
 

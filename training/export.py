@@ -17,9 +17,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from monitor.errors import ExportError
 from monitor.labels import SENTIMENT_LABELS, TASKS, TOPIC_LABELS
-from monitor.model_artifact import MANIFEST
-from monitor.scoring.inputs import ContextSettings, build_model_input, encode, load_tokenizer
+from monitor.model_artifact import MANIFEST, ContextSettings
+from monitor.scoring.inputs import build_model_input, encode, load_tokenizer
 from monitor.scoring.metrics import classification_report
 from monitor.scoring.onnx import OUTPUTS, create_session
 from training.model import MultiTaskEncoder
@@ -31,10 +32,6 @@ INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 FP32_FILE = "model.onnx"
 INT8_FILE = "model.int8.onnx"
 TORCH_DIR = "torch"
-
-
-class ExportError(RuntimeError):
-    """The exported graph does not reproduce the PyTorch model within tolerance."""
 
 
 def save_torch(model: MultiTaskEncoder, model_dir: Path) -> None:

@@ -13,8 +13,12 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from monitor.scoring.fusion import FusionHead, fusion_features, neighbour_label_distribution
-from monitor.scoring.inputs import Neighbour
+from monitor.retrieval.vectors import Neighbour
+from monitor.scoring.fusion import (
+    FusionHead,
+    fusion_features,
+    neighbour_label_distribution,
+)
 from monitor.scoring.metrics import classification_report
 
 

@@ -8,21 +8,35 @@ import logging
 import shutil
 import time
 from datetime import datetime, timezone
+from importlib.metadata import version
 from pathlib import Path
 
 import numpy as np
 import torch
 
-import bearwatch
 from monitor.labels import TASKS
-from monitor.model_artifact import FORMAT_VERSION, MANIFEST, ModelArtifact
+from monitor.model_artifact import (
+    FORMAT_VERSION,
+    MANIFEST,
+    ContextSettings,
+    ModelArtifact,
+)
 from monitor.retrieval.vectors import Query, VectorIndex
-from monitor.scoring.inputs import ContextSettings
 from monitor.scoring.onnx import OnnxScorer
 from training.export import export_model, save_torch
 from training.fusion import measure_fusion
 from training.model_card import write_model_card
-from training.train import LABELS, Batches, Dataset, TrainConfig, config_record, fit, load_dataset, predict, resolve_base_model
+from training.train import (
+    LABELS,
+    Batches,
+    Dataset,
+    TrainConfig,
+    config_record,
+    fit,
+    load_dataset,
+    predict,
+    resolve_base_model,
+)
 
 log = logging.getLogger("bearwatch.train")
 
@@ -135,7 +149,7 @@ def _manifest(config, data, result, fusion, context, base_dir: Path, model_dir: 
         "format_version": FORMAT_VERSION,
         "version": f"{created:%Y%m%d-%H%M%S}-{weights[:8]}",
         "created_at": created.isoformat(timespec="seconds"),
-        "bearwatch_version": bearwatch.__version__,
+        "bearwatch_version": version("bearwatch"),
         "base_model": {"name": config.base_model, "config": json.loads((base_dir / "config.json").read_text()).get("_name_or_path", base_dir.name)},
         "labels": {task: list(LABELS[task]) for task in TASKS},
         "context": context,

@@ -28,9 +28,17 @@ import numpy as np
 import torch
 
 from monitor.labels import SENTIMENT_LABELS, TASKS, TOPIC_LABELS
-from monitor.scoring.inputs import ContextSettings, build_model_input, encode
+from monitor.model_artifact import ContextSettings
+from monitor.scoring.inputs import build_model_input, encode
 from monitor.scoring.metrics import classification_report
-from training.data import DataSource, Example, LoadReport, file_sha256, grouped_split, load_source
+from training.data import (
+    DataSource,
+    Example,
+    LoadReport,
+    file_sha256,
+    grouped_split,
+    load_source,
+)
 from training.model import IGNORE, LoraSettings, MultiTaskEncoder, masked_multitask_loss
 
 log = logging.getLogger("bearwatch.train")

@@ -15,9 +15,8 @@ from datetime import datetime, timezone
 from typing import Protocol
 
 from monitor.alerting.message import Headline, alert_blocks
-from monitor.alerting.slack import DeliveryFailed
-from monitor.detection.tracker import AlertEvent
-from monitor.retrieval.history import StoreUnavailable
+from monitor.errors import DeliveryFailed, StoreUnavailable
+from monitor.records import AlertEvent
 from monitor.schema import format_time
 
 log = logging.getLogger("bearwatch.alerts")

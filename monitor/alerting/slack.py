@@ -14,16 +14,12 @@ import random
 import time
 from dataclasses import dataclass
 
-from monitor.errors import BearwatchError
+from monitor.errors import DeliveryFailed
 from monitor.settings import Secret
 
 log = logging.getLogger("bearwatch.slack")
 TRANSIENT_ERRORS = {"ratelimited", "service_unavailable", "fatal_error", "internal_error", "request_timeout"}
 METADATA_EVENT = "bearwatch_alert"
-
-
-class DeliveryFailed(BearwatchError):
-    """Slack did not take the message (after retries); the alert stays pending."""
 
 
 @dataclass(frozen=True)

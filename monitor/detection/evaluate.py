@@ -16,12 +16,11 @@ from __future__ import annotations
 import math
 import random
 import statistics
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
 
-from dataclasses import replace
-
-from monitor.detection.tracker import NewsTracker, ScoredEvent, TrackerConfig
+from monitor.detection.tracker import NewsTracker, TrackerConfig
+from monitor.records import ScoredEvent
 
 START = datetime(2026, 1, 5, tzinfo=timezone.utc)  # a Monday
 NEGATIVE_KINDS = {"negative_volume", "negative_share"}

@@ -15,12 +15,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from monitor.detection.counts import CountSpike, CountSpikeConfig
+from monitor.errors import SeriesError
 
 DEFAULT = CountSpikeConfig()
-
-
-class SeriesError(ValueError):
-    """A series file that cannot be read as timestamp,value rows."""
 
 
 @dataclass(frozen=True)

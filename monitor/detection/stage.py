@@ -17,8 +17,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 from monitor.alerting.outbox import Outbox
-from monitor.detection.tracker import AlertEvent, NewsTracker, TrackerConfig, scored_event, source_of
-from monitor.retrieval.history import StoreUnavailable
+from monitor.detection.tracker import NewsTracker, TrackerConfig
+from monitor.errors import StoreUnavailable
+from monitor.records import AlertEvent, ScoredEvent, Watermark
 from monitor.sources.base import caught_up
 
 log = logging.getLogger("bearwatch.detect")
@@ -140,10 +141,11 @@ class DetectionStage:
         for m in messages:
             try:
                 record = json.loads(m.value)
-                if "watermark" in record:  # a scoring instance read this news partition to its end
-                    self._unrecorded += self.tracker.caught_up(*source_of(record["watermark"]))
+                if Watermark.is_watermark(record):  # a scoring instance read this news partition to its end
+                    mark = Watermark.from_json(record)
+                    self._unrecorded += self.tracker.caught_up(mark.position.source, mark.partitions)
                 else:
-                    event = scored_event(record)
+                    event = ScoredEvent.from_json(record)
                     self.stats.events += 1
                     self._unrecorded += self.tracker.add(event)
             except (ValueError, KeyError, TypeError) as exc:

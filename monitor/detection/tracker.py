@@ -30,6 +30,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 
 from monitor.detection.counts import CountSpike, CountSpikeConfig
+from monitor.records import AlertEvent, ScoredEvent
 
 ALERT_KINDS = ("negative_volume", "negative_share", "volume_burst")
 
@@ -55,43 +56,6 @@ class TrackerConfig:
     def counts_for(self, scale: int) -> CountSpikeConfig:
         c = self.counts
         return replace(c, warmup=max(8, c.warmup // scale), halflife=max(8.0, c.halflife / scale))
-
-
-@dataclass(frozen=True)
-class ScoredEvent:
-    id: str
-    published_at: datetime
-    negative: bool
-    p_bearish: float
-    topic: str | None = None
-    tickers: tuple[str, ...] = ()
-    duplicate: bool = False
-    source: str = ""  # the source partition ("topic/partition"); one source when unknown
-    partitions: int = 1  # how many partitions the source topic has
-    dedup_key: str | None = None  # near-duplicate key: detection decides duplicates by event time
-
-    def state(self) -> list:
-        return [self.id, self.published_at.isoformat(), self.negative, self.p_bearish, self.topic, list(self.tickers), self.dedup_key]
-
-    @classmethod
-    def from_state(cls, s: list) -> "ScoredEvent":
-        return cls(s[0], datetime.fromisoformat(s[1]), s[2], s[3], s[4], tuple(s[5]), dedup_key=s[6])
-
-
-@dataclass(frozen=True)
-class AlertEvent:
-    id: str
-    key: str
-    kind: str
-    status: str  # opened | updated | ended
-    severity: str  # warning | high | critical
-    window_start: datetime
-    window_end: datetime
-    observed: float
-    baseline: float
-    score: float
-    item_ids: tuple[str, ...]
-    kinds: tuple[str, ...] = ()  # every test that flagged this bucket
 
 
 @dataclass
@@ -127,24 +91,6 @@ def _bucket_state(b: _Bucket) -> list:
 def _bucket_from(state: list) -> _Bucket:
     items, negatives, mass, ids, all_ids = state
     return _Bucket(items, negatives, mass, [tuple(x) for x in ids], list(all_ids))
-
-
-def source_of(position: dict | None) -> tuple[str, int]:
-    """(source key "topic/partition", partition count) of a scored record's ``kafka`` position."""
-    if not position:
-        return "", 1
-    return f"{position['topic']}/{int(position['partition'])}", int(position.get("partitions") or 1)
-
-
-def scored_event(doc: dict) -> ScoredEvent:
-    """The detection stage's view of a scored item (a record of the scored topic)."""
-    source, partitions = source_of(doc.get("kafka"))
-    return ScoredEvent(
-        id=str(doc["id"]), published_at=datetime.fromisoformat(doc["published_at"].replace("Z", "+00:00")),
-        negative=bool(doc.get("negative")), p_bearish=float(doc.get("p_bearish", 0.0)), topic=doc.get("topic"),
-        tickers=tuple(doc.get("tickers") or ()), duplicate=bool(doc.get("duplicate")), source=source, partitions=partitions,
-        dedup_key=doc.get("dedup_key"),
-    )
 
 
 def binomial_sf(k: int, n: int, p: float) -> float:

@@ -19,13 +19,24 @@ import logging
 from collections.abc import Sequence
 from datetime import timedelta
 
+from monitor.errors import StoreUnavailable
 from monitor.indices import NEWS, mappings
-from monitor.retrieval.history import TICKER_BOOST, DedupQuery, HistoryQuery, Original, Related, StoreUnavailable, parse_stored_time
+from monitor.records import ScoredItem
+from monitor.retrieval.history import (
+    TICKER_BOOST,
+    DedupQuery,
+    HistoryQuery,
+    Original,
+    Related,
+    parse_stored_time,
+)
 from monitor.schema import format_time
 from monitor.settings import ElasticsearchSettings
 
 log = logging.getLogger("bearwatch.elasticsearch")
-_SOURCE_FIELDS = ["id", "headline", "published_at", "dedup_key", "content_hash", "duplicate", "duplicate_of", "sentiment", "topic", "model_version", "scored_at", "kafka"]
+# What the dedup step reads back from a stored item (its vector and body stay on the server).
+_SOURCE_FIELDS = ScoredItem.fields("id", "headline", "published_at", "dedup_key", "content_hash", "duplicate", "duplicate_of", "sentiment",
+                                   "topic", "model_version", "scored_at", "kafka")
 
 
 def connect(settings: ElasticsearchSettings):

@@ -11,7 +11,6 @@ Items sharing a ticker with the query are preferred.
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from collections import Counter, defaultdict
@@ -23,7 +22,7 @@ from typing import Protocol
 
 import numpy as np
 
-from monitor.errors import BearwatchError, check_disk_error
+from monitor.errors import StoreUnavailable, check_disk_error
 from monitor.jsonl import append_batch, dumps_line, read_objects
 from monitor.schema import format_time
 
@@ -31,10 +30,6 @@ _TOKEN = re.compile(r"[\w]+", re.UNICODE)
 TICKER_BOOST = 2.0
 BM25_K1 = 1.2
 BM25_B = 0.75
-
-
-class StoreUnavailable(BearwatchError):
-    """The history store could not be read or written (retry later; nothing is committed)."""
 
 
 @dataclass(frozen=True)

@@ -16,9 +16,19 @@ from pathlib import Path
 
 import numpy as np
 
-from monitor.scoring.inputs import Neighbour
-
 NO_TIME = np.nan
+
+
+@dataclass(frozen=True)
+class Neighbour:
+    """One retrieved item, as the model may use it."""
+
+    id: str
+    text: str
+    score: float
+    vector: np.ndarray | None = None  # its stored representation (fusion)
+    sentiment: str | None = None  # its label or prediction, if known
+    topic: str | None = None
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from monitor.scoring.inputs import Neighbour
+from monitor.retrieval.vectors import Neighbour
 
 _EPS = 1e-3
 

@@ -19,37 +19,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from monitor.model_artifact import ContextSettings
+from monitor.retrieval.vectors import Neighbour
 from monitor.text import clean_text
-
-CONTEXT_MODES = ("none", "concat", "fusion")
-
-
-@dataclass(frozen=True)
-class Neighbour:
-    """One retrieved item, as the model may use it."""
-
-    id: str
-    text: str
-    score: float
-    vector: np.ndarray | None = None  # its stored representation (fusion)
-    sentiment: str | None = None  # its label or prediction, if known
-    topic: str | None = None
-
-
-@dataclass(frozen=True)
-class ContextSettings:
-    """How a model uses retrieved context; recorded in its manifest and read back at serving."""
-
-    mode: str = "none"
-    k: int = 0
-    max_length: int = 64  # whole input, in tokens, special tokens included
-    context_budget: int = 0  # tokens given to neighbours in concat mode
-
-    def __post_init__(self) -> None:
-        if self.mode not in CONTEXT_MODES:
-            raise ValueError(f"context mode must be one of {CONTEXT_MODES}, not {self.mode!r}")
-        if self.k < 0 or self.max_length < 8 or self.context_budget < 0:
-            raise ValueError(f"invalid context settings {self}")
 
 
 @dataclass(frozen=True)

@@ -25,9 +25,9 @@ import numpy as np
 from monitor.errors import DeviceUnavailable, ScoringError
 from monitor.labels import TASKS
 from monitor.model_artifact import ModelArtifact
-from monitor.retrieval.vectors import Query, VectorIndex
+from monitor.retrieval.vectors import Neighbour, Query, VectorIndex
 from monitor.scoring.fusion import FusionHead
-from monitor.scoring.inputs import ModelInput, Neighbour, build_model_input, encode, load_tokenizer
+from monitor.scoring.inputs import ModelInput, build_model_input, encode, load_tokenizer
 from monitor.text import dedup_key
 
 log = logging.getLogger("bearwatch.scoring")

@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Protocol
 
-
 # The header of a control record on the scored topic: a scoring instance says it has read a news
 # partition to its end (the detection stage's event-time watermark). Not a scored item.
 WATERMARK_HEADER = ("bearwatch.control", b"watermark")

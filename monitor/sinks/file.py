@@ -6,10 +6,9 @@ import base64
 import json
 from pathlib import Path
 
-from monitor.errors import check_disk_error
+from monitor.errors import SinkUnavailable, check_disk_error
 from monitor.jsonl import append_batch, dumps_line
 from monitor.sinks.base import Record
-from monitor.sinks.kafka import SinkUnavailable
 
 
 class FilePublisher:

@@ -2,18 +2,9 @@
 
 from __future__ import annotations
 
-from monitor.errors import BearwatchError
+from monitor.errors import SinkUnavailable
 from monitor.settings import KafkaSettings
 from monitor.sinks.base import Record
-
-
-class SinkUnavailable(BearwatchError):
-    """A destination did not accept what was written to it (for now: the batch is retried).
-    `delivered` lists the records that it did accept before failing."""
-
-    def __init__(self, message: str, delivered: list[Record] | None = None) -> None:
-        super().__init__(message)
-        self.delivered = delivered or []
 
 
 class KafkaPublisher:

@@ -11,9 +11,8 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
-from monitor.errors import check_disk_error
+from monitor.errors import SourceUnavailable, check_disk_error
 from monitor.sources.base import Message
-from monitor.sources.kafka import SourceUnavailable
 
 
 class FileSource:

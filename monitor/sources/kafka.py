@@ -5,15 +5,11 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 
-from monitor.errors import BearwatchError
+from monitor.errors import SourceUnavailable
 from monitor.settings import KafkaSettings
 from monitor.sources.base import Message
 
 log = logging.getLogger("bearwatch.kafka")
-
-
-class SourceUnavailable(BearwatchError):
-    """Kafka could not be reached or refused a request."""
 
 
 def ensure_topics(settings: KafkaSettings, topics: list[str], partitions: int | None = None) -> None:

@@ -1,0 +1,70 @@
+"""The typed records that cross stage boundaries: one JSON form each, and the index mapping agrees."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from monitor.indices import news_mapping
+from monitor.pipeline import PipelineSettings, ScoringPipeline
+from monitor.records import SCORED_ITEM_FIELDS, Position, ScoredEvent, ScoredItem, Watermark
+from monitor.retrieval.history import EmbeddedHistory
+from monitor.sources.base import Message
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def result():
+    from monitor.model_artifact import ModelArtifact
+    from monitor.scoring.onnx import OnnxScorer
+
+    scorer = OnnxScorer(ModelArtifact.load(ROOT / "models" / "default"), threads=1)
+    items = [
+        {"id": "a1", "headline": "Acme shares slump after profit warning", "published_at": "2026-11-02T09:00:00Z", "source": "wire",
+         "tickers": ["ACME"], "url": "https://news.example/a1", "lang": "en", "body": "Details."},
+        {"id": "a2", "headline": "ACME SHARES SLUMP AFTER PROFIT WARNING!", "published_at": "2026-11-02T09:05:00+01:00"},
+    ]
+    messages = [Message("news", 2, 40 + i, json.dumps(v).encode()) for i, v in enumerate(items)]
+    return ScoringPipeline(scorer, EmbeddedHistory(), PipelineSettings("scored", "dlq", related_method="off")).process(messages, partitions={"news": 3})
+
+
+def test_a_stored_document_reads_back_as_the_same_scored_item(result) -> None:
+    assert len(result.documents) == 2
+    for doc in result.documents:
+        item = ScoredItem.from_json(doc)
+        assert item.to_json() == doc
+        assert json.loads(json.dumps(item.to_json())) == doc
+
+
+def test_the_news_mapping_has_exactly_the_fields_of_a_scored_item(result) -> None:
+    mapped = set(news_mapping()["properties"])
+    assert mapped == set(SCORED_ITEM_FIELDS)
+    for doc in result.documents:
+        assert set(doc) <= mapped  # "dynamic": "strict" would refuse any other field
+
+
+def test_naming_a_field_that_does_not_exist_fails_at_once() -> None:
+    assert ScoredItem.fields("headline", "p_bearish") == ["headline", "p_bearish"]
+    with pytest.raises(KeyError, match="headlin"):
+        ScoredItem.fields("headlin")
+
+
+def test_the_scored_record_is_the_event_of_the_stored_item(result) -> None:
+    for doc, record in zip(result.documents, result.scored):
+        event = ScoredEvent.from_json(json.loads(record.value))
+        assert event == ScoredItem.from_json(doc).event(3)
+        assert event.source == "news/2" and event.partitions == 3
+        assert "embedding" not in json.loads(record.value) and "body" not in json.loads(record.value)
+        assert ScoredEvent.from_json(event.to_json()) == event
+    first = ScoredEvent.from_json(json.loads(result.scored[0].value))
+    assert first.outlet == "wire" and first.tickers == ("ACME",)  # the outlet is not the source partition
+
+
+def test_a_watermark_reads_back() -> None:
+    mark = Watermark(Position("news", 1, 1234), 3)
+    doc = json.loads(json.dumps(mark.to_json()))
+    assert Watermark.is_watermark(doc) and not Watermark.is_watermark({"id": "x"})
+    assert Watermark.from_json(doc) == mark
