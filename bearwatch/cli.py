@@ -71,11 +71,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
     import shutil
     from dataclasses import replace
 
-    from bearwatch.daemon import default_model_dir, run_demo
+    from bearwatch.daemon import run_demo
 
     settings = _settings(args)
-    model = args.model or str(default_model_dir())
-    settings = replace(settings, model=replace(settings.model, path=model, device=args.device), metrics=replace(settings.metrics, port=0))
+    settings = replace(settings, model=replace(settings.model, path=args.model or settings.model.path, device=args.device), metrics=replace(settings.metrics, port=0))
     out = Path(args.out)
     if out.exists() and not args.resume:
         shutil.rmtree(out)
@@ -87,19 +86,19 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-BENCH_DIR = Path(__file__).resolve().parent.parent / "bench"
-
-
 def cmd_bench(args: argparse.Namespace) -> int:
-    """Run a benchmark script of bench/ (a repository checkout) with the remaining arguments."""
+    """Run a benchmark script of bench/ with the remaining arguments. The benchmarks are not in the
+    wheel: they run from a repository checkout (its root is the working directory)."""
     import runpy
 
-    scripts = sorted(p.stem for p in BENCH_DIR.glob("*.py") if not p.stem.startswith("_")) if BENCH_DIR.is_dir() else []
+    bench = Path.cwd() / "bench"
+    scripts = sorted(p.stem for p in bench.glob("*.py") if not p.stem.startswith("_")) if bench.is_dir() else []
     if args.name not in scripts:
-        print(f"bearwatch: error: no benchmark {args.name!r} (have: {', '.join(scripts) or 'none: bench/ is in the repository checkout'})", file=sys.stderr)
+        have = ", ".join(scripts) or "none here: run it from the root of a bearwatch checkout, where bench/ is"
+        print(f"bearwatch: error: no benchmark {args.name!r} (have: {have})", file=sys.stderr)
         return 2
     saved = sys.argv
-    sys.argv = [str(BENCH_DIR / f"{args.name}.py"), *args.args]
+    sys.argv = [str(bench / f"{args.name}.py"), *args.args]
     try:
         runpy.run_path(sys.argv[0], run_name="__main__")
     finally:
@@ -109,7 +108,14 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 def cmd_drill(args: argparse.Namespace) -> int:
     """A fault drill against the real services, ending with an exact accounting (drills/run.py)."""
-    from drills.run import main as drill
+    try:
+        from drills.run import main as drill
+    except ModuleNotFoundError as exc:
+        if exc.name != "drills":
+            raise
+        print("bearwatch: error: the drills are not in the wheel: run them from the root of a bearwatch checkout "
+              "(they start its local Kafka and Elasticsearch, deploy/local)", file=sys.stderr)
+        return 2
 
     return drill([args.name, "--scale", args.scale])
 
@@ -314,7 +320,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo = add("demo", cmd_demo, "run the embedded default (no Kafka, no Elasticsearch) on a bundled news stream")
     demo.add_argument("--input", help="a JSONL news file, or - for standard input (default: the bundled stream)")
     demo.add_argument("--out", default="bearwatch-demo", help="folder for the scored items, dead letters and the history index")
-    demo.add_argument("--model", help="model directory or registry (default: models/default)")
+    demo.add_argument("--model", help="model directory or registry (default: model.path of the settings, else the shipped model)")
     demo.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     demo.add_argument("--config", help="settings TOML (optional)")
     demo.add_argument("--resume", action="store_true", help="keep --out and continue where the last run stopped")
@@ -361,8 +367,7 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "register":
             sub.add_argument("model_dir")
         if name == "init":
-            sub.add_argument("model_dir", nargs="?", default=str(Path(__file__).resolve().parent.parent / "models" / "default"),
-                             help="default: the shipped model")
+            sub.add_argument("model_dir", nargs="?", help="default: the model the package ships")
         if name in ("promote", "rollback"):
             sub.add_argument("--reason")
 

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from monitor.app import ModelProvider, ScoringApp
 from monitor.observability import Health, ScoringMetrics
+from monitor.resources import demo_stream
 from monitor.settings import Settings
 from monitor.wiring import (
     pipeline_settings,
@@ -145,7 +146,7 @@ def run_demo(settings: Settings, input_path: str | None, out: Path, announce=Non
 
     scored = MemoryTopic(settings.kafka.scored_topic)
     report = DemoReport(scored, tracker_config(settings))
-    app = build_embedded_app(settings, input_path or str(demo_input()), out, on_batch=report.add, taps={scored.topic: scored})
+    app = build_embedded_app(settings, input_path or str(demo_stream()), out, on_batch=report.add, taps={scored.topic: scored})
     if announce is not None:
         announce(app)
     stats = app.run(idle_timeout_s=0)
@@ -192,11 +193,3 @@ def build_detection_stage(settings: Settings):
     health = serve_health(settings, "detection")
     return DetectionStage.resume(source, tracker_config(settings), outbox, snapshots, deliver=deliver, snapshot_every=d.snapshot_every_batches,
                                  batch_size=d.batch_size, health=health)
-
-
-def demo_input() -> Path:
-    return Path(__file__).resolve().parent.parent / "monitor" / "demo" / "news.jsonl"
-
-
-def default_model_dir() -> Path:
-    return Path(__file__).resolve().parent.parent / "models" / "default"

@@ -3,7 +3,7 @@ provider at batch 64-512, fp32 vs fp16, on an fp32 ONNX file bearwatch exported 
 directory keeps only int8, which the CUDA provider does not accelerate), converted to fp16 in
 memory with onnxruntime's own converter.
 
-    python bench/gpu.py --onnx runs/x/model/model.onnx --tokenizer models/default/tokenizer.json [--json FILE]
+    python bench/gpu.py --onnx runs/x/model/model.onnx --tokenizer monitor/models/default/tokenizer.json [--json FILE]
 
 Everything it needs is in the repository and the installed packages (onnxruntime-gpu, onnx); it
 prints a table and writes JSON, and fits in a couple of minutes on one GPU.
@@ -19,6 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
+from monitor.resources import shipped_model
+
 ROOT = Path(__file__).resolve().parents[1]
 TEXTS = ROOT.parent / "shared" / "data" / "twitter-financial-news-sentiment" / "train.csv"
 
@@ -26,7 +28,7 @@ TEXTS = ROOT.parent / "shared" / "data" / "twitter-financial-news-sentiment" / "
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--onnx", required=True, help="an fp32 ONNX model exported by bearwatch")
-    p.add_argument("--tokenizer", default=str(ROOT / "models" / "default" / "tokenizer.json"))
+    p.add_argument("--tokenizer", default=str(shipped_model() / "tokenizer.json"))
     p.add_argument("--texts", type=int, default=8192)
     p.add_argument("--batch-sizes", default="64,128,256,512")
     p.add_argument("--json")

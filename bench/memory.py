@@ -21,8 +21,10 @@ import uuid
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+from monitor.resources import shipped_model
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from scoring_stage import ROOT, news_items  # noqa: E402
+from scoring_stage import news_items  # noqa: E402
 
 
 def fill_history(client, index: str, docs: int, texts: list[str]) -> float:
@@ -95,7 +97,7 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--items", type=int, default=20000)
     p.add_argument("--history-docs", type=int, default=1_000_000)
-    p.add_argument("--model", default=str(ROOT / "models" / "default"))
+    p.add_argument("--model", default=str(shipped_model()))
     p.add_argument("--json")
     args = p.parse_args(argv)
 

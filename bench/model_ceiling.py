@@ -3,7 +3,7 @@
 for the input as served (text alone, context fused in the head) and for plain concatenation of
 the two nearest neighbours' text (what naive retrieval augmentation costs the encoder).
 
-    python bench/model_ceiling.py [--model models/default] [--texts N] [--json FILE]
+    python bench/model_ceiling.py [--model monitor/models/default] [--texts N] [--json FILE]
 """
 
 from __future__ import annotations
@@ -17,6 +17,8 @@ import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
+from monitor.resources import shipped_model
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/_encoder.py
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -25,7 +27,7 @@ TEXTS = ROOT.parent / "shared" / "data" / "twitter-financial-news-sentiment" / "
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default=str(ROOT / "models" / "default"))
+    parser.add_argument("--model", default=str(shipped_model()))
     parser.add_argument("--texts", type=int, default=1024)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--batch-sizes", default="1,8,32,64")

@@ -25,8 +25,10 @@ import time
 import uuid
 from pathlib import Path
 
+from monitor.resources import shipped_model
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from scoring_stage import ROOT, news_items, run_stage  # noqa: E402
+from scoring_stage import news_items, run_stage  # noqa: E402
 
 
 def naive(items: list[bytes], torch_model: str | None, threads: int = 2) -> dict:
@@ -99,7 +101,7 @@ def naive(items: list[bytes], torch_model: str | None, threads: int = 2) -> dict
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--items", type=int, default=2000)
-    p.add_argument("--model", default=str(ROOT / "models" / "default"), help="the ONNX model bearwatch serves")
+    p.add_argument("--model", default=str(shipped_model()), help="the ONNX model bearwatch serves")
     p.add_argument("--torch-model", help="a model directory with PyTorch weights (torch/) for the naive side")
     p.add_argument("--json")
     args = p.parse_args(argv)

@@ -16,15 +16,17 @@ import sys
 import uuid
 from pathlib import Path
 
+from monitor.resources import shipped_model
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from scoring_stage import ROOT, news_items, run_stage  # noqa: E402
+from scoring_stage import news_items, run_stage  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--history-items", type=int, default=20000, help="items indexed first, as the history searched")
     p.add_argument("--items", type=int, default=3000, help="items scored in each mode")
-    p.add_argument("--model", default=str(ROOT / "models" / "default"))
+    p.add_argument("--model", default=str(shipped_model()))
     p.add_argument("--json")
     args = p.parse_args(argv)
 

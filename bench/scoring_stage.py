@@ -24,6 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
+from monitor.resources import shipped_model
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/_encoder.py
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -137,7 +139,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--items", type=int, default=5000)
     parser.add_argument("--rate", type=float, help="offered load in items/s (default: a backlog, as fast as possible)")
-    parser.add_argument("--model", default=str(ROOT / "models" / "default"))
+    parser.add_argument("--model", default=str(shipped_model()))
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--history", default="bm25", choices=["off", "bm25", "knn", "both"])
     parser.add_argument("--json", help="write the results here")

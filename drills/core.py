@@ -24,6 +24,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from drills.slack_server import FakeSlack
+from monitor.resources import shipped_model
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVICES = ROOT / "deploy" / "local" / "services.sh"
@@ -156,7 +157,7 @@ class Stack:
             "BEARWATCH_KAFKA_NEWS_TOPIC": f"{self.run}.news", "BEARWATCH_KAFKA_SCORED_TOPIC": f"{self.run}.scored",
             "BEARWATCH_KAFKA_DLQ_TOPIC": f"{self.run}.dlq", "BEARWATCH_KAFKA_GROUP": self.run,
             "BEARWATCH_KAFKA_PARTITIONS": str(partitions), "BEARWATCH_ES_INDEX_PREFIX": self.run,
-            "BEARWATCH_MODEL_PATH": str(ROOT / "models" / "default"), "BEARWATCH_METRICS_PORT": "0",
+            "BEARWATCH_MODEL_PATH": str(shipped_model()), "BEARWATCH_METRICS_PORT": "0",
             "BEARWATCH_MONITOR_BATCH_SIZE": str(batch_size), "BEARWATCH_DETECTION_SNAPSHOT_EVERY_BATCHES": "2",
             "BEARWATCH_DETECTION_BATCH_SIZE": "100", "PYTHONUNBUFFERED": "1",
             **({"BEARWATCH_SLACK_TOKEN": "xoxb-test", "BEARWATCH_SLACK_CHANNEL": "C123", "BEARWATCH_SLACK_BASE_URL": self.slack.base_url} if self.slack else {}),
@@ -364,7 +365,7 @@ def embedded_run(values: list[bytes], env: dict | None = None):
         stream = Path(folder) / "stream.jsonl"
         stream.write_bytes(b"\n".join(values) + b"\n")
         out = Path(folder) / "out"
-        run = run_demo(load_settings(env={"BEARWATCH_MODEL_PATH": str(ROOT / "models" / "default"), **(env or {})}), str(stream), out)
+        run = run_demo(load_settings(env={"BEARWATCH_MODEL_PATH": str(shipped_model()), **(env or {})}), str(stream), out)
         valid, invalid = expected(values)
         acc = Accounting(produced=len(values), valid=len(valid), invalid=len(invalid))
         ids = {d["id"] for d in run.documents}

@@ -360,9 +360,9 @@ def disk(**_) -> Accounting:
     again = subprocess.run([sys.executable, "-m", "bearwatch", "demo", "--out", str(out), "--resume"], capture_output=True, text=True, timeout=300, cwd=ROOT)
     if again.returncode != 0:
         acc.problems.append(f"the resumed run failed: {again.stderr.strip()[-300:]}")
-    from bearwatch.daemon import demo_input
+    from monitor.resources import demo_stream
 
-    values = demo_input().read_bytes().splitlines()
+    values = demo_stream().read_bytes().splitlines()
     from drills.core import expected
 
     valid, invalid = expected(values)

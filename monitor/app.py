@@ -27,6 +27,7 @@ from monitor.observability import Health, ScoringMetrics
 from monitor.pipeline import STAGES, PipelineSettings, ScoringPipeline, dead_letter
 from monitor.records import Position, Watermark
 from monitor.registry import CURRENT, ModelRegistry
+from monitor.resources import shipped_model
 from monitor.retrieval.history import HistoryStore
 from monitor.scoring.onnx import OnnxScorer
 from monitor.settings import ModelSettings, MonitorSettings
@@ -41,7 +42,7 @@ class ModelProvider:
 
     def __init__(self, settings: ModelSettings, clock=time.monotonic) -> None:
         self.settings = settings
-        self.path = Path(settings.path)
+        self.path = Path(settings.path) if settings.path else shipped_model()
         self.is_registry = (self.path / CURRENT).exists() or (self.path / "versions").is_dir()
         self.clock = clock
         self._checked = 0.0

@@ -95,7 +95,7 @@ class ElasticsearchSettings:
 
 @dataclass(frozen=True)
 class ModelSettings:
-    path: str = "models/default"  # a model directory, or a registry (its CURRENT version)
+    path: str = ""  # a model directory, or a registry (its CURRENT version); empty: the model the package ships
     device: str = "auto"  # auto | cpu | cuda (cuda: a missing GPU is fatal)
     variant: str | None = None  # fp32 | int8; default: what the manifest serves
     threads: int = 0  # CPU threads for ONNX Runtime (0: every CPU this process may use)

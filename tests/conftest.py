@@ -79,11 +79,12 @@ def demo_run(tmp_path_factory):
     """The embedded default run once on the bundled stream: documents, alerts and the HTML report."""
     from dataclasses import replace
 
-    from bearwatch.daemon import default_model_dir, run_demo
+    from bearwatch.daemon import run_demo
+    from monitor.resources import shipped_model
     from monitor.settings import Settings
 
     settings = Settings()
-    settings = replace(settings, model=replace(settings.model, path=str(default_model_dir()), device="cpu"), metrics=replace(settings.metrics, port=0))
+    settings = replace(settings, model=replace(settings.model, path=str(shipped_model()), device="cpu"), metrics=replace(settings.metrics, port=0))
     return run_demo(settings, None, tmp_path_factory.mktemp("demo"))
 
 

@@ -81,3 +81,15 @@ def test_monitor_never_imports_the_command_line_or_training() -> None:
 
 def test_the_cycle_finder_finds_a_cycle() -> None:
     assert cycles({"a": {"b": set()}, "b": {"c": set()}, "c": {"a": set()}, "d": {"a": set()}}) == [["a", "b", "c"]]
+def test_the_installed_packages_do_not_reach_into_the_checkout() -> None:
+    graph = imports()
+    assert not {a: sorted(b) for a, b in graph.items() if {"drills", "bench"} & set(b) and a != "bearwatch"}
+    offenders = []
+    for package in INSTALLED:
+        for path in (ROOT / package).rglob("*.py"):
+            text = path.read_text(encoding="utf-8")
+            if ".parent.parent" in text or "parents[1]" in text:
+                offenders.append(str(path.relative_to(ROOT)))
+    assert not offenders, "files found relative to the checkout (use importlib.resources): " + ", ".join(offenders)
+
+

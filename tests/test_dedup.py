@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from monitor.pipeline import PipelineSettings, ScoringPipeline
+from monitor.resources import shipped_model
 from monitor.retrieval.history import EmbeddedHistory
 from monitor.sources.base import Message
 
@@ -47,7 +48,7 @@ def scorer():
     from monitor.model_artifact import ModelArtifact
     from monitor.scoring.onnx import OnnxScorer
 
-    return OnnxScorer(ModelArtifact.load(ROOT / "models" / "default"), threads=1)
+    return OnnxScorer(ModelArtifact.load(shipped_model()), threads=1)
 
 
 def flags(scorer, store, messages: list[Message], batch: int) -> dict[str, tuple]:

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from drills.slack_server import FakeSlack
+from monitor.resources import shipped_model
 from monitor.settings import load_settings
 
 pytestmark = pytest.mark.services
@@ -31,7 +32,7 @@ def settings(unique_name: str, kafka_bootstrap: str, slack, es_client):
         "BEARWATCH_KAFKA_BOOTSTRAP": kafka_bootstrap, "BEARWATCH_KAFKA_NEWS_TOPIC": f"{unique_name}.news",
         "BEARWATCH_KAFKA_SCORED_TOPIC": f"{unique_name}.scored", "BEARWATCH_KAFKA_DLQ_TOPIC": f"{unique_name}.dlq",
         "BEARWATCH_KAFKA_GROUP": f"{unique_name}-score", "BEARWATCH_ES_URL": ES_URL, "BEARWATCH_ES_INDEX_PREFIX": unique_name,
-        "BEARWATCH_MODEL_PATH": str(ROOT / "models" / "default"), "BEARWATCH_METRICS_PORT": "0",
+        "BEARWATCH_MODEL_PATH": str(shipped_model()), "BEARWATCH_METRICS_PORT": "0",
         "BEARWATCH_SLACK_TOKEN": "xoxb-test", "BEARWATCH_SLACK_CHANNEL": "C123", "BEARWATCH_SLACK_BASE_URL": slack.base_url,
         "BEARWATCH_DETECTION_BATCH_SIZE": "50", "BEARWATCH_DETECTION_SNAPSHOT_EVERY_BATCHES": "2",
         # One news partition: items reach detection in publication order, as they do when the scorer
@@ -46,9 +47,10 @@ def settings(unique_name: str, kafka_bootstrap: str, slack, es_client):
 
 
 def score_demo_stream(settings) -> None:
-    from bearwatch.daemon import build_kafka_app, demo_input, produce_file
+    from bearwatch.daemon import build_kafka_app, produce_file
+    from monitor.resources import demo_stream
 
-    produce_file(settings, str(demo_input()), rate=None)
+    produce_file(settings, str(demo_stream()), rate=None)
     app = build_kafka_app(settings)
     stats = app.run(idle_timeout_s=3)
     app.source.close()

@@ -17,7 +17,7 @@ from monitor.settings import load_settings
 
 
 def test_demo_scores_the_bundled_stream_and_dead_letters_the_bad_lines(tiny_model_run, tmp_path: Path) -> None:
-    from bearwatch.daemon import demo_input
+    from monitor.resources import demo_stream
 
     _, model_dir, _ = tiny_model_run
     out = tmp_path / "demo"
@@ -26,7 +26,7 @@ def test_demo_scores_the_bundled_stream_and_dead_letters_the_bad_lines(tiny_mode
         capture_output=True, text=True, timeout=300,
     )
     assert result.returncode == 0, result.stderr[-2000:]
-    lines = [line for line in demo_input().read_bytes().splitlines() if line.strip()]
+    lines = [line for line in demo_stream().read_bytes().splitlines() if line.strip()]
     scored = (out / "bearwatch.news.scored.jsonl").read_text().splitlines()
     dead = [json.loads(line) for line in (out / "bearwatch.news.dlq.jsonl").read_text().splitlines()]
     assert len(dead) == 7 and all(d["headers"]["bearwatch.error"] for d in dead)

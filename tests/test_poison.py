@@ -56,13 +56,13 @@ def test_normalise_edge_is_idempotent() -> None:
 
 @pytest.fixture
 def pipeline():
-    from bearwatch.daemon import default_model_dir
     from monitor.model_artifact import ModelArtifact
     from monitor.pipeline import PipelineSettings, ScoringPipeline
+    from monitor.resources import shipped_model
     from monitor.retrieval.history import EmbeddedHistory
     from monitor.scoring.onnx import OnnxScorer
 
-    scorer = OnnxScorer(ModelArtifact.load(default_model_dir()), threads=1)
+    scorer = OnnxScorer(ModelArtifact.load(shipped_model()), threads=1)
     return ScoringPipeline(scorer, EmbeddedHistory(), PipelineSettings("scored", "dlq", related_method="bm25"))
 
 
@@ -130,13 +130,14 @@ def test_the_embedded_default_takes_every_poison_case_the_daemon_dead_letters(tm
 
 def test_a_retried_batch_publishes_each_dead_letter_once(tmp_path: Path, monkeypatch) -> None:
     """The store fails twice (an outage), then works: the dead letters of the batch are published once."""
-    from bearwatch.daemon import build_embedded_app, default_model_dir
+    from bearwatch.daemon import build_embedded_app
     from monitor.errors import StoreUnavailable
+    from monitor.resources import shipped_model
     from monitor.settings import load_settings
 
     feed = tmp_path / "in.jsonl"
     feed.write_bytes(b"\n".join([item("a", "Acme slumps"), b"not json", item("b", "Globex rises"), b"{}"]) + b"\n")
-    settings = load_settings(env={"BEARWATCH_MODEL_PATH": str(default_model_dir())})
+    settings = load_settings(env={"BEARWATCH_MODEL_PATH": str(shipped_model())})
     settings = replace(settings, monitor=replace(settings.monitor, retry_initial_seconds=0.01, retry_max_seconds=0.02))
     app = build_embedded_app(settings, str(feed), tmp_path / "out")
     real, failures = app.store.flush, []

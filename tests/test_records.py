@@ -9,7 +9,14 @@ import pytest
 
 from monitor.indices import news_mapping
 from monitor.pipeline import PipelineSettings, ScoringPipeline
-from monitor.records import SCORED_ITEM_FIELDS, Position, ScoredEvent, ScoredItem, Watermark
+from monitor.records import (
+    SCORED_ITEM_FIELDS,
+    Position,
+    ScoredEvent,
+    ScoredItem,
+    Watermark,
+)
+from monitor.resources import shipped_model
 from monitor.retrieval.history import EmbeddedHistory
 from monitor.sources.base import Message
 
@@ -21,7 +28,7 @@ def result():
     from monitor.model_artifact import ModelArtifact
     from monitor.scoring.onnx import OnnxScorer
 
-    scorer = OnnxScorer(ModelArtifact.load(ROOT / "models" / "default"), threads=1)
+    scorer = OnnxScorer(ModelArtifact.load(shipped_model()), threads=1)
     items = [
         {"id": "a1", "headline": "Acme shares slump after profit warning", "published_at": "2026-11-02T09:00:00Z", "source": "wire",
          "tickers": ["ACME"], "url": "https://news.example/a1", "lang": "en", "body": "Details."},

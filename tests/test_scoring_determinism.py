@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from monitor.model_artifact import ModelArtifact
+from monitor.resources import shipped_model
 from monitor.scoring.onnx import OnnxScorer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -33,7 +34,7 @@ def _texts() -> list[str]:
 
 
 def test_scores_do_not_depend_on_batch_mates_or_order() -> None:
-    scorer = OnnxScorer(ModelArtifact.load(ROOT / "models" / "default"), device="cpu", threads=2)
+    scorer = OnnxScorer(ModelArtifact.load(shipped_model()), device="cpu", threads=2)
     assert scorer.workers is not None  # with batch_size=32 this test fails (checked when it was written)
     texts = _texts()
     together = scorer.score_texts(texts)
@@ -55,9 +56,9 @@ def test_scores_do_not_depend_on_batch_mates_or_order() -> None:
 
 
 def test_batched_scoring_is_still_available() -> None:
-    scorer = OnnxScorer(ModelArtifact.load(ROOT / "models" / "default"), device="cpu", threads=2, batch_size=32)
+    scorer = OnnxScorer(ModelArtifact.load(shipped_model()), device="cpu", threads=2, batch_size=32)
     assert scorer.workers is None
     texts = _texts()[:50]
-    batched, alone = scorer.score_texts(texts), OnnxScorer(ModelArtifact.load(ROOT / "models" / "default"), device="cpu").score_texts(texts)
+    batched, alone = scorer.score_texts(texts), OnnxScorer(ModelArtifact.load(shipped_model()), device="cpu").score_texts(texts)
     # Close to the per-item scores (the same model), though not always equal.
     assert np.abs(batched.probabilities["sentiment"] - alone.probabilities["sentiment"]).mean() < 0.05

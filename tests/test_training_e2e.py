@@ -10,6 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from monitor.resources import shipped_model
+
 pytest.importorskip("torch")
 
 from monitor.model_artifact import ModelArtifact  # noqa: E402
@@ -143,4 +145,4 @@ def test_exported_models_carry_no_build_paths(tiny_run) -> None:
     for name in ("model.onnx", "model.int8.onnx"):
         data = (model_dir / name).read_bytes()
         assert root.encode() not in data and b"pkg.torch.onnx.stack_trace" not in data, name
-    assert b"pkg.torch.onnx.stack_trace" not in (Path(root) / "models" / "default" / "model.int8.onnx").read_bytes()
+    assert b"pkg.torch.onnx.stack_trace" not in (shipped_model() / "model.int8.onnx").read_bytes()

@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{len(keep)} labels to import ({out / 'labels.csv'}), {len(held)} held out; {len(report.rejected)} rows rejected")
     print("evaluation set:\n  " + "\n  ".join(eval_specs))
     registry = Path(args.registry).resolve()
-    print(f"next:\n  bearwatch model register models/default --registry {registry}\n"
+    print(f"next:\n  bearwatch model register MODEL_DIR --registry {registry}\n"
           f"  bearwatch model promote VERSION --registry {registry}\n"
           f"  bearwatch label import {out}/labels.csv --by analyst\n"
           f"  bearwatch trainer run-once --config {out}/trainer.toml")

@@ -94,7 +94,7 @@ class Scores:
 class OnnxScorer:
     """Scores news texts with a bearwatch model directory.
 
-    >>> scorer = OnnxScorer(ModelArtifact.load("models/default"))  # doctest: +SKIP
+    >>> scorer = OnnxScorer(ModelArtifact.load(shipped_model()))  # doctest: +SKIP
     >>> scorer.score_texts(["Acme shares plunge after profit warning"]).predicted("sentiment")  # doctest: +SKIP
     ['bearish']
     """
