@@ -74,13 +74,24 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from bearwatch.daemon import run_demo
 
     settings = _settings(args)
-    settings = replace(settings, model=replace(settings.model, path=args.model or settings.model.path, device=args.device), metrics=replace(settings.metrics, port=0))
+    settings = replace(
+        settings,
+        model=replace(settings.model, path=args.model or settings.model.path, device=args.device),
+        metrics=replace(settings.metrics, port=0),
+    )
     out = Path(args.out)
     if out.exists() and not args.resume:
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
-    run = run_demo(settings, args.input, out, announce=lambda app: print(
-        f"bearwatch demo: scoring {args.input or 'the bundled synthetic stream (fictional companies)'} with model {app.models.scorer.version} on {app.models.scorer.provider}"))
+    run = run_demo(
+        settings,
+        args.input,
+        out,
+        announce=lambda app: print(
+            f"bearwatch demo: scoring {args.input or 'the bundled synthetic stream (fictional companies)'} with "
+            f"model {app.models.scorer.version} on {app.models.scorer.provider}"
+        ),
+    )
     print(run.summary)
     print(f"report (the dashboards' charts, no Kibana needed): {run.page}")
     return 0
@@ -113,8 +124,11 @@ def cmd_drill(args: argparse.Namespace) -> int:
     except ModuleNotFoundError as exc:
         if exc.name != "drills":
             raise
-        print("bearwatch: error: the drills are not in the wheel: run them from the root of a bearwatch checkout "
-              "(they start its local Kafka and Elasticsearch, deploy/local)", file=sys.stderr)
+        print(
+            "bearwatch: error: the drills are not in the wheel: run them from the root of a bearwatch checkout "
+            "(they start its local Kafka and Elasticsearch, deploy/local)",
+            file=sys.stderr,
+        )
         return 2
 
     return drill([args.name, "--scale", args.scale])
@@ -144,8 +158,14 @@ def cmd_dashboards(args: argparse.Namespace) -> int:
     api_key = os.environ.get("BEARWATCH_KIBANA_API_KEY")
     password = os.environ.get("BEARWATCH_KIBANA_PASSWORD")
     text = Path(args.file).read_text(encoding="utf-8") if args.file else dashboards.ndjson(args.index_prefix)
-    result = import_saved_objects(args.kibana_url, text, api_key=Secret(api_key) if api_key else None, username=args.username,
-                                  password=Secret(password) if password else None, space=args.space)
+    result = import_saved_objects(
+        args.kibana_url,
+        text,
+        api_key=Secret(api_key) if api_key else None,
+        username=args.username,
+        password=Secret(password) if password else None,
+        space=args.space,
+    )
     print(f"imported {result['successCount']} saved object(s) into {args.kibana_url}")
     return 0
 
@@ -159,7 +179,10 @@ def cmd_monitor_run(args: argparse.Namespace) -> int:
     stats = app.run(max_batches=args.max_batches, idle_timeout_s=args.idle_exit)
     app.source.close()
     app.publisher.close()
-    print(f"stopped: {stats.consumed} consumed, {stats.scored} scored, {stats.dead_letters} dead-lettered, {stats.duplicates} duplicates")
+    print(
+        f"stopped: {stats.consumed} consumed, {stats.scored} scored, {stats.dead_letters} dead-lettered, "
+        f"{stats.duplicates} duplicates"
+    )
     return 0
 
 
@@ -214,11 +237,21 @@ def cmd_model(args: argparse.Namespace) -> int:
         print(f"{'':2}{'version':<28}{'status':<12}{'sentiment acc/F1':<18}{'topic acc/F1':<14}")
         for version in registry.versions():
             m = registry.load(version).manifest.get("metrics", {}).get("validation", {})
-            cells = [f"{100 * m[t]['encoder_only']['accuracy']:.1f}/{100 * m[t]['encoder_only']['macro_f1']:.1f}" if t in m else "-" for t in ("sentiment", "topic")]
-            print(f"{'* ' if version == current else '  '}{version:<28}{registry.status(version):<12}{cells[0]:<18}{cells[1]:<14}")
+            cells = [
+                f"{100 * m[t]['encoder_only']['accuracy']:.1f}/{100 * m[t]['encoder_only']['macro_f1']:.1f}"
+                if t in m
+                else "-"
+                for t in ("sentiment", "topic")
+            ]
+            mark = "* " if version == current else "  "
+            print(f"{mark}{version:<28}{registry.status(version):<12}{cells[0]:<18}{cells[1]:<14}")
     elif args.model_command == "show":
         artifact = registry.load(args.version) if args.version else registry.current()
-        print((artifact.path / "MODEL_CARD.md").read_text() if (artifact.path / "MODEL_CARD.md").exists() else json.dumps(artifact.manifest, indent=2))
+        print(
+            (artifact.path / "MODEL_CARD.md").read_text()
+            if (artifact.path / "MODEL_CARD.md").exists()
+            else json.dumps(artifact.manifest, indent=2)
+        )
     elif args.model_command == "promote":
         registry.promote(args.version, reason=args.reason or "promoted by an operator")
         print(f"current: {args.version} (was {current})")
@@ -246,7 +279,12 @@ def cmd_label(args: argparse.Namespace) -> int:
     settings = _settings(args)
     if args.label_command == "add":
         try:
-            labels = [make_label({"item_id": args.item_id, "text": args.text, "sentiment": args.sentiment, "topic": args.topic}, args.by)]
+            labels = [
+                make_label(
+                    {"item_id": args.item_id, "text": args.text, "sentiment": args.sentiment, "topic": args.topic},
+                    args.by,
+                )
+            ]
         except InvalidLabel as exc:
             print(f"bearwatch: error: {exc}", file=sys.stderr)
             return 1
@@ -297,7 +335,10 @@ def _training_commands():
 
 
 def needs_training_extra(args: argparse.Namespace) -> int:
-    print(f"bearwatch {args.command} needs the training extra: pip install 'bearwatch[train]' ({args.missing})", file=sys.stderr)
+    print(
+        f"bearwatch {args.command} needs the training extra: pip install 'bearwatch[train]' ({args.missing})",
+        file=sys.stderr,
+    )
     return 2
 
 
@@ -316,11 +357,17 @@ def build_parser() -> argparse.ArgumentParser:
         return sub
 
     version = add("version", cmd_version, "print the version (and, with -v, what it runs on)")
-    version.add_argument("-v", "--verbose", action="store_true", help="also list dependency versions and ONNX Runtime providers")
+    version.add_argument(
+        "-v", "--verbose", action="store_true", help="also list dependency versions and ONNX Runtime providers"
+    )
     demo = add("demo", cmd_demo, "run the embedded default (no Kafka, no Elasticsearch) on a bundled news stream")
     demo.add_argument("--input", help="a JSONL news file, or - for standard input (default: the bundled stream)")
-    demo.add_argument("--out", default="bearwatch-demo", help="folder for the scored items, dead letters and the history index")
-    demo.add_argument("--model", help="model directory or registry (default: model.path of the settings, else the shipped model)")
+    demo.add_argument(
+        "--out", default="bearwatch-demo", help="folder for the scored items, dead letters and the history index"
+    )
+    demo.add_argument(
+        "--model", help="model directory or registry (default: model.path of the settings, else the shipped model)"
+    )
     demo.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     demo.add_argument("--config", help="settings TOML (optional)")
     demo.add_argument("--resume", action="store_true", help="keep --out and continue where the last run stopped")
@@ -328,7 +375,9 @@ def build_parser() -> argparse.ArgumentParser:
     monitor = commands.add_parser("monitor", help="the scoring daemon", description="the scoring daemon")
     monitor_commands = monitor.add_subparsers(dest="monitor_command", metavar="COMMAND")
     monitor_commands.required = True
-    run = monitor_commands.add_parser("run", help="consume news from Kafka, score, index in Elasticsearch, publish scored items")
+    run = monitor_commands.add_parser(
+        "run", help="consume news from Kafka, score, index in Elasticsearch, publish scored items"
+    )
     run.set_defaults(handler=cmd_monitor_run)
     run.add_argument("--config", help="settings TOML (environment variables override it)")
     run.add_argument("--max-batches", type=int, help="stop after N batches (tests, drills)")
@@ -337,14 +386,20 @@ def build_parser() -> argparse.ArgumentParser:
     detect = commands.add_parser("detect", help="spike detection", description="spike detection")
     detect_commands = detect.add_subparsers(dest="detect_command", metavar="COMMAND")
     detect_commands.required = True
-    drun = detect_commands.add_parser("run", help="the detection daemon: scored items in, alerts to Elasticsearch and Slack")
+    drun = detect_commands.add_parser(
+        "run", help="the detection daemon: scored items in, alerts to Elasticsearch and Slack"
+    )
     drun.set_defaults(handler=cmd_detect_run)
     drun.add_argument("--config", help="settings TOML (environment variables override it)")
     drun.add_argument("--max-batches", type=int)
     drun.add_argument("--idle-exit", type=float, help="stop after N seconds without scored items (tests, drills)")
-    devaluate = detect_commands.add_parser("evaluate", help="score the detector on synthetic streams with planted episodes")
+    devaluate = detect_commands.add_parser(
+        "evaluate", help="score the detector on synthetic streams with planted episodes"
+    )
     devaluate.set_defaults(handler=cmd_detect_evaluate)
-    devaluate.add_argument("--seeds", type=int, default=10, help="streams per configuration (two weeks, 30 tickers, 8 episodes each)")
+    devaluate.add_argument(
+        "--seeds", type=int, default=10, help="streams per configuration (two weeks, 30 tickers, 8 episodes each)"
+    )
     devaluate.add_argument("--compare", action="store_true", help="also score the alternative configurations")
     devaluate.add_argument("--json", action="store_true")
     series = detect_commands.add_parser("series", help="run the count-spike detector over a timestamp,value CSV")
@@ -355,10 +410,14 @@ def build_parser() -> argparse.ArgumentParser:
     model = commands.add_parser("model", help="the model registry: list, show, register, promote, rollback")
     model_commands = model.add_subparsers(dest="model_command", metavar="COMMAND")
     model_commands.required = True
-    for name, help_text in (("list", "versions, their status and validation figures (* = current)"), ("show", "a version's model card (default: the current one)"),
-                            ("register", "copy a model directory into the registry"), ("promote", "make a version current (atomic)"),
-                            ("rollback", "make the previously promoted version current again"),
-                            ("init", "register and promote a model when the registry has none yet (deployments' first start)")):
+    for name, help_text in (
+        ("list", "versions, their status and validation figures (* = current)"),
+        ("show", "a version's model card (default: the current one)"),
+        ("register", "copy a model directory into the registry"),
+        ("promote", "make a version current (atomic)"),
+        ("rollback", "make the previously promoted version current again"),
+        ("init", "register and promote a model when the registry has none yet (deployments' first start)"),
+    ):
         sub = model_commands.add_parser(name, help=help_text)
         sub.set_defaults(handler=cmd_model)
         sub.add_argument("--registry", required=True, help="registry folder")
@@ -379,30 +438,62 @@ def build_parser() -> argparse.ArgumentParser:
     ladd.add_argument("--item-id", help="the news item's id (default: derived from the text)")
     ladd.add_argument("--sentiment", help="bearish, neutral, bullish (negative/positive accepted)")
     ladd.add_argument("--topic", help="one of the 20 topic names")
-    limport = label_commands.add_parser("import", help="labels from a CSV (text plus sentiment and/or topic; item_id, labelled_by optional) or JSONL file")
+    limport = label_commands.add_parser(
+        "import",
+        help="labels from a CSV (text plus sentiment and/or topic; item_id, labelled_by optional) or JSONL file",
+    )
     limport.add_argument("file")
     for sub in (ladd, limport):
         sub.set_defaults(handler=cmd_label)
         sub.add_argument("--by", required=True, help="who labelled (recorded with each label)")
         sub.add_argument("--config", help="settings TOML")
 
-    bench = add("bench", cmd_bench, "run a benchmark: model_ceiling, scoring_stage, naive_baseline, retrieval, memory, gpu (each prints a table, --json FILE)")
+    bench = add(
+        "bench",
+        cmd_bench,
+        "run a benchmark: model_ceiling, scoring_stage, naive_baseline, retrieval, memory, gpu (each prints a table, "
+        "--json FILE)",
+    )
     bench.add_argument("name")
-    bench.add_argument("args", nargs=argparse.REMAINDER, help="the script's own arguments (bearwatch bench NAME --help)")
+    bench.add_argument(
+        "args", nargs=argparse.REMAINDER, help="the script's own arguments (bearwatch bench NAME --help)"
+    )
 
-    drills = ["crash", "rebalance", "es-outage", "kafka-restart", "slack", "hostile", "secrets", "disk", "poison", "replay"]
+    drills = [
+        "crash",
+        "rebalance",
+        "es-outage",
+        "kafka-restart",
+        "slack",
+        "hostile",
+        "secrets",
+        "disk",
+        "poison",
+        "replay",
+    ]
     drill = add("drill", cmd_drill, f"fault drills on the local Kafka and Elasticsearch: {', '.join(drills)}, all")
     drill.add_argument("name", choices=[*drills, "all"])
-    drill.add_argument("--scale", choices=["ci", "full"], default="full", help="ci: the shortened form the tests run (default: full)")
+    drill.add_argument(
+        "--scale", choices=["ci", "full"], default="full", help="ci: the shortened form the tests run (default: full)"
+    )
 
-    dash = commands.add_parser("dashboards", help="Kibana dashboards: export the saved objects, validate them, import them")
+    dash = commands.add_parser(
+        "dashboards", help="Kibana dashboards: export the saved objects, validate them, import them"
+    )
     dash_commands = dash.add_subparsers(dest="dashboards_command", metavar="COMMAND")
     dash_commands.required = True
-    dexport = dash_commands.add_parser("export", help="write the saved objects (NDJSON) generated from the chart definitions")
+    dexport = dash_commands.add_parser(
+        "export", help="write the saved objects (NDJSON) generated from the chart definitions"
+    )
     dexport.add_argument("--out", required=True, help="file to write (- for standard output)")
-    dvalidate = dash_commands.add_parser("validate", help="check an NDJSON file: JSON, nested JSON, references, fields vs. the mappings")
+    dvalidate = dash_commands.add_parser(
+        "validate", help="check an NDJSON file: JSON, nested JSON, references, fields vs. the mappings"
+    )
     dvalidate.add_argument("file")
-    dimport = dash_commands.add_parser("import", help="import into Kibana (API key in BEARWATCH_KIBANA_API_KEY, or --username with BEARWATCH_KIBANA_PASSWORD)")
+    dimport = dash_commands.add_parser(
+        "import",
+        help="import into Kibana (API key in BEARWATCH_KIBANA_API_KEY, or --username with BEARWATCH_KIBANA_PASSWORD)",
+    )
     dimport.add_argument("--kibana-url", required=True)
     dimport.add_argument("--file", help="NDJSON to import (default: generated now)")
     dimport.add_argument("--username", help="basic auth user (password in BEARWATCH_KIBANA_PASSWORD)")
@@ -418,12 +509,18 @@ def build_parser() -> argparse.ArgumentParser:
     produce.add_argument("--topic", help="default: the news topic of the settings")
     produce.add_argument("--config", help="settings TOML")
 
-    evaluate = add("evaluate", cmd_evaluate, "accuracy, macro-F1, per-class metrics and confusion matrix of a model on a labelled file")
+    evaluate = add(
+        "evaluate",
+        cmd_evaluate,
+        "accuracy, macro-F1, per-class metrics and confusion matrix of a model on a labelled file",
+    )
     evaluate.add_argument("--model", required=True, help="model directory")
     evaluate.add_argument("--data", required=True, help="CSV (text,label) or JSONL file")
     evaluate.add_argument("--task", required=True, choices=["sentiment", "topic"])
     evaluate.add_argument("--json", action="store_true", help="print one JSON object")
-    evaluate.add_argument("--variant", choices=["fp32", "int8"], help="ONNX file to use (default: the one the manifest serves)")
+    evaluate.add_argument(
+        "--variant", choices=["fp32", "int8"], help="ONNX file to use (default: the one the manifest serves)"
+    )
     evaluate.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     evaluate.add_argument("--threads", type=int, default=0)
 

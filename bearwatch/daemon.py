@@ -60,12 +60,19 @@ def build_kafka_app(settings: Settings, client_id: str = "bearwatch-monitor") ->
         publisher=KafkaPublisher(k, client_id=f"{client_id}-publisher"),
         models=models,
         pipeline_settings=pipeline_settings(settings),
-        settings=settings.monitor, metrics=metrics, health=health,
+        settings=settings.monitor,
+        metrics=metrics,
+        health=health,
     )
     serve_health(settings, "scoring", metrics.registry, health)
     log.info(
         "scoring %s -> Elasticsearch %s, scored topic %s, dead letters %s; model %s on %s",
-        k.news_topic, settings.elasticsearch.index("news"), k.scored_topic, k.dlq_topic, models.scorer.version, models.scorer.provider,
+        k.news_topic,
+        settings.elasticsearch.index("news"),
+        k.scored_topic,
+        k.dlq_topic,
+        models.scorer.version,
+        models.scorer.provider,
     )
     return app
 
@@ -109,7 +116,9 @@ def _key_of(value: bytes) -> bytes | None:
     return str(item_id).encode() if item_id is not None else None
 
 
-def build_embedded_app(settings: Settings, input_path: str | None, out_dir: Path, on_batch=None, taps: dict | None = None) -> ScoringApp:
+def build_embedded_app(
+    settings: Settings, input_path: str | None, out_dir: Path, on_batch=None, taps: dict | None = None
+) -> ScoringApp:
     """The embedded default: file source, in-process history, JSONL outputs in out_dir (`taps`:
     in-process readers of some topics, see FilePublisher)."""
     from monitor.retrieval.history import EmbeddedHistory
@@ -146,13 +155,17 @@ def run_demo(settings: Settings, input_path: str | None, out: Path, announce=Non
 
     scored = MemoryTopic(settings.kafka.scored_topic)
     report = DemoReport(scored, tracker_config(settings))
-    app = build_embedded_app(settings, input_path or str(demo_stream()), out, on_batch=report.add, taps={scored.topic: scored})
+    app = build_embedded_app(
+        settings, input_path or str(demo_stream()), out, on_batch=report.add, taps={scored.topic: scored}
+    )
     if announce is not None:
         announce(app)
     stats = app.run(idle_timeout_s=0)
     summary = report.render(stats, out)
     page = out / "report.html"
-    page.write_text(render(report.documents, report.alerts, note=f"model {app.models.scorer.version}"), encoding="utf-8")
+    page.write_text(
+        render(report.documents, report.alerts, note=f"model {app.models.scorer.version}"), encoding="utf-8"
+    )
     return DemoRun(report.documents, report.alerts, summary, page, report.detection.tracker.late)
 
 
@@ -177,19 +190,51 @@ def build_detection_stage(settings: Settings):
     def headlines(ids: list[str]) -> list[Headline]:
         if not ids:
             return []
-        docs = es.mget(index=es_settings.index(NEWS), ids=ids, source_includes=ScoredItem.fields("headline", "url", "published_at", "p_bearish"))["docs"]
-        return [Headline(d["_source"]["headline"], d["_source"].get("url"), d["_source"]["published_at"], d["_source"].get("p_bearish", 0.0)) for d in docs if d.get("found")]
+        docs = es.mget(
+            index=es_settings.index(NEWS),
+            ids=ids,
+            source_includes=ScoredItem.fields("headline", "url", "published_at", "p_bearish"),
+        )["docs"]
+        return [
+            Headline(
+                d["_source"]["headline"],
+                d["_source"].get("url"),
+                d["_source"]["published_at"],
+                d["_source"].get("p_bearish", 0.0),
+            )
+            for d in docs
+            if d.get("found")
+        ]
 
     deliver = None
     if slack is not None:
+
         def deliver():
-            return deliver_pending(outbox, slack.post, headlines, slack.already_posted, settings.slack.kibana_url,
-                                   update=slack.update if slack.can_update else None)
+            return deliver_pending(
+                outbox,
+                slack.post,
+                headlines,
+                slack.already_posted,
+                settings.slack.kibana_url,
+                update=slack.update if slack.can_update else None,
+            )
     else:
-        log.warning("no Slack configured (BEARWATCH_SLACK_TOKEN + slack.channel, or BEARWATCH_SLACK_WEBHOOK_URL): alerts are only written to %s", es_settings.index(ALERTS))
+        log.warning(
+            "no Slack configured (BEARWATCH_SLACK_TOKEN + slack.channel, or BEARWATCH_SLACK_WEBHOOK_URL): alerts are "
+            "only written to %s",
+            es_settings.index(ALERTS),
+        )
     source = KafkaTopicReader(k, k.scored_topic, group=f"{k.group}-detect")
     snapshots = SnapshotStore(es, es_settings.index(STATE), f"detector:{k.scored_topic}")
     d = settings.detection
     health = serve_health(settings, "detection")
-    return DetectionStage.resume(source, tracker_config(settings), outbox, snapshots, deliver=deliver, snapshot_every=d.snapshot_every_batches,
-                                 batch_size=d.batch_size, health=health)
+    return DetectionStage.resume(
+        source,
+        tracker_config(settings),
+        outbox,
+        snapshots,
+        deliver=deliver,
+        snapshot_every=d.snapshot_every_batches,
+        batch_size=d.batch_size,
+        health=health,
+    )

@@ -93,67 +93,176 @@ VIEWS = (
 
 NEG = "negative: true"
 CHARTS = (
-    Chart("bearwatch-volume-by-topic", "News volume by topic", "bearwatch-news-view", "bar_stacked",
-          (Metric("items", "count", "Items"),), x=Bucket("date_histogram", "published_at", "Published"),
-          split=Bucket("terms", "topic", "Topic", size=8, order_by="items")),
-    Chart("bearwatch-negative-share-by-topic", "Negative share by topic", "bearwatch-news-view", "line",
-          (Metric("share", "average", "Negative share", field="is_negative", percent=True),),
-          x=Bucket("date_histogram", "published_at", "Published"), split=Bucket("terms", "topic", "Topic", size=6)),
-    Chart("bearwatch-negative-tickers", "Most negative tickers now vs. a day and a week before", "bearwatch-news-view", "table",
-          (Metric("now", "count", "Negative items now", kql=NEG), Metric("day", "count", "A day before", kql=NEG, shift="1d"),
-           Metric("week", "count", "A week before", kql=NEG, shift="1w"), Metric("share", "average", "Negative share now", field="is_negative", percent=True)),
-          rows=(Bucket("terms", "tickers", "Ticker", size=15, order_by="now"),)),
-    Chart("bearwatch-alert-timeline", "Alerts by severity", "bearwatch-alerts-view", "bar_stacked",
-          (Metric("alerts", "count", "Alerts"),), x=Bucket("date_histogram", "window_start", "Window start"),
-          split=Bucket("terms", "severity", "Severity", size=3)),
-    Chart("bearwatch-alert-keys", "Alerted keys", "bearwatch-alerts-view", "table",
-          (Metric("alerts", "count", "Alerts"), Metric("score", "average", "Mean score", field="score")),
-          rows=(Bucket("terms", "key", "Key", size=15, order_by="alerts"), Bucket("terms", "kind", "Kind", size=3))),
-    Chart("bearwatch-model-version", "Model in use", "bearwatch-news-view", "metric",
-          (Metric("version", "last_value", "Model version", field="model_version", sort_field="scored_at"),)),
-    Chart("bearwatch-sentiment-over-time", "Items by sentiment", "bearwatch-news-view", "bar_stacked",
-          (Metric("items", "count", "Items"),), x=Bucket("date_histogram", "published_at", "Published"),
-          split=Bucket("terms", "sentiment", "Sentiment", size=3)),
-    Chart("bearwatch-negative-share", "Negative share", "bearwatch-news-view", "line",
-          (Metric("share", "average", "Negative share", field="is_negative", percent=True),),
-          x=Bucket("date_histogram", "published_at", "Published")),
+    Chart(
+        "bearwatch-volume-by-topic",
+        "News volume by topic",
+        "bearwatch-news-view",
+        "bar_stacked",
+        (Metric("items", "count", "Items"),),
+        x=Bucket("date_histogram", "published_at", "Published"),
+        split=Bucket("terms", "topic", "Topic", size=8, order_by="items"),
+    ),
+    Chart(
+        "bearwatch-negative-share-by-topic",
+        "Negative share by topic",
+        "bearwatch-news-view",
+        "line",
+        (Metric("share", "average", "Negative share", field="is_negative", percent=True),),
+        x=Bucket("date_histogram", "published_at", "Published"),
+        split=Bucket("terms", "topic", "Topic", size=6),
+    ),
+    Chart(
+        "bearwatch-negative-tickers",
+        "Most negative tickers now vs. a day and a week before",
+        "bearwatch-news-view",
+        "table",
+        (
+            Metric("now", "count", "Negative items now", kql=NEG),
+            Metric("day", "count", "A day before", kql=NEG, shift="1d"),
+            Metric("week", "count", "A week before", kql=NEG, shift="1w"),
+            Metric("share", "average", "Negative share now", field="is_negative", percent=True),
+        ),
+        rows=(Bucket("terms", "tickers", "Ticker", size=15, order_by="now"),),
+    ),
+    Chart(
+        "bearwatch-alert-timeline",
+        "Alerts by severity",
+        "bearwatch-alerts-view",
+        "bar_stacked",
+        (Metric("alerts", "count", "Alerts"),),
+        x=Bucket("date_histogram", "window_start", "Window start"),
+        split=Bucket("terms", "severity", "Severity", size=3),
+    ),
+    Chart(
+        "bearwatch-alert-keys",
+        "Alerted keys",
+        "bearwatch-alerts-view",
+        "table",
+        (Metric("alerts", "count", "Alerts"), Metric("score", "average", "Mean score", field="score")),
+        rows=(Bucket("terms", "key", "Key", size=15, order_by="alerts"), Bucket("terms", "kind", "Kind", size=3)),
+    ),
+    Chart(
+        "bearwatch-model-version",
+        "Model in use",
+        "bearwatch-news-view",
+        "metric",
+        (Metric("version", "last_value", "Model version", field="model_version", sort_field="scored_at"),),
+    ),
+    Chart(
+        "bearwatch-sentiment-over-time",
+        "Items by sentiment",
+        "bearwatch-news-view",
+        "bar_stacked",
+        (Metric("items", "count", "Items"),),
+        x=Bucket("date_histogram", "published_at", "Published"),
+        split=Bucket("terms", "sentiment", "Sentiment", size=3),
+    ),
+    Chart(
+        "bearwatch-negative-share",
+        "Negative share",
+        "bearwatch-news-view",
+        "line",
+        (Metric("share", "average", "Negative share", field="is_negative", percent=True),),
+        x=Bucket("date_histogram", "published_at", "Published"),
+    ),
 )
 SEARCHES = (
-    Search("bearwatch-negative-headlines", "Latest negative headlines", "bearwatch-news-view",
-           ("headline", "tickers", "topic", "p_bearish", "source", "url"), "published_at", kql=NEG),
-    Search("bearwatch-headlines", "Headlines", "bearwatch-news-view",
-           ("headline", "tickers", "sentiment", "p_bearish", "topic", "source", "url"), "published_at"),
+    Search(
+        "bearwatch-negative-headlines",
+        "Latest negative headlines",
+        "bearwatch-news-view",
+        ("headline", "tickers", "topic", "p_bearish", "source", "url"),
+        "published_at",
+        kql=NEG,
+    ),
+    Search(
+        "bearwatch-headlines",
+        "Headlines",
+        "bearwatch-news-view",
+        ("headline", "tickers", "sentiment", "p_bearish", "topic", "source", "url"),
+        "published_at",
+    ),
 )
 DASHBOARDS = (
-    Dashboard(OVERVIEW_ID, "bearwatch — overview", "Volume and negative share by topic, the most negative tickers, alerts, "
-              "the latest negative headlines and the model in use.",
-              (("bearwatch-volume-by-topic", 0, 0, 24, 14), ("bearwatch-negative-share-by-topic", 24, 0, 24, 14),
-               ("bearwatch-negative-tickers", 0, 14, 24, 16), ("bearwatch-alert-timeline", 24, 14, 16, 16),
-               ("bearwatch-model-version", 40, 14, 8, 8), ("bearwatch-alert-keys", 24, 30, 24, 14),
-               ("bearwatch-negative-headlines", 0, 30, 24, 20))),
-    Dashboard(DRILLDOWN_ID, "bearwatch — drill-down", "One key (ticker:, topic: or all) over the alert's window: "
-              "the link in a Slack alert sets the query and the time.",
-              (("bearwatch-sentiment-over-time", 0, 0, 24, 14), ("bearwatch-negative-share", 24, 0, 24, 14),
-               ("bearwatch-headlines", 0, 14, 48, 22)), time_from=None),
+    Dashboard(
+        OVERVIEW_ID,
+        "bearwatch — overview",
+        "Volume and negative share by topic, the most negative tickers, alerts, "
+        "the latest negative headlines and the model in use.",
+        (
+            ("bearwatch-volume-by-topic", 0, 0, 24, 14),
+            ("bearwatch-negative-share-by-topic", 24, 0, 24, 14),
+            ("bearwatch-negative-tickers", 0, 14, 24, 16),
+            ("bearwatch-alert-timeline", 24, 14, 16, 16),
+            ("bearwatch-model-version", 40, 14, 8, 8),
+            ("bearwatch-alert-keys", 24, 30, 24, 14),
+            ("bearwatch-negative-headlines", 0, 30, 24, 20),
+        ),
+    ),
+    Dashboard(
+        DRILLDOWN_ID,
+        "bearwatch — drill-down",
+        "One key (ticker:, topic: or all) over the alert's window: "
+        "the link in a Slack alert sets the query and the time.",
+        (
+            ("bearwatch-sentiment-over-time", 0, 0, 24, 14),
+            ("bearwatch-negative-share", 24, 0, 24, 14),
+            ("bearwatch-headlines", 0, 14, 48, 22),
+        ),
+        time_from=None,
+    ),
 )
 
 
 # --- Kibana saved objects --------------------------------------------------------------------------
 
+
 def _column(metric: Metric | Bucket, charts_metrics: dict[str, str] | None = None) -> dict:
     if isinstance(metric, Bucket):
         if metric.op == "date_histogram":
-            return {"label": metric.label, "dataType": "date", "operationType": "date_histogram", "sourceField": metric.field,
-                    "isBucketed": True, "scale": "interval", "customLabel": True,
-                    "params": {"interval": "auto", "includeEmptyRows": True, "dropPartials": False}}
-        order = {"type": "column", "columnId": metric.order_by} if metric.order_by else {"type": "alphabetical", "fallback": True}
-        return {"label": metric.label, "dataType": "string", "operationType": "terms", "sourceField": metric.field,
-                "isBucketed": True, "scale": "ordinal", "customLabel": True,
-                "params": {"size": metric.size, "orderBy": order, "orderDirection": "desc" if metric.order_by else "asc",
-                           "otherBucket": True, "missingBucket": False, "parentFormat": {"id": "terms"}}}
-    col: dict = {"label": metric.label, "customLabel": True, "isBucketed": False, "sourceField": metric.field, "operationType": metric.op}
+            return {
+                "label": metric.label,
+                "dataType": "date",
+                "operationType": "date_histogram",
+                "sourceField": metric.field,
+                "isBucketed": True,
+                "scale": "interval",
+                "customLabel": True,
+                "params": {"interval": "auto", "includeEmptyRows": True, "dropPartials": False},
+            }
+        order = (
+            {"type": "column", "columnId": metric.order_by}
+            if metric.order_by
+            else {"type": "alphabetical", "fallback": True}
+        )
+        return {
+            "label": metric.label,
+            "dataType": "string",
+            "operationType": "terms",
+            "sourceField": metric.field,
+            "isBucketed": True,
+            "scale": "ordinal",
+            "customLabel": True,
+            "params": {
+                "size": metric.size,
+                "orderBy": order,
+                "orderDirection": "desc" if metric.order_by else "asc",
+                "otherBucket": True,
+                "missingBucket": False,
+                "parentFormat": {"id": "terms"},
+            },
+        }
+    col: dict = {
+        "label": metric.label,
+        "customLabel": True,
+        "isBucketed": False,
+        "sourceField": metric.field,
+        "operationType": metric.op,
+    }
     if metric.op == "last_value":
-        col.update(dataType="string", scale="ordinal", params={"sortField": metric.sort_field, "showArrayValues": False})
+        col.update(
+            dataType="string", scale="ordinal", params={"sortField": metric.sort_field, "showArrayValues": False}
+        )
     else:
         col.update(dataType="number", scale="ratio", params={"emptyAsNull": True})
     if metric.percent:
@@ -172,72 +281,145 @@ def _lens(chart: Chart) -> dict:
     columns.update({m.id: _column(m) for m in chart.metrics})
     layer = "layer1"
     if chart.kind == "table":
-        vis = {"layerId": layer, "layerType": "data", "columns": [{"columnId": c} for c in columns]}
+        vis: dict[str, object] = {"layerId": layer, "layerType": "data", "columns": [{"columnId": c} for c in columns]}
         vtype = "lnsDatatable"
     elif chart.kind == "metric":
         vis = {"layerId": layer, "layerType": "data", "metricAccessor": chart.metrics[0].id}
         vtype = "lnsMetric"
     else:
-        xy = {"layerId": layer, "layerType": "data", "seriesType": chart.kind, "xAccessor": ids[id(chart.x)],
-              "accessors": [m.id for m in chart.metrics]}
+        xy: dict[str, object] = {
+            "layerId": layer,
+            "layerType": "data",
+            "seriesType": chart.kind,
+            "xAccessor": ids[id(chart.x)],
+            "accessors": [m.id for m in chart.metrics],
+        }
         if chart.split:
             xy["splitAccessor"] = ids[id(chart.split)]
-        vis = {"legend": {"isVisible": True, "position": "right"}, "valueLabels": "hide", "preferredSeriesType": chart.kind,
-               "fittingFunction": "None", "layers": [xy]}
+        vis = {
+            "legend": {"isVisible": True, "position": "right"},
+            "valueLabels": "hide",
+            "preferredSeriesType": chart.kind,
+            "fittingFunction": "None",
+            "layers": [xy],
+        }
         vtype = "lnsXY"
     return {
-        "id": chart.id, "type": "lens", "typeMigrationVersion": LENS_VERSION,
+        "id": chart.id,
+        "type": "lens",
+        "typeMigrationVersion": LENS_VERSION,
         "attributes": {
-            "title": chart.title, "description": "", "visualizationType": vtype,
-            "state": {"datasourceStates": {"formBased": {"layers": {layer: {"columns": columns, "columnOrder": list(columns), "incompleteColumns": {}}}}},
-                      "visualization": vis, "query": {"query": chart.kql, "language": "kuery"}, "filters": [],
-                      "internalReferences": [], "adHocDataViews": {}},
+            "title": chart.title,
+            "description": "",
+            "visualizationType": vtype,
+            "state": {
+                "datasourceStates": {
+                    "formBased": {
+                        "layers": {layer: {"columns": columns, "columnOrder": list(columns), "incompleteColumns": {}}}
+                    }
+                },
+                "visualization": vis,
+                "query": {"query": chart.kql, "language": "kuery"},
+                "filters": [],
+                "internalReferences": [],
+                "adHocDataViews": {},
+            },
         },
         "references": [{"type": "index-pattern", "id": chart.view, "name": f"indexpattern-datasource-layer-{layer}"}],
     }
 
 
 def _search(search: Search) -> dict:
-    source = {"query": {"query": search.kql, "language": "kuery"}, "filter": [], "indexRefName": "kibanaSavedObjectMeta.searchSourceJSON.index"}
+    source = {
+        "query": {"query": search.kql, "language": "kuery"},
+        "filter": [],
+        "indexRefName": "kibanaSavedObjectMeta.searchSourceJSON.index",
+    }
     return {
-        "id": search.id, "type": "search", "typeMigrationVersion": SEARCH_VERSION,
-        "attributes": {"title": search.title, "description": "", "columns": list(search.columns), "sort": [[search.sort, "desc"]],
-                       "kibanaSavedObjectMeta": {"searchSourceJSON": json.dumps(source)}},
-        "references": [{"type": "index-pattern", "id": search.view, "name": "kibanaSavedObjectMeta.searchSourceJSON.index"}],
+        "id": search.id,
+        "type": "search",
+        "typeMigrationVersion": SEARCH_VERSION,
+        "attributes": {
+            "title": search.title,
+            "description": "",
+            "columns": list(search.columns),
+            "sort": [[search.sort, "desc"]],
+            "kibanaSavedObjectMeta": {"searchSourceJSON": json.dumps(source)},
+        },
+        "references": [
+            {"type": "index-pattern", "id": search.view, "name": "kibanaSavedObjectMeta.searchSourceJSON.index"}
+        ],
     }
 
 
 def _view(view: DataView, prefix: str) -> dict:
     formats = {f: {"id": "url", "params": {"labelTemplate": "open"}} for f in view.url_fields}
-    return {"id": view.id, "type": "index-pattern", "typeMigrationVersion": VIEW_VERSION,
-            "attributes": {"title": f"{prefix}-{view.index}", "name": view.name, "timeFieldName": view.time_field,
-                           "fieldFormatMap": json.dumps(formats)},
-            "references": []}
+    return {
+        "id": view.id,
+        "type": "index-pattern",
+        "typeMigrationVersion": VIEW_VERSION,
+        "attributes": {
+            "title": f"{prefix}-{view.index}",
+            "name": view.name,
+            "timeFieldName": view.time_field,
+            "fieldFormatMap": json.dumps(formats),
+        },
+        "references": [],
+    }
 
 
 def _dashboard(d: Dashboard, kinds: dict[str, str]) -> dict:
     panels, refs = [], []
     for n, (target, x, y, w, h) in enumerate(d.panels):
         pid = f"p{n}"
-        panels.append({"type": kinds[target], "gridData": {"x": x, "y": y, "w": w, "h": h, "i": pid}, "panelIndex": pid,
-                       "embeddableConfig": {"enhancements": {}}, "panelRefName": f"panel_{pid}"})
+        panels.append(
+            {
+                "type": kinds[target],
+                "gridData": {"x": x, "y": y, "w": w, "h": h, "i": pid},
+                "panelIndex": pid,
+                "embeddableConfig": {"enhancements": {}},
+                "panelRefName": f"panel_{pid}",
+            }
+        )
         refs.append({"name": f"{pid}:panel_{pid}", "type": kinds[target], "id": target})
     attributes = {
-        "title": d.title, "description": d.description, "panelsJSON": json.dumps(panels),
-        "optionsJSON": json.dumps({"useMargins": True, "syncColors": False, "syncCursor": True, "syncTooltips": False, "hidePanelTitles": False}),
+        "title": d.title,
+        "description": d.description,
+        "panelsJSON": json.dumps(panels),
+        "optionsJSON": json.dumps(
+            {
+                "useMargins": True,
+                "syncColors": False,
+                "syncCursor": True,
+                "syncTooltips": False,
+                "hidePanelTitles": False,
+            }
+        ),
         "timeRestore": d.time_from is not None,
-        "kibanaSavedObjectMeta": {"searchSourceJSON": json.dumps({"query": {"query": "", "language": "kuery"}, "filter": []})},
+        "kibanaSavedObjectMeta": {
+            "searchSourceJSON": json.dumps({"query": {"query": "", "language": "kuery"}, "filter": []})
+        },
     }
     if d.time_from is not None:
         attributes.update(timeFrom=d.time_from, timeTo="now", refreshInterval={"pause": False, "value": d.refresh_ms})
-    return {"id": d.id, "type": "dashboard", "typeMigrationVersion": DASHBOARD_VERSION, "attributes": attributes, "references": refs}
+    return {
+        "id": d.id,
+        "type": "dashboard",
+        "typeMigrationVersion": DASHBOARD_VERSION,
+        "attributes": attributes,
+        "references": refs,
+    }
 
 
 def saved_objects(prefix: str = "bearwatch") -> list[dict]:
     """Every saved object, referenced ones first (the order Kibana's import is happiest with)."""
     kinds = {c.id: "lens" for c in CHARTS} | {s.id: "search" for s in SEARCHES}
-    return ([_view(v, prefix) for v in VIEWS] + [_lens(c) for c in CHARTS] + [_search(s) for s in SEARCHES]
-            + [_dashboard(d, kinds) for d in DASHBOARDS])
+    return (
+        [_view(v, prefix) for v in VIEWS]
+        + [_lens(c) for c in CHARTS]
+        + [_search(s) for s in SEARCHES]
+        + [_dashboard(d, kinds) for d in DASHBOARDS]
+    )
 
 
 def ndjson(prefix: str = "bearwatch") -> str:
@@ -329,8 +511,12 @@ def validate(text: str, index_mappings: dict[str, dict] | None = None) -> list[s
         for missing in {"id", "type", "attributes", "references"} - set(o):
             problems.append(f"{where}: no {missing}")
         a = o.get("attributes", {})
-        nested = [("panelsJSON", a.get("panelsJSON")), ("optionsJSON", a.get("optionsJSON")), ("fieldFormatMap", a.get("fieldFormatMap")),
-                  ("searchSourceJSON", (a.get("kibanaSavedObjectMeta") or {}).get("searchSourceJSON"))]
+        nested = [
+            ("panelsJSON", a.get("panelsJSON")),
+            ("optionsJSON", a.get("optionsJSON")),
+            ("fieldFormatMap", a.get("fieldFormatMap")),
+            ("searchSourceJSON", (a.get("kibanaSavedObjectMeta") or {}).get("searchSourceJSON")),
+        ]
         parsed = {}
         for name, value in nested:
             if value is None:
@@ -341,7 +527,9 @@ def validate(text: str, index_mappings: dict[str, dict] | None = None) -> list[s
                 problems.append(f"{where}: {name} is not a JSON string ({exc})")
         for ref in o.get("references", []):
             if (ref.get("type"), ref.get("id")) not in by_key:
-                problems.append(f"{where}: reference {ref.get('name')} → {ref.get('type')} {ref.get('id')} is not in the file")
+                problems.append(
+                    f"{where}: reference {ref.get('name')} → {ref.get('type')} {ref.get('id')} is not in the file"
+                )
         if o.get("type") == "dashboard":
             names = {r["name"] for r in o.get("references", [])}
             for panel in parsed.get("panelsJSON", []):

@@ -20,7 +20,8 @@ class DemoReport:
     def __init__(self, scored: MemoryTopic, tracker_config: TrackerConfig | None = None) -> None:
         self.documents: list[dict] = []
         self.dead_letters: list[tuple[str, str]] = []  # (where, reason)
-        self.detection = DetectionStage(scored, NewsTracker(tracker_config), MemoryOutbox())
+        self.outbox = MemoryOutbox()
+        self.detection = DetectionStage(scored, NewsTracker(tracker_config), self.outbox)
         self.alerts: list[dict] = []
 
     def add(self, messages, result) -> None:
@@ -28,7 +29,12 @@ class DemoReport:
         self.detection.drain()
         for record in result.dead:
             headers = dict(record.headers)
-            self.dead_letters.append((f"line {int(headers['bearwatch.source.offset']) + 1}", headers["bearwatch.error"].decode("utf-8", "replace")))
+            self.dead_letters.append(
+                (
+                    f"line {int(headers['bearwatch.source.offset']) + 1}",
+                    headers["bearwatch.error"].decode("utf-8", "replace"),
+                )
+            )
 
     def finish(self, out: Path) -> list[dict]:
         """The file has ended: the detection stage closes its last buckets; the alerts as JSON lines."""
@@ -36,7 +42,7 @@ class DemoReport:
 
         self.detection.drain()  # the caught-up mark published after the last batch
         self.detection.finish()
-        alerts = self.alerts = sorted(self.detection.outbox.docs.values(), key=lambda d: (d["window_start"], d["key"]))
+        alerts = self.alerts = sorted(self.outbox.docs.values(), key=lambda d: (d["window_start"], d["key"]))
         with (out / "alerts.jsonl").open("w", encoding="utf-8") as fh:
             for a in alerts:
                 fh.write(json.dumps(a) + "\n")
@@ -51,7 +57,9 @@ class DemoReport:
             f"{stats.consumed} messages: {stats.scored} scored ({stats.duplicates} marked duplicate), "
             f"{stats.dead_letters} sent to the dead-letter output",
             f"throughput {stats.consumed / total_s:.0f} items/s on this machine; time per stage: "
-            + ", ".join(f"{k} {1000 * v / max(1, stats.consumed):.2f} ms/item" for k, v in stats.seconds.items() if k != "total"),
+            + ", ".join(
+                f"{k} {1000 * v / max(1, stats.consumed):.2f} ms/item" for k, v in stats.seconds.items() if k != "total"
+            ),
         ]
         if self.dead_letters:
             lines += ["", "dead letters (original bytes kept, with the reason):"]
@@ -72,12 +80,18 @@ class DemoReport:
         by_id = {d["id"]: d for d in self.documents}
         lines += ["", f"alerts ({len(alerts)} episode(s); a Slack message each when Slack is configured):"]
         for a in alerts:
-            lines.append(f"  [{a['severity'].upper()}] {a['key']}: {a['kind'].replace('_', ' ')} from {a['window_start'][:16]} "
-                         f"to {a['window_end'][:16]} ({a['status']}): {describe(a)}")
+            lines.append(
+                f"  [{a['severity'].upper()}] {a['key']}: {a['kind'].replace('_', ' ')} from {a['window_start'][:16]} "
+                f"to {a['window_end'][:16]} ({a['status']}): {describe(a)}"
+            )
             for item_id in a["headline_ids"][:3]:
                 if item_id in by_id:
                     lines.append(f"      {by_id[item_id]['headline']}")
         topics = Counter(d["topic"] for d in docs).most_common(6)
         lines += ["", "topics: " + ", ".join(f"{t} {n}" for t, n in topics)]
-        lines += ["", f"outputs in {out}/: bearwatch.news.scored.jsonl, bearwatch.news.dlq.jsonl, alerts.jsonl, history/ (the retrieval index)"]
+        lines += [
+            "",
+            f"outputs in {out}/: bearwatch.news.scored.jsonl, bearwatch.news.dlq.jsonl, alerts.jsonl, history/ (the "
+            "retrieval index)",
+        ]
         return "\n".join(lines)

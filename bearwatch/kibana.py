@@ -18,11 +18,20 @@ from monitor.errors import KibanaError
 from monitor.settings import Secret
 
 
-def import_saved_objects(url: str, ndjson: str, api_key: Secret | None = None, username: str | None = None,
-                         password: Secret | None = None, space: str | None = None, timeout_s: float = 60.0) -> dict:
+def import_saved_objects(
+    url: str,
+    ndjson: str,
+    api_key: Secret | None = None,
+    username: str | None = None,
+    password: Secret | None = None,
+    space: str | None = None,
+    timeout_s: float = 60.0,
+) -> dict:
     boundary = uuid.uuid4().hex
-    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"bearwatch.ndjson\"\r\n"
-            f"Content-Type: application/ndjson\r\n\r\n{ndjson}\r\n--{boundary}--\r\n").encode()
+    body = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="bearwatch.ndjson"\r\n'
+        f"Content-Type: application/ndjson\r\n\r\n{ndjson}\r\n--{boundary}--\r\n"
+    ).encode()
     headers = {"kbn-xsrf": "bearwatch", "Content-Type": f"multipart/form-data; boundary={boundary}"}
     if api_key is not None:
         headers["Authorization"] = f"ApiKey {api_key.reveal()}"
@@ -44,5 +53,7 @@ def import_saved_objects(url: str, ndjson: str, api_key: Secret | None = None, u
     if not answer.get("success", False):
         errors = answer.get("errors") or []
         listed = "; ".join(f"{e.get('type')} {e.get('id')}: {(e.get('error') or {}).get('type')}" for e in errors[:10])
-        raise KibanaError(f"Kibana imported {answer.get('successCount', 0)} object(s) and refused {len(errors)}: {listed or answer}")
+        raise KibanaError(
+            f"Kibana imported {answer.get('successCount', 0)} object(s) and refused {len(errors)}: {listed or answer}"
+        )
     return answer

@@ -26,8 +26,16 @@ from bearwatch.dashboards import (
 
 PALETTE = ("#54b399", "#6092c0", "#d36086", "#9170b8", "#ca8eae", "#d6bf57", "#b9a888", "#da8b45", "#aa6556", "#e7664c")
 SHIFTS = {"1d": timedelta(days=1), "1w": timedelta(weeks=1)}
-INTERVALS = (timedelta(minutes=15), timedelta(minutes=30), timedelta(hours=1), timedelta(hours=3), timedelta(hours=6),
-             timedelta(hours=12), timedelta(days=1), timedelta(weeks=1))
+INTERVALS = (
+    timedelta(minutes=15),
+    timedelta(minutes=30),
+    timedelta(hours=1),
+    timedelta(hours=3),
+    timedelta(hours=6),
+    timedelta(hours=12),
+    timedelta(days=1),
+    timedelta(weeks=1),
+)
 OTHER = "Other"
 
 
@@ -85,7 +93,7 @@ def _top_terms(bucket: Bucket, docs: list[dict], metrics: dict[str, Metric]) -> 
         for v in _values(d, bucket.field):
             groups[v].append(d)
     order = metrics.get(bucket.order_by) if bucket.order_by else None
-    key = (lambda kv: -(_metric(order, kv[1]) or 0.0)) if order else (lambda kv: -len(kv[1]))
+    key = (lambda kv: -float(_metric(order, kv[1]) or 0.0)) if order else (lambda kv: -len(kv[1]))
     return [k for k, _ in sorted(groups.items(), key=lambda kv: (key(kv), kv[0]))[: bucket.size]]
 
 
@@ -111,28 +119,51 @@ def compute(chart: Chart, frame: Frame) -> dict:
                 for m in chart.metrics:
                     if m.shift:
                         day = frame.end - timedelta(days=1)
-                        shifted = [d for d in frame.window(SHIFTS[m.shift], start=day) if term in _values(d, first.field)]
+                        shifted = [
+                            d for d in frame.window(SHIFTS[m.shift], start=day) if term in _values(d, first.field)
+                        ]
                         values.append(_metric(m, shifted))
                     elif any(x.shift for x in chart.metrics):
-                        values.append(_metric(m, [d for d in cell_docs if _time(d[frame.time_field]) >= frame.end - timedelta(days=1)]))
+                        values.append(
+                            _metric(
+                                m, [d for d in cell_docs if _time(d[frame.time_field]) >= frame.end - timedelta(days=1)]
+                            )
+                        )
                     else:
                         values.append(_metric(m, cell_docs))
                 rows.append((*key, *values))
-        return {"columns": [b.label for b in chart.rows] + [m.label for m in chart.metrics], "rows": rows,
-                "percent": [False] * len(chart.rows) + [m.percent for m in chart.metrics]}
+        return {
+            "columns": [b.label for b in chart.rows] + [m.label for m in chart.metrics],
+            "rows": rows,
+            "percent": [False] * len(chart.rows) + [m.percent for m in chart.metrics],
+        }
+    assert chart.x is not None, f"{chart.id}: a time chart needs an x axis"
     step = _interval(frame.start, frame.end, 60 if chart.kind == "bar_stacked" else 24)  # shares need fuller buckets
-    origin = datetime.fromtimestamp((frame.start.timestamp() // step.total_seconds()) * step.total_seconds(), timezone.utc)
+    origin = datetime.fromtimestamp(
+        (frame.start.timestamp() // step.total_seconds()) * step.total_seconds(), timezone.utc
+    )
     n = int((frame.end - origin) / step) + 1
     xs = [origin + i * step for i in range(n)]
     split_terms = _top_terms(chart.split, docs, metrics) if chart.split else []
     cells: dict[tuple[str, int], list[dict]] = defaultdict(list)
     for d in docs:
         i = int((_time(d[chart.x.field]) - origin) / step)
-        names = [v if v in split_terms else OTHER for v in _values(d, chart.split.field)] if chart.split else [chart.metrics[0].label]
+        names = (
+            [v if v in split_terms else OTHER for v in _values(d, chart.split.field)]
+            if chart.split
+            else [chart.metrics[0].label]
+        )
         for name in set(names) or {OTHER}:
             cells[(name, i)].append(d)
-    names = (split_terms + ([OTHER] if any(k[0] == OTHER for k in cells) else [])) if chart.split else [chart.metrics[0].label]
-    series = {name: [_metric(chart.metrics[0], cells.get((name, i), [])) if cells.get((name, i)) else None for i in range(n)] for name in names}
+    names = (
+        (split_terms + ([OTHER] if any(k[0] == OTHER for k in cells) else []))
+        if chart.split
+        else [chart.metrics[0].label]
+    )
+    series = {
+        name: [_metric(chart.metrics[0], cells.get((name, i), [])) if cells.get((name, i)) else None for i in range(n)]
+        for name in names
+    }
     return {"x": xs, "series": series, "percent": chart.metrics[0].percent, "step": step}
 
 
@@ -162,12 +193,18 @@ def svg_xy(chart: Chart, data: dict) -> str:
     pw, ph = W - PAD_L - 10, H - PAD_B - PAD_T
     sx = lambda i: PAD_L + pw * (i + 0.5) / n  # noqa: E731
     sy = lambda v: PAD_T + ph * (1 - v / top)  # noqa: E731
-    out = [f'<svg class="chart" data-chart="{chart.id}" viewBox="0 0 {W} {H}" width="{W}" height="{H}" role="img" aria-label="{html.escape(chart.title)}">',
-           f'<line x1="{PAD_L}" y1="{PAD_T + ph}" x2="{W - 10}" y2="{PAD_T + ph}" stroke="#98a2b3"/>']
+    out = [
+        f'<svg class="chart" data-chart="{chart.id}" viewBox="0 0 {W} {H}" width="{W}" height="{H}" role="img" '
+        f'aria-label="{html.escape(chart.title)}">',
+        f'<line x1="{PAD_L}" y1="{PAD_T + ph}" x2="{W - 10}" y2="{PAD_T + ph}" stroke="#98a2b3"/>',
+    ]
     for frac in (0.5, 1.0):
         y = sy(top * frac)
-        out.append(f'<line x1="{PAD_L}" y1="{y:.1f}" x2="{W - 10}" y2="{y:.1f}" stroke="#eef0f3"/>'
-                   f'<text x="{PAD_L - 4}" y="{y + 4:.1f}" text-anchor="end" class="tick">{_fmt(top * frac, data["percent"])}</text>')
+        out.append(
+            f'<line x1="{PAD_L}" y1="{y:.1f}" x2="{W - 10}" y2="{y:.1f}" stroke="#eef0f3"/>'
+            f'<text x="{PAD_L - 4}" y="{y + 4:.1f}" text-anchor="end" '
+            f'class="tick">{_fmt(top * frac, data["percent"])}</text>'
+        )
     for i in range(0, n, max(1, -(-n // 5))):  # at most 5 labels
         out.append(f'<text x="{sx(i):.1f}" y="{H - 8}" text-anchor="middle" class="tick">{xs[i]:%d %b %H:%M}</text>')
     base = [0.0] * n
@@ -178,26 +215,43 @@ def svg_xy(chart: Chart, data: dict) -> str:
             for i, v in enumerate(values):
                 if v:
                     y0, y1 = sy(base[i]), sy(base[i] + v)
-                    out.append(f'<rect x="{sx(i) - bw / 2:.1f}" y="{y1:.1f}" width="{bw:.1f}" height="{y0 - y1:.1f}" fill="{color}"><title>{html.escape(name)}: {_fmt(v)}</title></rect>')
+                    out.append(
+                        f'<rect x="{sx(i) - bw / 2:.1f}" y="{y1:.1f}" width="{bw:.1f}" height="{y0 - y1:.1f}" '
+                        f'fill="{color}"><title>{html.escape(name)}: {_fmt(v)}</title></rect>'
+                    )
                     base[i] += v
         else:
             points = " ".join(f"{sx(i):.1f},{sy(v):.1f}" for i, v in enumerate(values) if v is not None)
             if points:
-                out.append(f'<polyline points="{points}" fill="none" stroke="{color}" stroke-width="2"><title>{html.escape(name)}</title></polyline>')
+                out.append(
+                    f'<polyline points="{points}" fill="none" stroke="{color}" '
+                    f'stroke-width="2"><title>{html.escape(name)}</title></polyline>'
+                )
     out.append("</svg>")
-    legend = "".join(f'<span class="key"><i style="background:{PALETTE[c % len(PALETTE)]}"></i>{html.escape(name)}</span>' for c, name in enumerate(series))
+    legend = "".join(
+        f'<span class="key"><i style="background:{PALETTE[c % len(PALETTE)]}"></i>{html.escape(name)}</span>'
+        for c, name in enumerate(series)
+    )
     return "".join(out) + f'<div class="legend">{legend}</div>'
 
 
 def html_table(columns: list[str], rows: list[tuple], percent: list[bool] | None = None, chart_id: str = "") -> str:
     percent = percent or [False] * len(columns)
     head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
-    body = "".join("<tr>" + "".join(f"<td>{cell if str(cell).startswith('<a ') else _fmt(cell, p)}</td>" for cell, p in zip(r, percent)) + "</tr>" for r in rows)
-    return f'<table class="chart" data-chart="{chart_id}"><thead><tr>{head}</tr></thead><tbody>{body or "<tr><td>no data</td></tr>"}</tbody></table>'
+    body = "".join(
+        "<tr>"
+        + "".join(f"<td>{cell if str(cell).startswith('<a ') else _fmt(cell, p)}</td>" for cell, p in zip(r, percent))
+        + "</tr>"
+        for r in rows
+    )
+    body = body or "<tr><td>no data</td></tr>"
+    return f'<table class="chart" data-chart="{chart_id}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
 
 
 def search_rows(search: Search, frame: Frame, limit: int = 25) -> tuple[list[str], list[tuple]]:
-    docs = sorted((d for d in frame.window() if _matches(d, search.kql)), key=lambda d: str(d.get(search.sort)), reverse=True)[:limit]
+    docs = sorted(
+        (d for d in frame.window() if _matches(d, search.kql)), key=lambda d: str(d.get(search.sort)), reverse=True
+    )[:limit]
     rows = []
     for d in docs:
         row = []
@@ -206,9 +260,11 @@ def search_rows(search: Search, frame: Frame, limit: int = 25) -> tuple[list[str
             if c == "url" and v:
                 row.append(f'<a href="{html.escape(str(v), quote=True)}" rel="noopener noreferrer">open</a>')
             else:
-                row.append(", ".join(map(str, v)) if isinstance(v, list) else v)
+                row.append(", ".join(map(str, v)) if isinstance(v, list) else "" if v is None else str(v))
         rows.append(tuple(row))
-    return [search.sort, *search.columns], [(str(d.get(search.sort))[:16].replace("T", " "), *r) for d, r in zip(docs, rows)]
+    return [search.sort, *search.columns], [
+        (str(d.get(search.sort))[:16].replace("T", " "), *r) for d, r in zip(docs, rows)
+    ]
 
 
 def render(news: list[dict], alerts: list[dict], title: str = "bearwatch report", note: str = "") -> str:
@@ -230,25 +286,34 @@ def render(news: list[dict], alerts: list[dict], title: str = "bearwatch report"
                 body = html_table(data["columns"], data["rows"], data["percent"], chart.id)
             else:
                 body = svg_xy(chart, data)
-            parts.append(f'<section class="{"wide" if chart.kind == "table" else ""}"><h2>{html.escape(chart.title)}</h2>{body}</section>')
+            wide = "wide" if chart.kind == "table" else ""
+            parts.append(f'<section class="{wide}"><h2>{html.escape(chart.title)}</h2>{body}</section>')
         else:
             search = searches[target]
             columns, rows = search_rows(search, frames[search.view])
-            parts.append(f'<section class="wide"><h2>{html.escape(search.title)}</h2>{html_table(columns, rows, chart_id=search.id)}</section>')
+            table = html_table(columns, rows, chart_id=search.id)
+            parts.append(f'<section class="wide"><h2>{html.escape(search.title)}</h2>{table}</section>')
     span = frames[VIEWS[0].id]
     counts = Counter(d.get("sentiment") for d in news)
-    summary = (f"{len(news)} scored items from {span.start:%Y-%m-%d %H:%M} to {span.end:%Y-%m-%d %H:%M} UTC · "
-               + " · ".join(f"{k} {v}" for k, v in counts.most_common()) + f" · {len(alerts)} alert(s)")
+    summary = (
+        f"{len(news)} scored items from {span.start:%Y-%m-%d %H:%M} to {span.end:%Y-%m-%d %H:%M} UTC · "
+        + " · ".join(f"{k} {v}" for k, v in counts.most_common())
+        + f" · {len(alerts)} alert(s)"
+    )
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <style>
 body{{font:14px/1.4 system-ui,-apple-system,"Segoe UI",sans-serif;margin:24px;color:#1d2939;background:#f7f8fa}}
 h1{{font-size:20px;margin:0 0 4px}} h2{{font-size:15px;margin:0 0 8px}} .sub{{color:#667085;margin-bottom:16px}}
-main{{display:flex;flex-wrap:wrap;gap:16px;align-items:flex-start}} section{{background:#fff;border:1px solid #e4e7ec;border-radius:6px;padding:12px;flex:0 1 {W + 24}px;overflow:auto}}
-section.wide{{flex:1 1 {W + 24}px}} .tick{{font-size:10px;fill:#667085}} .legend{{font-size:12px}} .key{{margin-right:10px;white-space:nowrap}}
-.key i{{display:inline-block;width:10px;height:10px;margin-right:4px;border-radius:2px}} .metric{{font-size:28px;font-weight:600;padding:16px 0}}
-table{{border-collapse:collapse;font-size:12px;width:100%}} th,td{{text-align:left;padding:3px 6px;border-bottom:1px solid #eef0f3;vertical-align:top}}
+main{{display:flex;flex-wrap:wrap;gap:16px;align-items:flex-start}}
+section{{background:#fff;border:1px solid #e4e7ec;border-radius:6px;padding:12px;flex:0 1 {W + 24}px;overflow:auto}}
+section.wide{{flex:1 1 {W + 24}px}} .tick{{font-size:10px;fill:#667085}} .legend{{font-size:12px}}
+.key{{margin-right:10px;white-space:nowrap}}
+.key i{{display:inline-block;width:10px;height:10px;margin-right:4px;border-radius:2px}}
+.metric{{font-size:28px;font-weight:600;padding:16px 0}}
+table{{border-collapse:collapse;font-size:12px;width:100%}}
+th,td{{text-align:left;padding:3px 6px;border-bottom:1px solid #eef0f3;vertical-align:top}}
 </style></head><body>
 <h1>{html.escape(title)}</h1><div class="sub">{html.escape(summary)}{(" · " + html.escape(note)) if note else ""}</div>
 <main>{"".join(parts)}</main>

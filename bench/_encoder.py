@@ -29,16 +29,22 @@ class EncoderTimer:
 
         order = np.argsort([len(i.text) + sum(map(len, i.context)) for i in inputs], kind="stable")
         ordered = [inputs[j] for j in order]
-        encoded = [encode(self.tokenizer, ordered[s:s + batch], settings) for s in range(0, len(ordered), batch)]
-        feeds = [{"input_ids": e.input_ids, "attention_mask": e.attention_mask, "token_type_ids": e.token_type_ids} for e in encoded]
+        encoded = [encode(self.tokenizer, ordered[s : s + batch], settings) for s in range(0, len(ordered), batch)]
+        feeds = [
+            {"input_ids": e.input_ids, "attention_mask": e.attention_mask, "token_type_ids": e.token_type_ids}
+            for e in encoded
+        ]
         tokens = float(np.mean([e.attention_mask.sum(1).mean() for e in encoded]))
         if batch == 1:
+
             def once() -> None:
                 list(self.per_item.workers.map(self.per_item._run, feeds))
         else:
+
             def once() -> None:
                 for feed in feeds:
                     self.batched.session.run(None, feed)
+
         once()  # warm-up
         runs = []
         for _ in range(repeats):

@@ -40,7 +40,10 @@ def main(argv: list[str] | None = None) -> None:
     from tokenizers import Tokenizer
 
     if "CUDAExecutionProvider" not in ort.get_available_providers():
-        raise SystemExit(f"no CUDA provider in this onnxruntime ({ort.get_available_providers()}): install onnxruntime-gpu on a GPU machine")
+        raise SystemExit(
+            f"no CUDA provider in this onnxruntime ({ort.get_available_providers()}): install onnxruntime-gpu on a "
+            "GPU machine"
+        )
     tok = Tokenizer.from_file(args.tokenizer)
     tok.enable_truncation(64)
     tok.enable_padding()
@@ -55,16 +58,21 @@ def main(argv: list[str] | None = None) -> None:
         for batch in [int(b) for b in args.batch_sizes.split(",")]:
             feeds = []
             for s in range(0, len(texts), batch):
-                enc = tok.encode_batch(texts[s:s + batch])
+                enc = tok.encode_batch(texts[s : s + batch])
                 ids = np.array([e.ids for e in enc], dtype=np.int64)
-                feed = {"input_ids": ids, "attention_mask": np.array([e.attention_mask for e in enc], dtype=np.int64),
-                        "token_type_ids": np.zeros_like(ids)}
+                feed = {
+                    "input_ids": ids,
+                    "attention_mask": np.array([e.attention_mask for e in enc], dtype=np.int64),
+                    "token_type_ids": np.zeros_like(ids),
+                }
                 feeds.append({k: v for k, v in feed.items() if k in wanted})
             session.run(None, feeds[0])
             t0 = time.perf_counter()
             for feed in feeds:
                 session.run(None, feed)
-            rows.append({"precision": name, "batch": batch, "items_per_s": round(len(texts) / (time.perf_counter() - t0), 1)})
+            rows.append(
+                {"precision": name, "batch": batch, "items_per_s": round(len(texts) / (time.perf_counter() - t0), 1)}
+            )
             print(f"{name:<6}{batch:>6}{rows[-1]['items_per_s']:>12}")
     if args.json:
         Path(args.json).write_text(json.dumps({"device": ort.get_device(), "rows": rows}, indent=2) + "\n")

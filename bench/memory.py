@@ -37,10 +37,22 @@ def fill_history(client, index: str, docs: int, texts: list[str]) -> float:
         for i in range(docs):
             when = now - timedelta(seconds=(i * 7) % (6 * 86400))
             text = texts[i % len(texts)]
-            yield {"_index": index, "_id": f"h{i}", "_source": {"id": f"h{i}", "published_at": when.isoformat().replace("+00:00", "Z"),
-                                                              "headline": text, "tickers": [], "dedup_key": f"h{i}", "duplicate": False}}
+            yield {
+                "_index": index,
+                "_id": f"h{i}",
+                "_source": {
+                    "id": f"h{i}",
+                    "published_at": when.isoformat().replace("+00:00", "Z"),
+                    "headline": text,
+                    "tickers": [],
+                    "dedup_key": f"h{i}",
+                    "duplicate": False,
+                },
+            }
 
-    for ok, info in helpers.streaming_bulk(client, actions(), chunk_size=5000, raise_on_error=True, request_timeout=120):
+    for _ok, _info in helpers.streaming_bulk(
+        client, actions(), chunk_size=5000, raise_on_error=True, request_timeout=120
+    ):
         pass
     client.indices.refresh(index=index)
     return time.monotonic() - start
@@ -55,10 +67,18 @@ def peak_rss(items: list[bytes], model: str, prefix: str) -> dict:
     from monitor.sources.kafka import ensure_topics
 
     run = f"bench-mem-{uuid.uuid4().hex[:6]}"
-    env = {**os.environ, "BEARWATCH_KAFKA_NEWS_TOPIC": f"{run}.news", "BEARWATCH_KAFKA_SCORED_TOPIC": f"{run}.scored",
-           "BEARWATCH_KAFKA_DLQ_TOPIC": f"{run}.dlq", "BEARWATCH_KAFKA_GROUP": run, "BEARWATCH_KAFKA_PARTITIONS": "1",
-           "BEARWATCH_ES_INDEX_PREFIX": prefix, "BEARWATCH_MODEL_PATH": model, "BEARWATCH_METRICS_PORT": "0",
-           "BEARWATCH_RETRIEVAL_HISTORY": "bm25"}
+    env = {
+        **os.environ,
+        "BEARWATCH_KAFKA_NEWS_TOPIC": f"{run}.news",
+        "BEARWATCH_KAFKA_SCORED_TOPIC": f"{run}.scored",
+        "BEARWATCH_KAFKA_DLQ_TOPIC": f"{run}.dlq",
+        "BEARWATCH_KAFKA_GROUP": run,
+        "BEARWATCH_KAFKA_PARTITIONS": "1",
+        "BEARWATCH_ES_INDEX_PREFIX": prefix,
+        "BEARWATCH_MODEL_PATH": model,
+        "BEARWATCH_METRICS_PORT": "0",
+        "BEARWATCH_RETRIEVAL_HISTORY": "bm25",
+    }
     k = load_settings(env=env).kafka
     ensure_topics(replace(k, partitions=1), [k.news_topic, k.scored_topic, k.dlq_topic])
     publisher = KafkaPublisher(k, client_id="bench-producer")
@@ -67,8 +87,13 @@ def peak_rss(items: list[bytes], model: str, prefix: str) -> dict:
     publisher.flush()
     publisher.close()
     start = time.monotonic()
-    proc = subprocess.Popen([sys.executable, "-m", "bearwatch", "monitor", "run", "--idle-exit", "5"], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bearwatch", "monitor", "run", "--idle-exit", "5"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
     peak, samples = 0, []
 
     def sample() -> None:
@@ -89,8 +114,13 @@ def peak_rss(items: list[bytes], model: str, prefix: str) -> dict:
     sampler.start()
     out, _ = proc.communicate(timeout=3600)
     sampler.join()
-    return {"peak_rss_mb": round(peak / 1024, 1), "final_rss_mb": round((samples[-1] if samples else 0) / 1024, 1),
-            "seconds": round(time.monotonic() - start, 1), "daemon_said": out.strip().splitlines()[-1] if out.strip() else "", "exit": proc.returncode}
+    return {
+        "peak_rss_mb": round(peak / 1024, 1),
+        "final_rss_mb": round((samples[-1] if samples else 0) / 1024, 1),
+        "seconds": round(time.monotonic() - start, 1),
+        "daemon_said": out.strip().splitlines()[-1] if out.strip() else "",
+        "exit": proc.returncode,
+    }
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -114,7 +144,9 @@ def main(argv: list[str] | None = None) -> None:
         es.indices.create(index=f"{prefix}-news", mappings=mappings()["news"])
         texts = [json.loads(v)["headline"] for v in news_items(50000)]
         fill_s = fill_history(es, f"{prefix}-news", args.history_docs, texts)
-        rows.append({"history_docs": args.history_docs, "fill_seconds": round(fill_s, 1), **peak_rss(items, args.model, prefix)})
+        rows.append(
+            {"history_docs": args.history_docs, "fill_seconds": round(fill_s, 1), **peak_rss(items, args.model, prefix)}
+        )
     print(f"{'history docs':>13}{'peak RSS MB':>13}{'seconds':>9}  daemon")
     for r in rows:
         print(f"{r['history_docs']:>13}{r['peak_rss_mb']:>13}{r['seconds']:>9}  {r['daemon_said']}")

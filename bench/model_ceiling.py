@@ -45,21 +45,37 @@ def main() -> None:
     with TEXTS.open(encoding="utf-8", newline="") as fh:
         texts = [row["text"] for _, row in zip(range(args.texts), csv.DictReader(fh))]
     served = [build_model_input(t, [], artifact.context) for t in texts]
-    concat_settings = ContextSettings(mode="concat", k=2, max_length=artifact.context.max_length + 64, context_budget=64)
+    concat_settings = ContextSettings(
+        mode="concat", k=2, max_length=artifact.context.max_length + 64, context_budget=64
+    )
     if scorer.pool is not None:  # the real nearest labelled neighbours' text
         emb = scorer.run_encoder(served)["item_embedding"]
         neighbours = scorer.pool.search([Query(v) for v in emb], 2)
     else:
-        neighbours = [[Neighbour(id=str(j), text=texts[(i + j + 1) % len(texts)], score=0.0) for j in range(2)] for i in range(len(texts))]
+        neighbours = [
+            [Neighbour(id=str(j), text=texts[(i + j + 1) % len(texts)], score=0.0) for j in range(2)]
+            for i in range(len(texts))
+        ]
     concat = [build_model_input(t, n, concat_settings) for t, n in zip(texts, neighbours)]
 
     rows = []
     for batch in [int(b) for b in args.batch_sizes.split(",")]:
-        for name, inputs, settings in (("served input (text; any context fused in the head)", served, artifact.context), ("plain concatenation of 2 neighbours", concat, concat_settings)):
+        for name, inputs, settings in (
+            ("served input (text; any context fused in the head)", served, artifact.context),
+            ("plain concatenation of 2 neighbours", concat, concat_settings),
+        ):
             speed, length = timer.measure(inputs, settings, batch)
-            rows.append({"input": name, "batch": batch, "mean_tokens": round(length, 1), "items_per_s": round(speed, 1)})
-    result = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": f"{platform.machine()}, {os.cpu_count()} cores",
-              "model": artifact.version, "onnx": artifact.onnx_file().name, "threads": args.threads, "rows": rows}
+            rows.append(
+                {"input": name, "batch": batch, "mean_tokens": round(length, 1), "items_per_s": round(speed, 1)}
+            )
+    result = {
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+        "model": artifact.version,
+        "onnx": artifact.onnx_file().name,
+        "threads": args.threads,
+        "rows": rows,
+    }
     print(f"{'input':<44}{'batch':>6}{'tokens':>8}{'items/s':>9}")
     for r in rows:
         print(f"{r['input']:<44}{r['batch']:>6}{r['mean_tokens']:>8}{r['items_per_s']:>9}")

@@ -62,28 +62,48 @@ def naive(items: list[bytes], torch_model: str | None, threads: int = 2) -> dict
         from training.model import MultiTaskEncoder
 
         base = resolve_base_model("minilm-l6")
-        model, weights = MultiTaskEncoder.from_base(str(base), len(TOPIC_LABELS), len(SENTIMENT_LABELS)), "base encoder, untrained heads"
+        model, weights = (
+            MultiTaskEncoder.from_base(str(base), len(TOPIC_LABELS), len(SENTIMENT_LABELS)),
+            "base encoder, untrained heads",
+        )
         tokenizer = AutoTokenizer.from_pretrained(base)
     model.eval()
     producer = KafkaProducer(bootstrap_servers=k.bootstrap)
     for value in items:
         producer.send(f"{run}.news", value)
     producer.flush()
-    consumer = KafkaConsumer(f"{run}.news", bootstrap_servers=k.bootstrap, group_id=run, auto_offset_reset="earliest",
-                             enable_auto_commit=True, consumer_timeout_ms=5000)
+    consumer = KafkaConsumer(
+        f"{run}.news",
+        bootstrap_servers=k.bootstrap,
+        group_id=run,
+        auto_offset_reset="earliest",
+        enable_auto_commit=True,
+        consumer_timeout_ms=5000,
+    )
     n, start, first = 0, None, None
     for message in consumer:  # one message at a time
         if start is None:
             start = time.perf_counter()
         item = json.loads(message.value)
-        es.search(index=index, size=5, query={"match": {"headline": item["headline"]}})  # related history, one query per item
+        es.search(
+            index=index, size=5, query={"match": {"headline": item["headline"]}}
+        )  # related history, one query per item
         with torch.no_grad():
             enc = tokenizer(item["headline"], truncation=True, max_length=64, return_tensors="pt")
-            out = model(enc["input_ids"], enc["attention_mask"], enc.get("token_type_ids", torch.zeros_like(enc["input_ids"])))
+            out = model(
+                enc["input_ids"], enc["attention_mask"], enc.get("token_type_ids", torch.zeros_like(enc["input_ids"]))
+            )
         topic_logits, sentiment_logits = out[0], out[1]
-        doc = {"id": item["id"], "published_at": item["published_at"], "headline": item["headline"],
-               "sentiment": int(sentiment_logits.argmax()), "topic": int(topic_logits.argmax())}
-        es.index(index=index, id=item["id"], document={**doc, "sentiment": str(doc["sentiment"]), "topic": str(doc["topic"])})
+        doc = {
+            "id": item["id"],
+            "published_at": item["published_at"],
+            "headline": item["headline"],
+            "sentiment": int(sentiment_logits.argmax()),
+            "topic": int(topic_logits.argmax()),
+        }
+        es.index(
+            index=index, id=item["id"], document={**doc, "sentiment": str(doc["sentiment"]), "topic": str(doc["topic"])}
+        )
         producer.send(f"{run}.scored", json.dumps(doc).encode())
         n += 1
         if n == 1:
@@ -109,12 +129,21 @@ def main(argv: list[str] | None = None) -> None:
     items = news_items(args.items)
     ours = run_stage(items, args.model, history="bm25")
     theirs = naive(items, args.torch_model)
-    result = {"date": ours["date"], "machine": ours["machine"], "items": len(items), "bearwatch": ours, "naive": theirs,
-              "speedup": round(ours["items_per_s"] / theirs["items_per_s"], 1)}
+    result = {
+        "date": ours["date"],
+        "machine": ours["machine"],
+        "items": len(items),
+        "bearwatch": ours,
+        "naive": theirs,
+        "speedup": round(ours["items_per_s"] / theirs["items_per_s"], 1),
+    }
     print(f"{'pipeline':<62}{'items/s':>9}")
     print(f"{'naive (1 at a time, ES query + index per item, PyTorch eager)':<62}{theirs['items_per_s']:>9}")
     print(f"{'bearwatch (batches of 256, bulk ES, ONNX Runtime int8)':<62}{ours['items_per_s']:>9}")
-    print(f"speed-up: {result['speedup']}x  ({len(items)} StockNet tweets, BM25 related history on both sides; {os.cpu_count()} cores)")
+    print(
+        f"speed-up: {result['speedup']}x  ({len(items)} StockNet tweets, BM25 related history on both sides; "
+        f"{os.cpu_count()} cores)"
+    )
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
 

@@ -31,15 +31,21 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
 
     everything = news_items(args.history_items + args.items)
-    history, items = everything[: args.history_items], everything[args.history_items:]
+    history, items = everything[: args.history_items], everything[args.history_items :]
     prefix = f"bench-retrieval-{uuid.uuid4().hex[:6]}"
     env = {"BEARWATCH_ES_INDEX_PREFIX": prefix}
     run_stage(history, args.model, history="off", extra_env=env)  # fills the history index (with vectors)
     rows = []
     for mode in ("off", "bm25", "knn", "both"):
         r = run_stage(items, args.model, history=mode, extra_env=env)
-        rows.append({"history": mode, "items_per_s": r["items_per_s"], "related_ms_per_item": r["stage_ms_per_item"].get("retrieve", 0.0),
-                     "stage_ms_per_item": r["stage_ms_per_item"]})
+        rows.append(
+            {
+                "history": mode,
+                "items_per_s": r["items_per_s"],
+                "related_ms_per_item": r["stage_ms_per_item"].get("retrieve", 0.0),
+                "stage_ms_per_item": r["stage_ms_per_item"],
+            }
+        )
     base = rows[0]["items_per_s"]
     print(f"{'related history':<16}{'items/s':>9}{'ms/item':>9}{'vs off':>8}")
     for r in rows:

@@ -38,12 +38,24 @@ def news_items(n: int) -> list[bytes]:
         for i, row in enumerate(csv.DictReader(fh)):
             if len(out) >= n:
                 break
-            out.append(json.dumps({"id": f"bench-{i}", "published_at": row["created_at"], "headline": row["text"][:500],
-                                   "tickers": [row["ticker"]], "source": "stocknet", "lang": row["lang"]}).encode())
+            out.append(
+                json.dumps(
+                    {
+                        "id": f"bench-{i}",
+                        "published_at": row["created_at"],
+                        "headline": row["text"][:500],
+                        "tickers": [row["ticker"]],
+                        "source": "stocknet",
+                        "lang": row["lang"],
+                    }
+                ).encode()
+            )
     return out
 
 
-def ceiling(model: str, items: list[bytes], batch_sizes: tuple[int, ...] = (1, 8, 16, 32, 64), threads: int = 2) -> dict:
+def ceiling(
+    model: str, items: list[bytes], batch_sizes: tuple[int, ...] = (1, 8, 16, 32, 64), threads: int = 2
+) -> dict:
     """ONNX Runtime alone on these items' text, pre-tokenised, at the best of `batch_sizes` (1: one
     run per item on `threads` workers, as the daemon scores on CPU): the most the model could do here."""
     from _encoder import EncoderTimer
@@ -60,8 +72,15 @@ def ceiling(model: str, items: list[bytes], batch_sizes: tuple[int, ...] = (1, 8
     return best
 
 
-def run_stage(items: list[bytes], model: str, batch_size: int = 256, history: str = "bm25", rate: float | None = None,
-              run: str | None = None, extra_env: dict | None = None) -> dict:
+def run_stage(
+    items: list[bytes],
+    model: str,
+    batch_size: int = 256,
+    history: str = "bm25",
+    rate: float | None = None,
+    run: str | None = None,
+    extra_env: dict | None = None,
+) -> dict:
     """The real scoring stage (in this process) on `items` through fresh topics and indices."""
     from bearwatch.daemon import build_kafka_app
     from monitor.settings import load_settings
@@ -73,8 +92,17 @@ def run_stage(items: list[bytes], model: str, batch_size: int = 256, history: st
     settings = load_settings(env={**os.environ, "BEARWATCH_METRICS_PORT": "0", **(extra_env or {})})
     settings = replace(
         settings,
-        kafka=replace(settings.kafka, news_topic=f"{run}.news", scored_topic=f"{run}.scored", dlq_topic=f"{run}.dlq", group=run, partitions=1),
-        elasticsearch=replace(settings.elasticsearch, index_prefix=(extra_env or {}).get("BEARWATCH_ES_INDEX_PREFIX", run)),
+        kafka=replace(
+            settings.kafka,
+            news_topic=f"{run}.news",
+            scored_topic=f"{run}.scored",
+            dlq_topic=f"{run}.dlq",
+            group=run,
+            partitions=1,
+        ),
+        elasticsearch=replace(
+            settings.elasticsearch, index_prefix=(extra_env or {}).get("BEARWATCH_ES_INDEX_PREFIX", run)
+        ),
         model=replace(settings.model, path=model, threads=2),
         monitor=replace(settings.monitor, batch_size=batch_size),
         retrieval=replace(settings.retrieval, history=history),
@@ -119,9 +147,13 @@ def run_stage(items: list[bytes], model: str, batch_size: int = 256, history: st
     result = {
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.platform()}",
-        "model": app.models.scorer.version, "provider": app.models.scorer.provider,
-        "items": s.consumed, "scored": s.scored, "mode": f"offered {rate}/s" if rate else "backlog",
-        "batch_size": batch_size, "history": history,
+        "model": app.models.scorer.version,
+        "provider": app.models.scorer.provider,
+        "items": s.consumed,
+        "scored": s.scored,
+        "mode": f"offered {rate}/s" if rate else "backlog",
+        "batch_size": batch_size,
+        "history": history,
         "items_per_s": round(counted / elapsed, 1),
         "stage_ms_per_item": {k2: round(1000 * v / max(1, s.consumed), 3) for k2, v in s.seconds.items()},
         "wall_ms_per_item": round(1000 * elapsed / max(1, counted), 3),

@@ -51,7 +51,9 @@ def demo_stream(copies: int, seed: int = 7) -> list[bytes]:
             if isinstance(item, dict) and isinstance(item.get("published_at"), str) and isinstance(item.get("id"), str):
                 try:
                     when = datetime.fromisoformat(item["published_at"].replace("Z", "+00:00"))
-                    item["published_at"] = (when - timedelta(days=3 * (copies - 1 - c))).isoformat().replace("+00:00", "Z")
+                    item["published_at"] = (
+                        (when - timedelta(days=3 * (copies - 1 - c))).isoformat().replace("+00:00", "Z")
+                    )
                 except ValueError:
                     pass
                 item["id"] = f"{item['id']}-c{c}"
@@ -73,8 +75,19 @@ def demo_stream(copies: int, seed: int = 7) -> list[bytes]:
     when = datetime.fromisoformat(last.replace("Z", "+00:00"))
     for i in range(3):
         stamp = (when + timedelta(hours=12, minutes=i)).isoformat().replace("+00:00", "Z")
-        out.append(json.dumps({"id": f"tail-{i}", "published_at": stamp, "headline": f"Markets close flat in quiet session {i}",
-                               "source": "drill", "tickers": [], "url": f"https://news.example/tail-{i}", "lang": "en"}).encode())
+        out.append(
+            json.dumps(
+                {
+                    "id": f"tail-{i}",
+                    "published_at": stamp,
+                    "headline": f"Markets close flat in quiet session {i}",
+                    "source": "drill",
+                    "tickers": [],
+                    "url": f"https://news.example/tail-{i}",
+                    "lang": "en",
+                }
+            ).encode()
+        )
     return out
 
 
@@ -129,15 +142,26 @@ class Accounting:
     problems: list[str] = field(default_factory=list)
 
     def table(self, name: str) -> str:
-        rows = [("messages produced", self.produced), ("valid items (distinct ids)", self.valid), ("documents indexed", self.indexed),
-                ("invalid messages", self.invalid), ("dead-lettered (distinct)", self.dead_lettered),
-                ("dead-letter records", self.dead_letter_records), ("alerts", self.alerts),
-                ("alerts expected", "-" if self.alerts_expected is None else self.alerts_expected), ("Slack messages", self.slack_messages)]
+        rows = [
+            ("messages produced", self.produced),
+            ("valid items (distinct ids)", self.valid),
+            ("documents indexed", self.indexed),
+            ("invalid messages", self.invalid),
+            ("dead-lettered (distinct)", self.dead_lettered),
+            ("dead-letter records", self.dead_letter_records),
+            ("alerts", self.alerts),
+            ("alerts expected", "-" if self.alerts_expected is None else self.alerts_expected),
+            ("Slack messages", self.slack_messages),
+        ]
         body = "\n".join(f"  {k:<28}{v:>10}" for k, v in rows)
-        verdict = "OK: the accounting balances" if not self.problems else "FAILED:\n" + "\n".join(f"  - {p}" for p in self.problems)
+        verdict = (
+            "OK: the accounting balances"
+            if not self.problems
+            else "FAILED:\n" + "\n".join(f"  - {p}" for p in self.problems)
+        )
         return f"drill {name}\n{body}\n{verdict}"
 
-    def check(self, name: str) -> "Accounting":
+    def check(self, name: str) -> Accounting:
         print(self.table(name), flush=True)
         if self.problems:
             raise DrillFailed(f"drill {name}: " + "; ".join(self.problems))
@@ -154,13 +178,27 @@ class Stack:
         self.slack = FakeSlack() if slack else None
         self.env = {
             **os.environ,
-            "BEARWATCH_KAFKA_NEWS_TOPIC": f"{self.run}.news", "BEARWATCH_KAFKA_SCORED_TOPIC": f"{self.run}.scored",
-            "BEARWATCH_KAFKA_DLQ_TOPIC": f"{self.run}.dlq", "BEARWATCH_KAFKA_GROUP": self.run,
-            "BEARWATCH_KAFKA_PARTITIONS": str(partitions), "BEARWATCH_ES_INDEX_PREFIX": self.run,
-            "BEARWATCH_MODEL_PATH": str(shipped_model()), "BEARWATCH_METRICS_PORT": "0",
-            "BEARWATCH_MONITOR_BATCH_SIZE": str(batch_size), "BEARWATCH_DETECTION_SNAPSHOT_EVERY_BATCHES": "2",
-            "BEARWATCH_DETECTION_BATCH_SIZE": "100", "PYTHONUNBUFFERED": "1",
-            **({"BEARWATCH_SLACK_TOKEN": "xoxb-test", "BEARWATCH_SLACK_CHANNEL": "C123", "BEARWATCH_SLACK_BASE_URL": self.slack.base_url} if self.slack else {}),
+            "BEARWATCH_KAFKA_NEWS_TOPIC": f"{self.run}.news",
+            "BEARWATCH_KAFKA_SCORED_TOPIC": f"{self.run}.scored",
+            "BEARWATCH_KAFKA_DLQ_TOPIC": f"{self.run}.dlq",
+            "BEARWATCH_KAFKA_GROUP": self.run,
+            "BEARWATCH_KAFKA_PARTITIONS": str(partitions),
+            "BEARWATCH_ES_INDEX_PREFIX": self.run,
+            "BEARWATCH_MODEL_PATH": str(shipped_model()),
+            "BEARWATCH_METRICS_PORT": "0",
+            "BEARWATCH_MONITOR_BATCH_SIZE": str(batch_size),
+            "BEARWATCH_DETECTION_SNAPSHOT_EVERY_BATCHES": "2",
+            "BEARWATCH_DETECTION_BATCH_SIZE": "100",
+            "PYTHONUNBUFFERED": "1",
+            **(
+                {
+                    "BEARWATCH_SLACK_TOKEN": "xoxb-test",
+                    "BEARWATCH_SLACK_CHANNEL": "C123",
+                    "BEARWATCH_SLACK_BASE_URL": self.slack.base_url,
+                }
+                if self.slack
+                else {}
+            ),
             **(env or {}),
         }
         self.settings = load_settings(env=self.env)
@@ -180,8 +218,13 @@ class Stack:
         self.starts[name] += 1
         self.idle_exit[name] = idle_exit
         log = (self.logs / f"{name}.{self.starts[name]}.log").open("w")
-        proc = subprocess.Popen([sys.executable, "-m", "bearwatch", *command, "--idle-exit", str(idle_exit)], env={**self.env, **(env or {})},
-                                stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "bearwatch", *command, "--idle-exit", str(idle_exit)],
+            env={**self.env, **(env or {})},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+        )
         self.procs[name] = proc
         return proc
 
@@ -276,7 +319,13 @@ class Stack:
         out = []
         for m in self.read_topic(self.settings.kafka.dlq_topic):
             h = dict(m.headers)
-            out.append((int(h["bearwatch.source.partition"]), int(h["bearwatch.source.offset"]), h.get("bearwatch.error", b"").decode()))
+            out.append(
+                (
+                    int(h["bearwatch.source.partition"]),
+                    int(h["bearwatch.source.offset"]),
+                    h.get("bearwatch.error", b"").decode(),
+                )
+            )
         return out
 
     def source_positions(self) -> dict[int, tuple[int, int]]:
@@ -318,7 +367,9 @@ class Stack:
         if self.slack is not None:
             alerts = self.alerts()
             acc.alerts = len(alerts)
-            sent = Counter((m.get("metadata") or {}).get("event_payload", {}).get("alert_id") for m in self.slack.messages)
+            sent = Counter(
+                (m.get("metadata") or {}).get("event_payload", {}).get("alert_id") for m in self.slack.messages
+            )
             acc.slack_messages = sum(sent.values())
             twice = [a for a, n in sent.items() if n > 1]
             if twice:
@@ -330,7 +381,10 @@ class Stack:
                 acc.alerts_expected = len(reference)
                 have = {(a["key"], a["window_start"]) for a in alerts}
                 if have != reference:
-                    acc.problems.append(f"alerts differ from the reference: missing {sorted(reference - have)[:3]}, extra {sorted(have - reference)[:3]}")
+                    acc.problems.append(
+                        f"alerts differ from the reference: missing {sorted(reference - have)[:3]}, extra "
+                        f"{sorted(have - reference)[:3]}"
+                    )
         return acc
 
 
@@ -365,21 +419,31 @@ def embedded_run(values: list[bytes], env: dict | None = None):
         stream = Path(folder) / "stream.jsonl"
         stream.write_bytes(b"\n".join(values) + b"\n")
         out = Path(folder) / "out"
-        run = run_demo(load_settings(env={"BEARWATCH_MODEL_PATH": str(shipped_model()), **(env or {})}), str(stream), out)
+        run = run_demo(
+            load_settings(env={"BEARWATCH_MODEL_PATH": str(shipped_model()), **(env or {})}), str(stream), out
+        )
         valid, invalid = expected(values)
         acc = Accounting(produced=len(values), valid=len(valid), invalid=len(invalid))
         ids = {d["id"] for d in run.documents}
         acc.indexed = len(ids)
         if ids != valid:
             acc.problems.append(f"embedded: {len(valid - ids)} valid item(s) missing, {len(ids - valid)} unexpected")
-        letters = [json.loads(line) for line in (out / "bearwatch.news.dlq.jsonl").read_bytes().split(b"\n") if line] \
-            if (out / "bearwatch.news.dlq.jsonl").exists() else []
+        letters = (
+            [json.loads(line) for line in (out / "bearwatch.news.dlq.jsonl").read_bytes().split(b"\n") if line]
+            if (out / "bearwatch.news.dlq.jsonl").exists()
+            else []
+        )
         positions = [int(d["headers"]["bearwatch.source.offset"]) for d in letters]
         acc.dead_letter_records, acc.dead_lettered = len(letters), len(set(positions))
         if set(positions) != set(invalid):
-            acc.problems.append(f"embedded: dead letters at {len(set(positions) - set(invalid))} valid and missing for {len(set(invalid) - set(positions))} invalid line(s)")
+            acc.problems.append(
+                f"embedded: dead letters at {len(set(positions) - set(invalid))} valid and missing for "
+                f"{len(set(invalid) - set(positions))} invalid line(s)"
+            )
         if acc.dead_letter_records != acc.dead_lettered:
-            acc.problems.append(f"embedded: {acc.dead_letter_records} dead-letter records for {acc.dead_lettered} positions")
+            acc.problems.append(
+                f"embedded: {acc.dead_letter_records} dead-letter records for {acc.dead_lettered} positions"
+            )
         if any(not d["headers"].get("bearwatch.error") for d in letters):
             acc.problems.append("embedded: a dead letter without a reason")
         return acc, run

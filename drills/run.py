@@ -34,7 +34,10 @@ from drills.core import (
 
 SCALES = {  # per drill: ci / full
     # 266 copies ≈ 100k messages; kills spread over the run (~5 min on 2 cores), not bunched at its start
-    "crash": {"ci": {"copies": 2, "kills": 4, "between_s": (1.0, 4.0)}, "full": {"copies": 266, "kills": 20, "between_s": (4.0, 24.0)}},
+    "crash": {
+        "ci": {"copies": 2, "kills": 4, "between_s": (1.0, 4.0)},
+        "full": {"copies": 266, "kills": 20, "between_s": (4.0, 24.0)},
+    },
     "rebalance": {"ci": {"copies": 3}, "full": {"copies": 80}},
     "es-outage": {"ci": {"copies": 4, "outage_s": 15}, "full": {"copies": 40, "outage_s": 60}},
     "kafka-restart": {"ci": {"copies": 4, "down_s": 8}, "full": {"copies": 40, "down_s": 20}},
@@ -79,9 +82,15 @@ def crash(copies: int, kills: int, between_s: tuple[float, float] = (1.0, 4.0), 
         _drain_detector(stack)
         acc = stack.account(values, reference)
         embedded = embedded_alerts(values)  # the same stream through the embedded default
-        print(f"crash: the embedded default raised {len(embedded)} alerts, the daemons' control run {len(reference)}", flush=True)
+        print(
+            f"crash: the embedded default raised {len(embedded)} alerts, the daemons' control run {len(reference)}",
+            flush=True,
+        )
         if embedded != reference:
-            acc.problems.append(f"the embedded default's alerts differ from the daemons': only embedded {sorted(embedded - reference)[:3]}, only daemons {sorted(reference - embedded)[:3]}")
+            acc.problems.append(
+                "the embedded default's alerts differ from the daemons': only embedded "
+                f"{sorted(embedded - reference)[:3]}, only daemons {sorted(reference - embedded)[:3]}"
+            )
         return acc.check("crash")
     finally:
         stack.close()
@@ -135,16 +144,24 @@ def _outage(name: str, which: str, copies: int, down_s: float) -> Accounting:
         try:
             time.sleep(down_s)
             if stack.procs["monitor"].poll() is not None:
-                raise DrillFailed(f"the monitor exited while {which} was down (exit {stack.procs['monitor'].returncode})")
+                raise DrillFailed(
+                    f"the monitor exited while {which} was down (exit {stack.procs['monitor'].returncode})"
+                )
         finally:
             _service("up", which)
         _wait_all(stack, ["monitor"])
         acc = stack.account(values)
         log = (stack.logs / "monitor.1.log").read_text(errors="replace")
-        evidence = "nothing committed" if which == "elasticsearch" else "Connection lost"  # a failed write; the broker gone
+        evidence = (
+            "nothing committed" if which == "elasticsearch" else "Connection lost"
+        )  # a failed write; the broker gone
         if evidence not in log:
-            acc.problems.append(f"the monitor never saw {which} go away ({evidence!r} not in its log): the drill did not test it")
-        print(f"{name}: the monitor's log shows {log.count(evidence)} × {evidence!r} while {which} was down", flush=True)
+            acc.problems.append(
+                f"the monitor never saw {which} go away ({evidence!r} not in its log): the drill did not test it"
+            )
+        print(
+            f"{name}: the monitor's log shows {log.count(evidence)} × {evidence!r} while {which} was down", flush=True
+        )
         return acc.check(name)
     finally:
         stack.close()
@@ -178,7 +195,9 @@ def slack(copies: int) -> Accounting:
         _drain_detector(stack)
         acc = stack.account(values, reference)
         if stack.slack.script:
-            acc.problems.append(f"{len(stack.slack.script)} scripted Slack failure(s) were never hit: the drill did not test them")
+            acc.problems.append(
+                f"{len(stack.slack.script)} scripted Slack failure(s) were never hit: the drill did not test them"
+            )
         return acc.check("slack")
     finally:
         stack.close()
@@ -190,18 +209,29 @@ def hostile_messages(n: int, seed: int = 3) -> list[bytes]:
     now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
     def item(**kw) -> dict:
-        base = {"id": f"h-{rng.getrandbits(48):x}", "published_at": now, "headline": "Acme shares slide after weak orders", "source": "fuzz"}
+        base = {
+            "id": f"h-{rng.getrandbits(48):x}",
+            "published_at": now,
+            "headline": "Acme shares slide after weak orders",
+            "source": "fuzz",
+        }
         base.update(kw)
         return base
 
     makers = [
-        lambda: bytes(rng.getrandbits(8) for _ in range(rng.randint(1, 200))),  # random bytes (mostly invalid UTF-8 / JSON)
+        lambda: bytes(
+            rng.getrandbits(8) for _ in range(rng.randint(1, 200))
+        ),  # random bytes (mostly invalid UTF-8 / JSON)
         lambda: b'{"id": "x", "headline": "\xff\xfe broken"}',  # invalid UTF-8 inside JSON
         lambda: ("[" * 50_000 + "]" * 50_000).encode(),  # a JSON bomb: deep nesting
         lambda: json.dumps(item(headline="A" * 600_000)).encode(),  # a huge field
-        lambda: json.dumps(item(extra={"a": {"b": {"c": {"d": {"e": list(range(50))}}}}})).encode(),  # nested (kept or refused, not fatal)
+        lambda: json.dumps(
+            item(extra={"a": {"b": {"c": {"d": {"e": list(range(50))}}}}})
+        ).encode(),  # nested (kept or refused, not fatal)
         lambda: json.dumps(item(headline="Acme\x00\x07\x1b[31m cuts\u202e outlook")).encode(),  # control characters
-        lambda: json.dumps(item(headline="<script>alert(1)</script> Acme <b>plunges</b>")).encode(),  # markup: valid, scored as text
+        lambda: json.dumps(
+            item(headline="<script>alert(1)</script> Acme <b>plunges</b>")
+        ).encode(),  # markup: valid, scored as text
         lambda: json.dumps(item(headline=12345)).encode(),  # wrong type
         lambda: json.dumps(item(tickers="ACME")).encode(),  # wrong type
         lambda: json.dumps({k: v for k, v in item().items() if k != "id"}).encode(),  # missing id
@@ -211,8 +241,12 @@ def hostile_messages(n: int, seed: int = 3) -> list[bytes]:
         lambda: b"",  # empty
         lambda: b"null",
         lambda: json.dumps([item()]).encode(),  # a list, not an object
-        lambda: json.dumps(item(headline='title:(a OR b) AND "unbalanced {"query": {"match_all": {}}} \\')).encode(),  # query syntax
-        lambda: json.dumps(item(headline="<!channel> <https://evil.example|click here> *urgent* @here")).encode(),  # Slack syntax
+        lambda: json.dumps(
+            item(headline='title:(a OR b) AND "unbalanced {"query": {"match_all": {}}} \\')
+        ).encode(),  # query syntax
+        lambda: json.dumps(
+            item(headline="<!channel> <https://evil.example|click here> *urgent* @here")
+        ).encode(),  # Slack syntax
     ]
     out = [makers[i % len(makers)]() for i in range(n)]
     dup = item(id="h-duplicate-id")  # the same id twice, with different texts
@@ -251,19 +285,36 @@ def hostile(hostile: int, copies: int) -> Accounting:
         stack.close()
 
 
-SECRET_VALUES = {"BEARWATCH_SLACK_TOKEN": "xoxb-drill-SECRET-4f1c9e", "BEARWATCH_ES_API_KEY": "drill-SECRET-es-key-77ab",
-                 "BEARWATCH_KAFKA_SASL_PASSWORD": "drill-SECRET-sasl-91de"}
+SECRET_VALUES = {
+    "BEARWATCH_SLACK_TOKEN": "xoxb-drill-SECRET-4f1c9e",
+    "BEARWATCH_ES_API_KEY": "drill-SECRET-es-key-77ab",
+    "BEARWATCH_KAFKA_SASL_PASSWORD": "drill-SECRET-sasl-91de",
+}
 
 
 def secrets(copies: int) -> Accounting:
     """Headlines crafted as query syntax or Slack mentions are text; credentials appear nowhere."""
     values = demo_stream(copies)
     episode = [json.loads(v) for v in values if b"HLCY" in v and b"breach" in v and v.startswith(b"{")]
-    crafted = [json.dumps({"id": f"inject-{i}", "published_at": episode[0]["published_at"], "headline": h, "tickers": ["HLCY"],
-                           "source": "drill", "url": "https://news.example/inject"}).encode()
-               for i, h in enumerate(['Halcyon Software shares plunge 40% as breach widens: title:(a OR b) AND "x',
-                                      'Halcyon Software shares plunge 35% <!channel> as breach widens <https://evil.example|login>',
-                                      'Halcyon Software shares plunge 30% *breach* `rm -rf` {"query":{"match_all":{}}} \\ ~ ^ ?'])]
+    crafted = [
+        json.dumps(
+            {
+                "id": f"inject-{i}",
+                "published_at": episode[0]["published_at"],
+                "headline": h,
+                "tickers": ["HLCY"],
+                "source": "drill",
+                "url": "https://news.example/inject",
+            }
+        ).encode()
+        for i, h in enumerate(
+            [
+                'Halcyon Software shares plunge 40% as breach widens: title:(a OR b) AND "x',
+                "Halcyon Software shares plunge 35% <!channel> as breach widens <https://evil.example|login>",
+                'Halcyon Software shares plunge 30% *breach* `rm -rf` {"query":{"match_all":{}}} \\ ~ ^ ?',
+            ]
+        )
+    ]
     at = values.index(next(v for v in values if v.startswith(b"{") and json.loads(v).get("id") == episode[0]["id"]))
     values = values[:at] + crafted + values[at:]
     from drills.slack_server import FakeSlack
@@ -293,18 +344,33 @@ def secrets(copies: int) -> Accounting:
         if "<!channel>" in posted or "<https://evil.example" in posted:
             acc.problems.append("a crafted mention or link reached Slack unescaped")
         if "&lt;!channel&gt;" not in posted:
-            acc.problems.append("the crafted mention is not among the alert's headlines: the escaping was not exercised")
+            acc.problems.append(
+                "the crafted mention is not among the alert's headlines: the escaping was not exercised"
+            )
         if not stack.slack.messages:
             acc.problems.append("no Slack message: the escaping was not exercised")
         # a wrong token: the error says so without the token
-        bad = subprocess.run([sys.executable, "-c", "from monitor.wiring import slack_delivery; from monitor.settings import load_settings; "
-                              "d = slack_delivery(load_settings()); d.post('probe', 'x', [])"], env={**stack.env, "BEARWATCH_SLACK_TOKEN": "xoxb-drill-SECRET-wrong-0b3"},
-                             capture_output=True, text=True, timeout=120)
-        haystacks = {"daemon logs": "\n".join(p.read_text(errors="replace") for p in stack.logs.glob("*.log")),
-                     "the wrong-token error": bad.stdout + bad.stderr,
-                     "documents": json.dumps([h for h in stack.indexed_ids()]) + json.dumps(stack.alerts()),
-                     "dead letters": json.dumps(stack.dead_letters()), "Slack messages": posted,
-                     "settings repr": repr(stack.settings), "metrics and health": exposed}
+        bad = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                "from monitor.wiring import slack_delivery; from monitor.settings import load_settings; "
+                "d = slack_delivery(load_settings()); d.post('probe', 'x', [])",
+            ],
+            env={**stack.env, "BEARWATCH_SLACK_TOKEN": "xoxb-drill-SECRET-wrong-0b3"},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        haystacks = {
+            "daemon logs": "\n".join(p.read_text(errors="replace") for p in stack.logs.glob("*.log")),
+            "the wrong-token error": bad.stdout + bad.stderr,
+            "documents": json.dumps([h for h in stack.indexed_ids()]) + json.dumps(stack.alerts()),
+            "dead letters": json.dumps(stack.dead_letters()),
+            "Slack messages": posted,
+            "settings repr": repr(stack.settings),
+            "metrics and health": exposed,
+        }
         if "invalid_auth" not in haystacks["the wrong-token error"]:
             acc.problems.append("the wrong-token probe did not fail with invalid_auth")
         for where, text in haystacks.items():
@@ -331,7 +397,9 @@ def _scrape(base: str, proc, timeout_s: float = 60) -> str:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline and proc.poll() is None:
         try:
-            return "".join(urllib.request.urlopen(base + path, timeout=5).read().decode() for path in ("/metrics", "/healthz"))
+            return "".join(
+                urllib.request.urlopen(base + path, timeout=5).read().decode() for path in ("/metrics", "/healthz")
+            )
         except OSError:
             time.sleep(0.5)
     return ""
@@ -347,17 +415,33 @@ def disk(**_) -> Accounting:
     def small_disk() -> None:
         resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
 
-    result = subprocess.run([sys.executable, "-m", "bearwatch", "demo", "--out", str(out)], capture_output=True, text=True,
-                            timeout=300, preexec_fn=small_disk, cwd=ROOT)
+    result = subprocess.run(
+        [sys.executable, "-m", "bearwatch", "demo", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        preexec_fn=small_disk,
+        cwd=ROOT,
+    )
     acc = Accounting()
     if result.returncode == 0:
         acc.problems.append("the demo reported success although its outputs could not be written")
     if "Traceback" in result.stderr:
         acc.problems.append("a traceback instead of a clear error: " + result.stderr.strip().splitlines()[-1])
-    if "bearwatch: error:" not in result.stderr or "File too large" not in result.stderr and "No space" not in result.stderr:
+    if (
+        "bearwatch: error:" not in result.stderr
+        or "File too large" not in result.stderr
+        and "No space" not in result.stderr
+    ):
         acc.problems.append(f"no clear error about the disk: {result.stderr.strip()[-300:]}")
     # room again: the same command with --resume finishes the job, and nothing is lost
-    again = subprocess.run([sys.executable, "-m", "bearwatch", "demo", "--out", str(out), "--resume"], capture_output=True, text=True, timeout=300, cwd=ROOT)
+    again = subprocess.run(
+        [sys.executable, "-m", "bearwatch", "demo", "--out", str(out), "--resume"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
+    )
     if again.returncode != 0:
         acc.problems.append(f"the resumed run failed: {again.stderr.strip()[-300:]}")
     from monitor.resources import demo_stream
@@ -367,12 +451,29 @@ def disk(**_) -> Accounting:
 
     valid, invalid = expected(values)
     acc.produced, acc.valid, acc.invalid = len(values), len(valid), len(invalid)
-    scored = [json.loads(line)["value"]["id"] for line in (out / "bearwatch.news.scored.jsonl").read_bytes().splitlines() if line.strip()] \
-        if (out / "bearwatch.news.scored.jsonl").exists() else []
-    letters = [line for line in (out / "bearwatch.news.dlq.jsonl").read_bytes().splitlines() if line.strip()] if (out / "bearwatch.news.dlq.jsonl").exists() else []
-    acc.indexed, acc.dead_letter_records, acc.dead_lettered = len(set(scored)), len(letters), len({json.loads(x)["headers"]["bearwatch.source.offset"] for x in letters})
+    scored = (
+        [
+            json.loads(line)["value"]["id"]
+            for line in (out / "bearwatch.news.scored.jsonl").read_bytes().splitlines()
+            if line.strip()
+        ]
+        if (out / "bearwatch.news.scored.jsonl").exists()
+        else []
+    )
+    letters = (
+        [line for line in (out / "bearwatch.news.dlq.jsonl").read_bytes().splitlines() if line.strip()]
+        if (out / "bearwatch.news.dlq.jsonl").exists()
+        else []
+    )
+    acc.indexed, acc.dead_letter_records, acc.dead_lettered = (
+        len(set(scored)),
+        len(letters),
+        len({json.loads(x)["headers"]["bearwatch.source.offset"] for x in letters}),
+    )
     if set(scored) != valid:
-        acc.problems.append(f"after the resumed run {len(valid - set(scored))} valid item(s) are missing from the output")
+        acc.problems.append(
+            f"after the resumed run {len(valid - set(scored))} valid item(s) are missing from the output"
+        )
     if acc.dead_lettered != len(invalid):
         acc.problems.append(f"{acc.dead_lettered} distinct dead letters for {len(invalid)} invalid messages")
     print(result.stderr.strip().splitlines()[-1] if result.stderr.strip() else "(no stderr)", flush=True)
@@ -388,16 +489,36 @@ def naughty_strings() -> list[str]:
     path = os.environ.get("BEARWATCH_NAUGHTY_STRINGS")
     if not path or not Path(path).exists():
         if os.environ.get("BEARWATCH_REQUIRE_NAUGHTY_STRINGS"):
-            raise DrillFailed("the naughty strings are required but BEARWATCH_NAUGHTY_STRINGS is not a file (tests/run.sh fetches them)")
+            raise DrillFailed(
+                "the naughty strings are required but BEARWATCH_NAUGHTY_STRINGS is not a file (tests/run.sh fetches "
+                "them)"
+            )
         print("poison: no naughty-strings corpus (BEARWATCH_NAUGHTY_STRINGS); only bearwatch's own cases", flush=True)
         return []
     return [base64.b64decode(x).decode("utf-8") for x in json.loads(Path(path).read_text())]
 
 
 # Cases found by hand, each of which once stopped or stalled a daemon (issue: poison messages).
-OWN_CASES = ["\ud800", "cut inside an emoji \ud83d", "\udfff\ud800", "\u0800" * 200, "\u0600" * 256, "x" * 257, "\x00\x1f\x7f\x9f",
-             "\u202e\u2066rtl", "\ufeffbom", "e\u0301\u0301\u0301", "\U0001F4A9" * 100, "a\u2028b\u2029c", "0001-01-01T00:00:00+01:00",
-             "9999-12-31T23:59:59-01:00", "2026-11-02T09:00:00", "$", " $ ", "\t"]
+OWN_CASES = [
+    "\ud800",
+    "cut inside an emoji \ud83d",
+    "\udfff\ud800",
+    "\u0800" * 200,
+    "\u0600" * 256,
+    "x" * 257,
+    "\x00\x1f\x7f\x9f",
+    "\u202e\u2066rtl",
+    "\ufeffbom",
+    "e\u0301\u0301\u0301",
+    "\U0001f4a9" * 100,
+    "a\u2028b\u2029c",
+    "0001-01-01T00:00:00+01:00",
+    "9999-12-31T23:59:59-01:00",
+    "2026-11-02T09:00:00",
+    "$",
+    " $ ",
+    "\t",
+]
 
 
 def poison_stream(every: int, start: datetime | None = None) -> list[bytes]:
@@ -411,16 +532,34 @@ def poison_stream(every: int, start: datetime | None = None) -> list[bytes]:
     for i, s in enumerate(strings):
         when = (t0 + timedelta(minutes=i)).isoformat().replace("+00:00", "Z")
         base = {"id": f"n{i}", "published_at": when, "headline": f"Naughty string {i}", "source": "drill"}
-        roles = {"headline": {"headline": s, "tickers": ["ACME"]}, "id": {"id": s}, "ticker": {"tickers": [s]},
-                 "timestamp": {"published_at": s}, "body": {"body": s}}
+        roles = {
+            "headline": {"headline": s, "tickers": ["ACME"]},
+            "id": {"id": s},
+            "ticker": {"tickers": [s]},
+            "timestamp": {"published_at": s},
+            "body": {"body": s},
+        }
         for role, change in roles.items():
             values.append(json.dumps({**base, "id": f"n{i}-{role}", **change}).encode())
-            values.append(json.dumps({**base, "id": f"n{i}-{role}-after", "headline": f"Acme steady after {role} {i}"}).encode())
+            values.append(
+                json.dumps({**base, "id": f"n{i}-{role}-after", "headline": f"Acme steady after {role} {i}"}).encode()
+            )
         values.append(s.encode("utf-8", "surrogatepass"))
         values.append(json.dumps({**base, "id": f"n{i}-raw-after", "headline": f"Acme steady after raw {i}"}).encode())
-    deep = b'{"id": "deep", "published_at": "2026-11-02T09:00:00Z", "headline": "deep", "x": ' + b"[" * 5000 + b"]" * 5000 + b"}"
-    values += [deep, b'{"id": "surrogate", "published_at": "2026-11-02T09:00:00Z", "headline": "emoji cut \\ud83d"}',
-               b'{"id": "\\ud800", "published_at": "2026-11-02T09:00:00Z", "headline": "a lone surrogate id"}', b"", b"[]", b"null"]
+    deep = (
+        b'{"id": "deep", "published_at": "2026-11-02T09:00:00Z", "headline": "deep", "x": '
+        + b"[" * 5000
+        + b"]" * 5000
+        + b"}"
+    )
+    values += [
+        deep,
+        b'{"id": "surrogate", "published_at": "2026-11-02T09:00:00Z", "headline": "emoji cut \\ud83d"}',
+        b'{"id": "\\ud800", "published_at": "2026-11-02T09:00:00Z", "headline": "a lone surrogate id"}',
+        b"",
+        b"[]",
+        b"null",
+    ]
     return values
 
 
@@ -435,12 +574,17 @@ def poison(every: int) -> Accounting:
         _wait_all(stack, ["monitor"])
         acc = stack.account(values)
         if acc.dead_letter_records != acc.dead_lettered:
-            acc.problems.append(f"{acc.dead_letter_records} dead-letter records for {acc.dead_lettered} source positions")
+            acc.problems.append(
+                f"{acc.dead_letter_records} dead-letter records for {acc.dead_lettered} source positions"
+            )
     finally:
         stack.close()
     lines = [v for v in values if b"\n" not in v and b"\r" not in v and v.strip()]
-    print(f"poison: the daemon took {len(values)} messages; the embedded default {len(lines)} (a message with a newline, "
-          "or a blank one, is not one line of a file)", flush=True)
+    print(
+        f"poison: the daemon took {len(values)} messages; the embedded default {len(lines)} (a message with a newline, "
+        "or a blank one, is not one line of a file)",
+        flush=True,
+    )
     embedded, _ = embedded_run(lines)
     print(embedded.table("poison (embedded default)"), flush=True)
     acc.problems += embedded.problems
@@ -470,26 +614,46 @@ def replay(items: int | None, seed: int = 3) -> Accounting:
             acc = stack.account(values)
             alerts = {(a["id"], a["kind"]) for a in stack.alerts()}
             log = (stack.logs / f"detector.{stack.starts['detector']}.log").read_text(errors="replace")
-            late = [line.split(" late ")[0].rsplit(", ", 1)[-1] for line in log.splitlines() if "detection stopped" in line]
-            print(f"replay run {attempt + 1}: {len(alerts)} alerts; detector: {late[-1] if late else '?'} late items", flush=True)
+            late = [
+                line.split(" late ")[0].rsplit(", ", 1)[-1] for line in log.splitlines() if "detection stopped" in line
+            ]
+            print(
+                f"replay run {attempt + 1}: {len(alerts)} alerts; detector: {late[-1] if late else '?'} late items",
+                flush=True,
+            )
             runs.append((acc, alerts))
         finally:
             stack.close()
     embedded, demo = embedded_run(values, env)
     reference = {(a["id"], a["kind"]) for a in demo.alerts}
-    print(f"replay: the embedded default raised {len(reference)} alerts on {len(values)} items ({demo.late} late)", flush=True)
+    print(
+        f"replay: the embedded default raised {len(reference)} alerts on {len(values)} items ({demo.late} late)",
+        flush=True,
+    )
     acc = runs[0][0]
     acc.alerts, acc.alerts_expected = len(runs[0][1]), len(reference)
     acc.problems += embedded.problems + runs[1][0].problems
     for n, (_, alerts) in enumerate(runs, 1):
         if alerts != reference:
-            acc.problems.append(f"run {n}'s alerts differ from the embedded default's: only daemons {sorted(alerts - reference)[:3]}, "
-                                f"only embedded {sorted(reference - alerts)[:3]} ({len(alerts & reference)} in common)")
+            acc.problems.append(
+                f"run {n}'s alerts differ from the embedded default's: only daemons {sorted(alerts - reference)[:3]}, "
+                f"only embedded {sorted(reference - alerts)[:3]} ({len(alerts & reference)} in common)"
+            )
     return acc.check("replay")
 
 
-DRILLS = {"crash": crash, "rebalance": rebalance, "es-outage": es_outage, "kafka-restart": kafka_restart,
-          "slack": slack, "hostile": hostile, "secrets": secrets, "disk": disk, "poison": poison, "replay": replay}
+DRILLS = {
+    "crash": crash,
+    "rebalance": rebalance,
+    "es-outage": es_outage,
+    "kafka-restart": kafka_restart,
+    "slack": slack,
+    "hostile": hostile,
+    "secrets": secrets,
+    "disk": disk,
+    "poison": poison,
+    "replay": replay,
+}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -24,7 +24,11 @@ class FakeSlack:
             def do_POST(self) -> None:  # noqa: N802
                 length = int(self.headers.get("Content-Length") or 0)
                 raw = self.rfile.read(length).decode()
-                body = json.loads(raw) if self.headers.get("Content-Type", "").startswith("application/json") else {k: v[0] for k, v in parse_qs(raw).items()}
+                body = (
+                    json.loads(raw)
+                    if self.headers.get("Content-Type", "").startswith("application/json")
+                    else {k: v[0] for k, v in parse_qs(raw).items()}
+                )
                 status, headers, answer = fake.answer(self.path, body, self.headers.get("Authorization", ""))
                 if status == 0:  # hang past the client's timeout, then give up on this connection
                     time.sleep(answer["seconds"])
@@ -71,7 +75,11 @@ class FakeSlack:
                     body["metadata"] = json.loads(body["metadata"])
                 ts = f"{time.time():.6f}"
                 self.messages.append({**body, "ts": ts})
-                return 200, {}, {"ok": True, "channel": body.get("channel"), "ts": ts, "message": {"text": body.get("text")}}
+                return (
+                    200,
+                    {},
+                    {"ok": True, "channel": body.get("channel"), "ts": ts, "message": {"text": body.get("text")}},
+                )
             if path.endswith("/chat.update"):
                 if isinstance(body.get("blocks"), str):
                     body["blocks"] = json.loads(body["blocks"])
@@ -81,7 +89,18 @@ class FakeSlack:
                         return 200, {}, {"ok": True, "ts": body["ts"]}
                 return 200, {}, {"ok": False, "error": "message_not_found"}
             if path.endswith("/conversations.history"):
-                return 200, {}, {"ok": True, "messages": [{"ts": m["ts"], "text": m.get("text"), "metadata": m.get("metadata")} for m in reversed(self.messages)], "has_more": False}
+                return (
+                    200,
+                    {},
+                    {
+                        "ok": True,
+                        "messages": [
+                            {"ts": m["ts"], "text": m.get("text"), "metadata": m.get("metadata")}
+                            for m in reversed(self.messages)
+                        ],
+                        "has_more": False,
+                    },
+                )
             return 404, {}, {"ok": False, "error": "unknown_method"}
 
     def rate_limit(self, times: int, retry_after: int = 1) -> None:

@@ -19,7 +19,10 @@ SLICE = HERE / "data" / "stocknet-slice.jsonl.gz"
 
 
 def csv_path() -> Path:
-    return Path(os.environ.get("BEARWATCH_STOCKNET_CSV") or HERE.parent.parent / "shared" / "data" / "stocknet-tweets" / "tweets_stream.csv")
+    return Path(
+        os.environ.get("BEARWATCH_STOCKNET_CSV")
+        or HERE.parent.parent / "shared" / "data" / "stocknet-tweets" / "tweets_stream.csv"
+    )
 
 
 def from_csv(path: Path, limit: int | None = None) -> list[bytes]:
@@ -33,9 +36,18 @@ def from_csv(path: Path, limit: int | None = None) -> list[bytes]:
                 continue
             if limit is not None and len(items) >= limit:
                 break
-            items[key] = {"id": f"stocknet-{key}", "published_at": row["created_at"], "headline": row["text"], "tickers": [row["ticker"]],
-                          "source": "stocknet", "lang": row["lang"] or None}
-    return [json.dumps({k: v for k, v in item.items() if v is not None}, ensure_ascii=False).encode() for item in items.values()]
+            items[key] = {
+                "id": f"stocknet-{key}",
+                "published_at": row["created_at"],
+                "headline": row["text"],
+                "tickers": [row["ticker"]],
+                "source": "stocknet",
+                "lang": row["lang"] or None,
+            }
+    return [
+        json.dumps({k: v for k, v in item.items() if v is not None}, ensure_ascii=False).encode()
+        for item in items.values()
+    ]
 
 
 def stream(limit: int | None = None) -> list[bytes]:

@@ -88,9 +88,16 @@ class ScoringApp:
     """Owns the consume loop. ``run(max_batches=…, idle_timeout_s=…)`` bounds it for tests and demos."""
 
     def __init__(
-        self, source: Source, store: HistoryStore, publisher: Publisher, models: ModelProvider,
-        pipeline_settings: PipelineSettings, settings: MonitorSettings,
-        metrics: ScoringMetrics | None = None, health: Health | None = None, on_batch=None,
+        self,
+        source: Source,
+        store: HistoryStore,
+        publisher: Publisher,
+        models: ModelProvider,
+        pipeline_settings: PipelineSettings,
+        settings: MonitorSettings,
+        metrics: ScoringMetrics | None = None,
+        health: Health | None = None,
+        on_batch=None,
     ) -> None:
         self.source = source
         self.store = store
@@ -159,7 +166,7 @@ class ScoringApp:
     def _process(self, messages) -> None:
         first, next_offsets = batch_offsets(messages)
         try:
-            result = self._pipeline.process(messages, partitions=self._partitions(messages))
+            result = self._pipeline.process(messages, partitions=self._partitions({m.topic for m in messages}))
             # The store first: a document it refuses for good becomes a dead letter before anything
             # is published, and an outage publishes nothing (so a retried batch publishes once).
             self.store.add(result.documents)
@@ -200,18 +207,31 @@ class ScoringApp:
             log.error("%s: %s", record.topic, reason)
             if id(record) in by_record:  # stored, but the detection stage cannot hear of it
                 message = result.messages[by_record[id(record)]]
-                again.append(dead_letter(message, f"{reason} (the document is stored, not announced)", "publish", self.pipeline_settings.dlq_topic))
+                again.append(
+                    dead_letter(
+                        message,
+                        f"{reason} (the document is stored, not announced)",
+                        "publish",
+                        self.pipeline_settings.dlq_topic,
+                    )
+                )
             else:
-                again.append(replace(record, value=b"", headers=(*record.headers, ("bearwatch.value_dropped", reason.encode()[:1000]))))
+                again.append(
+                    replace(
+                        record,
+                        value=b"",
+                        headers=(*record.headers, ("bearwatch.value_dropped", reason.encode()[:1000])),
+                    )
+                )
         for record in again:
             self.publisher.add(record)
         for record, reason in self.publisher.flush():
             raise SinkUnavailable(f"{record.topic} refused even a dead letter without its value: {reason}")
         self._dead_sent.update(_position(r) for r in again)
 
-    def _partitions(self, messages) -> dict[str, int]:
+    def _partitions(self, topics) -> dict[str, int]:
         count = getattr(self.source, "partition_count", None)
-        return {t: count(t) if count else 1 for t in {m.topic for m in messages}}
+        return {t: count(t) if count else 1 for t in topics}
 
     def _announce_caught_up(self) -> None:
         """Tell the detection stage which news partitions this instance has read to their end, once
@@ -223,10 +243,13 @@ class ScoringApp:
         fresh = [(tp, end) for tp, end in done() if self._announced.get(tp) != end]
         if not fresh:
             return
+        partitions = self._partitions({topic for (topic, _), _ in fresh})
         for (topic, partition), end in fresh:
-            mark = Watermark(Position(topic, partition, end), self.source.partition_count(topic))
+            mark = Watermark(Position(topic, partition, end), partitions[topic])
             value = json.dumps(mark.to_json()).encode()
-            self.publisher.add(Record(self.pipeline_settings.scored_topic, value, source_key(topic, partition), (WATERMARK_HEADER,)))
+            self.publisher.add(
+                Record(self.pipeline_settings.scored_topic, value, source_key(topic, partition), (WATERMARK_HEADER,))
+            )
         try:
             self.publisher.flush()
         except SinkUnavailable as exc:
@@ -263,7 +286,6 @@ class ScoringApp:
         log.warning("%s; retrying in %.1fs (nothing committed)", exc, delay)
         self._stop.wait(delay)  # a stop request ends the wait at once
         self._backoff = min(self.settings.retry_max_seconds, self._backoff * 2)
-
 
 
 def _position(record: Record) -> tuple:

@@ -87,5 +87,7 @@ DISK_FULL_ERRNOS = {28, 27, 122}  # ENOSPC, EFBIG, EDQUOT
 def check_disk_error(exc: OSError, what: str) -> None:
     """Raise :class:`OutOfSpace` when `exc` says the disk is full; otherwise return."""
     if exc.errno in DISK_FULL_ERRNOS:
-        raise OutOfSpace(f"no room to write {what}: {exc.strerror}. Free some space (or raise the limit) and run again; "
-                         "it resumes after the last batch that was written in full") from exc
+        raise OutOfSpace(
+            f"no room to write {what}: {exc.strerror}. Free some space (or raise the limit) and run again; "
+            "it resumes after the last batch that was written in full"
+        ) from exc

@@ -62,9 +62,15 @@ def evaluate_file(scorer: OnnxScorer, path: str | Path, task: str) -> dict:
 
 def format_report(report: dict) -> str:
     lines = [
-        f"model {report['model_version']} · task {report['task']} · context {report['context_mode']} · {report['onnx_provider']}",
+        f"model {report['model_version']} · task {report['task']} · context {report['context_mode']} · "
+        f"{report['onnx_provider']}",
         f"rows {report['rows_total']}, evaluated {report['n']}"
-        + (f", label outside the set: {sum(report['unknown_labels'].values())} ({', '.join(f'{k!r}×{v}' for k, v in report['unknown_labels'].items())})" if report["unknown_labels"] else "")
+        + (
+            f", label outside the set: {sum(report['unknown_labels'].values())} "
+            f"({', '.join(f'{k!r}×{v}' for k, v in report['unknown_labels'].items())})"
+            if report["unknown_labels"]
+            else ""
+        )
         + (f", empty text: {len(report['empty_text_lines'])}" if report["empty_text_lines"] else ""),
         f"accuracy {report['accuracy']:.4f}   macro-F1 {report['macro_f1']:.4f}   ({report['items_per_s']} items/s)",
         "",

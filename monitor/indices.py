@@ -47,8 +47,18 @@ def news_mapping(embedding_dims: int = EMBEDDING_DIMS) -> dict:
             "context_ids": {"type": "keyword"},
             "related_ids": {"type": "keyword"},
             "embedding": {"type": "dense_vector", "dims": embedding_dims, "index": True, "similarity": "cosine"},
-            "kafka": {"properties": {"topic": {"type": "keyword"}, "partition": {"type": "integer"}, "offset": {"type": "long"}}},
-            "timings_ms": {"properties": {stage: {"type": "float"} for stage in ("validate", "dedup", "retrieve", "score", "total")}},
+            "kafka": {
+                "properties": {
+                    "topic": {"type": "keyword"},
+                    "partition": {"type": "integer"},
+                    "offset": {"type": "long"},
+                }
+            },
+            "timings_ms": {
+                "properties": {
+                    stage: {"type": "float"} for stage in ("validate", "dedup", "retrieve", "score", "total")
+                }
+            },
         },
     }
 
@@ -97,8 +107,16 @@ def labels_mapping() -> dict:
 
 def state_mapping() -> dict:
     """Snapshots of the detection stage (tracker state with the offsets it reflects)."""
-    return {"dynamic": "strict", "properties": {"updated_at": {"type": "date"}, "snapshot": {"type": "object", "enabled": False}}}
+    return {
+        "dynamic": "strict",
+        "properties": {"updated_at": {"type": "date"}, "snapshot": {"type": "object", "enabled": False}},
+    }
 
 
 def mappings(embedding_dims: int = EMBEDDING_DIMS) -> dict[str, dict]:
-    return {NEWS: news_mapping(embedding_dims), ALERTS: alerts_mapping(), LABELS: labels_mapping(), STATE: state_mapping()}
+    return {
+        NEWS: news_mapping(embedding_dims),
+        ALERTS: alerts_mapping(),
+        LABELS: labels_mapping(),
+        STATE: state_mapping(),
+    }

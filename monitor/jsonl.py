@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 
 log = logging.getLogger("bearwatch.jsonl")
@@ -32,7 +32,7 @@ def dumps_line(value) -> str:
     return line
 
 
-def append_batch(lines_by_file: dict[Path, Iterable[str]]) -> None:
+def append_batch(lines_by_file: Mapping[Path, Iterable[str]]) -> None:
     """Append each file's lines (without newlines); all or nothing per batch. Raises OSError."""
     sizes: dict[Path, int] = {}
     try:

@@ -10,7 +10,9 @@ from pathlib import Path
 from monitor.errors import LabelledFileError
 
 
-def read_rows(path: str | Path, required: tuple[str, ...] = ("text", "label"), bad_rows: list | None = None) -> Iterator[tuple[int, dict]]:
+def read_rows(
+    path: str | Path, required: tuple[str, ...] = ("text", "label"), bad_rows: list | None = None
+) -> Iterator[tuple[int, dict]]:
     """Yield (line number, row) pairs. JSONL: one object per non-blank line; CSV: a header row
     that names at least the `required` columns.
 
@@ -44,7 +46,9 @@ def read_rows(path: str | Path, required: tuple[str, ...] = ("text", "label"), b
     with path.open(encoding="utf-8", errors="surrogateescape", newline="") as fh:
         reader = csv.DictReader(fh)
         if reader.fieldnames is None or not set(required) <= set(reader.fieldnames):
-            raise LabelledFileError(f"{path}: the CSV needs a header with {' and '.join(required)} columns (got {reader.fieldnames})")
+            raise LabelledFileError(
+                f"{path}: the CSV needs a header with {' and '.join(required)} columns (got {reader.fieldnames})"
+            )
         for row in reader:
             if not undecodable(reader.line_num, row):
                 yield reader.line_num, row

@@ -54,7 +54,9 @@ def canonical_sentiment(label: str) -> str:
     try:
         return _SENTIMENT_SYNONYMS[label.strip().casefold()]
     except KeyError:
-        raise UnknownLabel(f"unknown sentiment label {label!r} (expected one of {', '.join(SENTIMENT_LABELS)} or negative/positive)") from None
+        raise UnknownLabel(
+            f"unknown sentiment label {label!r} (expected one of {', '.join(SENTIMENT_LABELS)} or negative/positive)"
+        ) from None
 
 
 def canonical_topic(label: str) -> str:

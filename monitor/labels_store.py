@@ -34,8 +34,14 @@ class Label:
     topic: str | None = None
 
     def document(self) -> dict:
-        return {"item_id": self.item_id, "text": self.text, "sentiment": self.sentiment, "topic": self.topic,
-                "labelled_by": self.labelled_by, "labelled_at": format_time(self.labelled_at)}
+        return {
+            "item_id": self.item_id,
+            "text": self.text,
+            "sentiment": self.sentiment,
+            "topic": self.topic,
+            "labelled_by": self.labelled_by,
+            "labelled_at": format_time(self.labelled_at),
+        }
 
 
 def make_label(row: dict, labelled_by: str, now: datetime | None = None) -> Label:
@@ -62,7 +68,8 @@ HISTORY_FIELDS = ("sentiment", "topic", "labelled_by", "labelled_at")
 
 def read_label_file(path: str | Path, labelled_by: str) -> tuple[list[Label], list[tuple[int, str]]]:
     """Labels from a CSV/JSONL file; bad rows come back as (line, reason), good rows are kept."""
-    labels, rejected = [], []
+    labels: list[Label] = []
+    rejected: list[tuple[int, str]] = []
     try:
         for line, row in read_rows(path, required=("text",), bad_rows=rejected):
             try:
@@ -158,15 +165,21 @@ class ElasticsearchLabels:
                 return written
             try:
                 found = self.client.mget(index=self.index, ids=list(pending))["docs"]
-                actions = []
+                actions: list[dict] = []
                 for hit in found:
                     previous = hit["_source"] if hit.get("found") else None
                     doc = _fold(previous, pending[hit["_id"]])
-                    if doc is previous:  # nothing new for this item
+                    if doc is previous or doc is None:  # nothing new for this item
                         written += len(pending.pop(hit["_id"]))
                         continue
-                    guard = {"if_seq_no": hit["_seq_no"], "if_primary_term": hit["_primary_term"]} if previous is not None else {}
-                    actions.append({"create" if previous is None else "index": {"_index": self.index, "_id": hit["_id"], **guard}})
+                    guard = (
+                        {"if_seq_no": hit["_seq_no"], "if_primary_term": hit["_primary_term"]}
+                        if previous is not None
+                        else {}
+                    )
+                    actions.append(
+                        {"create" if previous is None else "index": {"_index": self.index, "_id": hit["_id"], **guard}}
+                    )
                     actions.append(doc)
                 if not actions:
                     return written
@@ -178,7 +191,9 @@ class ElasticsearchLabels:
                 if outcome.get("status") in (200, 201):
                     written += len(pending.pop(outcome["_id"]))
                 elif outcome.get("status") != 409:
-                    raise StoreUnavailable(f"Elasticsearch rejected the label of {outcome['_id']}: {outcome.get('error')}")
+                    raise StoreUnavailable(
+                        f"Elasticsearch rejected the label of {outcome['_id']}: {outcome.get('error')}"
+                    )
         raise StoreUnavailable(f"labels of {', '.join(sorted(pending)[:5])} kept conflicting with concurrent writes")
 
     def since(self, when: datetime) -> int:
@@ -186,7 +201,9 @@ class ElasticsearchLabels:
         from elasticsearch import ApiError, TransportError
 
         try:
-            return self.client.count(index=self.index, query={"range": {"labelled_at": {"gt": format_time(when)}}})["count"]
+            return self.client.count(index=self.index, query={"range": {"labelled_at": {"gt": format_time(when)}}})[
+                "count"
+            ]
         except (ApiError, TransportError) as exc:
             raise StoreUnavailable(f"Elasticsearch label count failed: {exc}") from exc
 
@@ -195,7 +212,10 @@ class ElasticsearchLabels:
         from elasticsearch import ApiError, TransportError, helpers
 
         try:
-            docs = [hit["_source"] for hit in helpers.scan(self.client, index=self.index, query={"query": {"match_all": {}}})]
+            docs = [
+                hit["_source"]
+                for hit in helpers.scan(self.client, index=self.index, query={"query": {"match_all": {}}})
+            ]
         except (ApiError, TransportError) as exc:
             raise StoreUnavailable(f"Elasticsearch label export failed: {exc}") from exc
         return _write_label_csvs(folder, docs)
@@ -229,7 +249,12 @@ def import_inbox(folder: str | Path, store, settle_s: float = 2.0, now: float | 
     now = time.time() if now is None else now
     results = []
     for path in sorted(folder.iterdir()):
-        if not path.is_file() or path.name.startswith(".") or path.suffix not in INBOX_SUFFIXES or now - path.stat().st_mtime < settle_s:
+        if (
+            not path.is_file()
+            or path.name.startswith(".")
+            or path.suffix not in INBOX_SUFFIXES
+            or now - path.stat().st_mtime < settle_s
+        ):
             continue
         labels, rejected = read_label_file(path, f"inbox:{path.name}")
         written = store.put(labels) if labels else 0
@@ -238,7 +263,9 @@ def import_inbox(folder: str | Path, store, settle_s: float = 2.0, now: float | 
         stamp = datetime.fromtimestamp(now, timezone.utc).strftime("%Y%m%dT%H%M%SZ")
         moved = target / f"{stamp}-{path.name}"
         if rejected:
-            moved.with_name(moved.name + ".rejected.txt").write_text("".join(f"line {line}: {why}\n" for line, why in rejected), encoding="utf-8")
+            moved.with_name(moved.name + ".rejected.txt").write_text(
+                "".join(f"line {line}: {why}\n" for line, why in rejected), encoding="utf-8"
+            )
         shutil.move(str(path), moved)
         results.append(InboxFile(path.name, written, rejected, moved))
     return results

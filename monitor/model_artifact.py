@@ -40,7 +40,7 @@ class ModelArtifact:
     manifest: dict
 
     @classmethod
-    def load(cls, path: str | Path) -> "ModelArtifact":
+    def load(cls, path: str | Path) -> ModelArtifact:
         path = Path(path)
         file = path / MANIFEST
         if not file.is_file():
@@ -52,7 +52,11 @@ class ModelArtifact:
         if manifest.get("format_version") != FORMAT_VERSION:
             raise ModelArtifactError(f"{file}: unsupported format_version {manifest.get('format_version')!r}")
         artifact = cls(path, manifest)
-        for name in ("tokenizer.json", *artifact.fusion_files.values(), *([artifact.history_file] if artifact.history_file else [])):
+        for name in (
+            "tokenizer.json",
+            *artifact.fusion_files.values(),
+            *([artifact.history_file] if artifact.history_file else []),
+        ):
             if not (path / name).is_file():
                 raise ModelArtifactError(f"{path}: manifest names {name}, which is missing")
         return artifact
@@ -67,7 +71,9 @@ class ModelArtifact:
     @property
     def context(self) -> ContextSettings:
         c = self.manifest["context"]
-        return ContextSettings(mode=c["mode"], k=c["k"], max_length=c["max_length"], context_budget=c.get("context_budget", 0))
+        return ContextSettings(
+            mode=c["mode"], k=c["k"], max_length=c["max_length"], context_budget=c.get("context_budget", 0)
+        )
 
     @property
     def near_duplicate(self) -> float:
@@ -85,7 +91,9 @@ class ModelArtifact:
         """The ONNX file to serve: `variant` ("fp32", "int8") or the manifest's choice."""
         onnx = self.manifest.get("onnx")
         if not onnx:
-            raise ModelArtifactError(f"{self.path}: the model has not been exported to ONNX (run bearwatch export --model {self.path})")
+            raise ModelArtifactError(
+                f"{self.path}: the model has not been exported to ONNX (run bearwatch export --model {self.path})"
+            )
         variant = variant or onnx["serve"]
         files = onnx["files"]
         if variant not in files:

@@ -26,17 +26,31 @@ class ScoringMetrics:
         r = self.registry
         self.consumed = Counter("bearwatch_consumed", "Messages consumed", registry=r)
         self.scored = Counter("bearwatch_scored", "Items scored and written", registry=r)
-        self.dead_letters = Counter("bearwatch_dead_letters", "Messages sent to the dead-letter topic, by the stage that refused them", ["stage"], registry=r)
-        self.duplicates = Counter("bearwatch_duplicates", "Duplicate items (same id or near-identical text)", registry=r)
+        self.dead_letters = Counter(
+            "bearwatch_dead_letters",
+            "Messages sent to the dead-letter topic, by the stage that refused them",
+            ["stage"],
+            registry=r,
+        )
+        self.duplicates = Counter(
+            "bearwatch_duplicates", "Duplicate items (same id or near-identical text)", registry=r
+        )
         self.redelivered = Counter("bearwatch_redelivered", "Items seen again after a replay", registry=r)
-        self.write_failures = Counter("bearwatch_write_failures", "Batches whose writes failed (retried, not committed)", registry=r)
+        self.write_failures = Counter(
+            "bearwatch_write_failures", "Batches whose writes failed (retried, not committed)", registry=r
+        )
         self.commits = Counter("bearwatch_commits", "Offset commits", registry=r)
         self.stage_seconds = Histogram(
-            "bearwatch_stage_seconds", "Seconds per batch and stage", ["stage"], registry=r,
+            "bearwatch_stage_seconds",
+            "Seconds per batch and stage",
+            ["stage"],
+            registry=r,
             buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
         )
         self.lag = Gauge("bearwatch_consumer_lag", "Messages behind the end of the assigned partitions", registry=r)
-        self.model_info = Gauge("bearwatch_model_info", "The model version in use (value 1)", ["version", "provider"], registry=r)
+        self.model_info = Gauge(
+            "bearwatch_model_info", "The model version in use (value 1)", ["version", "provider"], registry=r
+        )
 
 
 class Health:

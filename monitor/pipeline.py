@@ -114,7 +114,9 @@ class ScoringPipeline:
         self.store = store
         self.settings = settings
 
-    def process(self, messages: Sequence[Message], now: datetime | None = None, partitions: dict[str, int] | None = None) -> BatchResult:
+    def process(
+        self, messages: Sequence[Message], now: datetime | None = None, partitions: dict[str, int] | None = None
+    ) -> BatchResult:
         """`partitions`: how many partitions each source topic has (scored records carry it, so the
         detection stage knows which sources its event-time watermark waits for)."""
         result = BatchResult(dlq_topic=self.settings.dlq_topic)
@@ -126,7 +128,9 @@ class ScoringPipeline:
             except InvalidItem as exc:
                 result.dead_letter(message, str(exc), "validate")
             except Exception as exc:  # noqa: BLE001 — one message's bug must not stop the daemon
-                log.exception("validation failed unexpectedly at %s/%d/%d", message.topic, message.partition, message.offset)
+                log.exception(
+                    "validation failed unexpectedly at %s/%d/%d", message.topic, message.partition, message.offset
+                )
                 result.dead_letter(message, unexpected(exc), "validate")
         t1 = time.perf_counter()
         to_score, flags = self._dedup(valid, result)
@@ -138,19 +142,32 @@ class ScoringPipeline:
         t3 = time.perf_counter()
         related = self._related([to_score[i][1] for i in kept], [scores.embedding[i] for i in kept] if scores else [])
         t4 = time.perf_counter()
-        result.seconds = {"validate": t1 - t0, "dedup": t2 - t1, "score": t3 - t2, "retrieve": t4 - t3, "total": t4 - t0}
+        result.seconds = {
+            "validate": t1 - t0,
+            "dedup": t2 - t1,
+            "score": t3 - t2,
+            "retrieve": t4 - t3,
+            "total": t4 - t0,
+        }
         per_item_ms = {k: 1000 * v / max(1, len(messages)) for k, v in result.seconds.items()}
         scored_at = format_time(now or datetime.now(timezone.utc))
         counts = partitions or {}
         for position, index in enumerate(kept):
+            assert scores is not None  # kept is empty when nothing was scored
             message, item = to_score[index]
             try:
-                scored = self._document(message, item, scores, index, flags[index], related[position], per_item_ms, scored_at)
+                scored = self._document(
+                    message, item, scores, index, flags[index], related[position], per_item_ms, scored_at
+                )
                 doc = scored.to_json()
                 event = scored.event(counts.get(message.topic, 1)).to_json()
-                record = Record(self.settings.scored_topic, json.dumps(event).encode(), source_key(message.topic, message.partition))
+                record = Record(
+                    self.settings.scored_topic, json.dumps(event).encode(), source_key(message.topic, message.partition)
+                )
             except Exception as exc:  # noqa: BLE001
-                log.exception("building the document of %s/%d/%d failed", message.topic, message.partition, message.offset)
+                log.exception(
+                    "building the document of %s/%d/%d failed", message.topic, message.partition, message.offset
+                )
                 result.dead_letter(message, unexpected(exc), "document")
                 continue
             result.documents.append(doc)
@@ -158,7 +175,9 @@ class ScoringPipeline:
             result.scored.append(record)
         return result
 
-    def _dedup(self, valid: list[tuple[Message, NewsItem]], result: BatchResult) -> tuple[list[tuple[Message, NewsItem]], dict[int, dict]]:
+    def _dedup(
+        self, valid: list[tuple[Message, NewsItem]], result: BatchResult
+    ) -> tuple[list[tuple[Message, NewsItem]], dict[int, dict]]:
         """Flag text duplicates exactly as if the items were processed one at a time, in order.
 
         An item is a duplicate when an item before it (stored, or earlier in this batch) has the
@@ -171,7 +190,8 @@ class ScoringPipeline:
         window = self.settings.dedup_window
         stored = self.store.stored([item.id for _, item in valid]) if valid else {}
         to_score: list[tuple[Message, NewsItem]] = []
-        hashes, keys = [], []
+        hashes: list[str] = []
+        keys: list[str] = []
         latest: dict[str, int] = {}  # id -> position of its latest version so far in to_score
         for message, item in valid:
             try:
@@ -204,24 +224,37 @@ class ScoringPipeline:
             first_seen.setdefault(item.id, pos)
             if previous is not None and previous.get("content_hash") == digest:
                 result.redelivered += 1  # a replay after a crash: same document again, same flags
-                flags[pos] = {"duplicate": previous.get("duplicate", False), "duplicate_of": previous.get("duplicate_of")}
+                flags[pos] = {
+                    "duplicate": previous.get("duplicate", False),
+                    "duplicate_of": previous.get("duplicate_of"),
+                }
                 if previous.get("scored_at"):
                     flags[pos]["scored_at"] = previous["scored_at"]
                 if previous.get("kafka"):
                     flags[pos]["first_position"] = Position.from_json(previous["kafka"])
                 continue
-            skip = tuple(sorted(i for i in by_key[key] if i != item.id and (i in replayed or first_seen.get(i, pos) < pos)))
+            skip = tuple(
+                sorted(i for i in by_key[key] if i != item.id and (i in replayed or first_seen.get(i, pos) < pos))
+            )
             lookups.append((pos, DedupQuery(item.id, key, item.published_at, exclude=skip)))
         found = dict(zip((pos for pos, _ in lookups), self.store.originals([q for _, q in lookups], window)))
         current: dict[str, tuple[str, Original]] = {}  # id -> (key, version) as of the item being decided
         for pos, ((_, item), key) in enumerate(zip(to_score, keys)):
             if pos not in flags:
-                here = [o for k, o in current.values() if k == key and o.id != item.id and abs(o.published_at - item.published_at) <= window]
-                first = min(here + ([found[pos]] if found[pos] else []), default=None)
+                here = [
+                    o
+                    for k, o in current.values()
+                    if k == key and o.id != item.id and abs(o.published_at - item.published_at) <= window
+                ]
+                stored_first = found[pos]
+                first = min(here + ([stored_first] if stored_first else []), default=None)
                 flags[pos] = {"duplicate": first is not None, "duplicate_of": first.root if first else None}
             flags[pos].update(dedup_key=key, content_hash=hashes[pos])
             # As stored (millisecond precision), so it ranks as it will once stored.
-            current[item.id] = (key, Original(parse_stored_time(format_time(item.published_at)), item.id, flags[pos]["duplicate_of"]))
+            current[item.id] = (
+                key,
+                Original(parse_stored_time(format_time(item.published_at)), item.id, flags[pos]["duplicate_of"]),
+            )
         result.duplicates += sum(1 for f in flags.values() if f["duplicate"])
         return to_score, flags
 
@@ -233,7 +266,9 @@ class ScoringPipeline:
         try:
             return self.scorer.score_texts(texts), {}
         except Exception as exc:  # noqa: BLE001 — whatever one text does to the tokenizer or the model
-            log.warning("batch of %d failed to score (%s: %s); scoring items one by one", len(items), type(exc).__name__, exc)
+            log.warning(
+                "batch of %d failed to score (%s: %s); scoring items one by one", len(items), type(exc).__name__, exc
+            )
         failed: dict[int, str] = {}
         parts = []
         for index, text in enumerate(texts):
@@ -251,21 +286,44 @@ class ScoringPipeline:
     def _related(self, items: list[NewsItem], vectors: list[np.ndarray]) -> list[list]:
         if self.settings.related_method == "off" or not items:
             return [[] for _ in items]
-        queries = [HistoryQuery(i.id, i.text, i.published_at, dedup_key(i.headline), i.tickers, v) for i, v in zip(items, vectors)]
-        return self.store.related(queries, self.settings.related_k, self.settings.lookback, self.settings.related_method)
+        queries = [
+            HistoryQuery(i.id, i.text, i.published_at, dedup_key(i.headline), i.tickers, v)
+            for i, v in zip(items, vectors)
+        ]
+        return self.store.related(
+            queries, self.settings.related_k, self.settings.lookback, self.settings.related_method
+        )
 
-    def _document(self, message: Message, item: NewsItem, scores: Scores, index: int, flags: dict, related: list, per_item_ms: dict, scored_at: str) -> ScoredItem:
+    def _document(
+        self,
+        message: Message,
+        item: NewsItem,
+        scores: Scores,
+        index: int,
+        flags: dict,
+        related: list,
+        per_item_ms: dict,
+        scored_at: str,
+    ) -> ScoredItem:
         sentiment_p = scores.probabilities["sentiment"][index]
         topic_p = scores.probabilities["topic"][index]
         labels = scores.labels
         return ScoredItem(
             item=item,
             scored_at=scored_at,
-            dedup=Dedup(flags["duplicate"], flags["duplicate_of"], flags["dedup_key"], flags["content_hash"], flags.get("scored_at"),
-                        flags.get("first_position")),
+            dedup=Dedup(
+                flags["duplicate"],
+                flags["duplicate_of"],
+                flags["dedup_key"],
+                flags["content_hash"],
+                flags.get("scored_at"),
+                flags.get("first_position"),
+            ),
             sentiment=labels["sentiment"][int(sentiment_p.argmax())],
             sentiment_confidence=float(sentiment_p.max()),
-            probabilities={label: float(sentiment_p[j]) for j, label in enumerate(labels["sentiment"]) if label in SENTIMENT_LABELS},
+            probabilities={
+                label: float(sentiment_p[j]) for j, label in enumerate(labels["sentiment"]) if label in SENTIMENT_LABELS
+            },
             topic=labels["topic"][int(topic_p.argmax())],
             topic_confidence=float(topic_p.max()),
             model_version=self.scorer.version,

@@ -118,29 +118,55 @@ class ScoredItem:
     @classmethod
     def from_json(cls, doc: dict[str, Any]) -> ScoredItem:
         item = NewsItem(
-            id=doc["id"], published_at=parse_time(doc["published_at"]), headline=doc["headline"], body=doc.get("body"),
-            source=doc.get("source"), tickers=tuple(doc.get("tickers") or ()), url=doc.get("url"), lang=doc.get("lang"),
+            id=doc["id"],
+            published_at=parse_time(doc["published_at"]),
+            headline=doc["headline"],
+            body=doc.get("body"),
+            source=doc.get("source"),
+            tickers=tuple(doc.get("tickers") or ()),
+            url=doc.get("url"),
+            lang=doc.get("lang"),
             repaired=tuple(doc.get("repaired") or ()),
         )
         return cls(
-            item=item, scored_at=doc["scored_at"],
+            item=item,
+            scored_at=doc["scored_at"],
             dedup=Dedup(bool(doc["duplicate"]), doc.get("duplicate_of"), doc["dedup_key"], doc["content_hash"]),
-            sentiment=doc["sentiment"], sentiment_confidence=float(doc["sentiment_confidence"]),
+            sentiment=doc["sentiment"],
+            sentiment_confidence=float(doc["sentiment_confidence"]),
             probabilities={k[2:]: float(v) for k, v in doc.items() if k.startswith("p_")},
-            topic=doc["topic"], topic_confidence=float(doc["topic_confidence"]), model_version=doc["model_version"],
-            context_mode=doc["context_mode"], context_ids=tuple(doc.get("context_ids") or ()),
-            related_ids=tuple(doc.get("related_ids") or ()), embedding=tuple(doc.get("embedding") or ()),
-            position=Position.from_json(doc["kafka"]), timings_ms=dict(doc.get("timings_ms") or {}),
+            topic=doc["topic"],
+            topic_confidence=float(doc["topic_confidence"]),
+            model_version=doc["model_version"],
+            context_mode=doc["context_mode"],
+            context_ids=tuple(doc.get("context_ids") or ()),
+            related_ids=tuple(doc.get("related_ids") or ()),
+            embedding=tuple(doc.get("embedding") or ()),
+            position=Position.from_json(doc["kafka"]),
+            timings_ms=dict(doc.get("timings_ms") or {}),
         )
 
     def event(self, partitions: int) -> ScoredEvent:
         """The scored topic's record of this item."""
         i = self.item
         return ScoredEvent(
-            id=i.id, published_at=i.published_at, negative=self.negative, p_bearish=self.p_bearish, topic=self.topic,
-            tickers=i.tickers, duplicate=self.dedup.duplicate, source=self.position.source, partitions=partitions,
-            dedup_key=self.dedup.dedup_key, headline=i.headline, url=i.url, outlet=i.source, sentiment=self.sentiment,
-            duplicate_of=self.dedup.duplicate_of, model_version=self.model_version, position=self.position,
+            id=i.id,
+            published_at=i.published_at,
+            negative=self.negative,
+            p_bearish=self.p_bearish,
+            topic=self.topic,
+            tickers=i.tickers,
+            duplicate=self.dedup.duplicate,
+            source=self.position.source,
+            partitions=partitions,
+            dedup_key=self.dedup.dedup_key,
+            headline=i.headline,
+            url=i.url,
+            outlet=i.source,
+            sentiment=self.sentiment,
+            duplicate_of=self.dedup.duplicate_of,
+            model_version=self.model_version,
+            position=self.position,
         )
 
     @staticmethod
@@ -154,10 +180,36 @@ class ScoredItem:
 
 # Every field a stored scored item can have (p_* for the three sentiment labels).
 SCORED_ITEM_FIELDS = (
-    "id", "published_at", "headline", "body", "source", "url", "lang", "tickers", "repaired", "scored_at",
-    "duplicate", "duplicate_of", "dedup_key", "content_hash", "sentiment", "sentiment_confidence",
-    "p_bearish", "p_neutral", "p_bullish", "negative", "is_negative", "topic", "topic_confidence", "model_version",
-    "context_mode", "context_ids", "related_ids", "embedding", "kafka", "timings_ms",
+    "id",
+    "published_at",
+    "headline",
+    "body",
+    "source",
+    "url",
+    "lang",
+    "tickers",
+    "repaired",
+    "scored_at",
+    "duplicate",
+    "duplicate_of",
+    "dedup_key",
+    "content_hash",
+    "sentiment",
+    "sentiment_confidence",
+    "p_bearish",
+    "p_neutral",
+    "p_bullish",
+    "negative",
+    "is_negative",
+    "topic",
+    "topic_confidence",
+    "model_version",
+    "context_mode",
+    "context_ids",
+    "related_ids",
+    "embedding",
+    "kafka",
+    "timings_ms",
 )
 
 
@@ -192,8 +244,16 @@ class ScoredEvent:
                 out[name] = value
         if self.tickers:
             out["tickers"] = list(self.tickers)
-        out.update(topic=self.topic, sentiment=self.sentiment, p_bearish=self.p_bearish, negative=self.negative,
-                   duplicate=self.duplicate, duplicate_of=self.duplicate_of, dedup_key=self.dedup_key, model_version=self.model_version)
+        out.update(
+            topic=self.topic,
+            sentiment=self.sentiment,
+            p_bearish=self.p_bearish,
+            negative=self.negative,
+            duplicate=self.duplicate,
+            duplicate_of=self.duplicate_of,
+            dedup_key=self.dedup_key,
+            model_version=self.model_version,
+        )
         if self.position is not None:
             out["kafka"] = {**self.position.to_json(), "partitions": self.partitions}
         return out
@@ -204,17 +264,36 @@ class ScoredEvent:
         k = doc.get("kafka")
         position = Position.from_json(k) if k else None
         return cls(
-            id=str(doc["id"]), published_at=parse_time(doc["published_at"]), negative=bool(doc.get("negative")),
-            p_bearish=float(doc.get("p_bearish", 0.0)), topic=doc.get("topic"), tickers=tuple(doc.get("tickers") or ()),
-            duplicate=bool(doc.get("duplicate")), source=position.source if position else "",
-            partitions=int((k or {}).get("partitions") or 1), dedup_key=doc.get("dedup_key"), headline=doc.get("headline", ""),
-            url=doc.get("url"), outlet=doc.get("source"), sentiment=doc.get("sentiment"), duplicate_of=doc.get("duplicate_of"),
-            model_version=doc.get("model_version"), position=position,
+            id=str(doc["id"]),
+            published_at=parse_time(doc["published_at"]),
+            negative=bool(doc.get("negative")),
+            p_bearish=float(doc.get("p_bearish", 0.0)),
+            topic=doc.get("topic"),
+            tickers=tuple(doc.get("tickers") or ()),
+            duplicate=bool(doc.get("duplicate")),
+            source=position.source if position else "",
+            partitions=int((k or {}).get("partitions") or 1),
+            dedup_key=doc.get("dedup_key"),
+            headline=doc.get("headline", ""),
+            url=doc.get("url"),
+            outlet=doc.get("source"),
+            sentiment=doc.get("sentiment"),
+            duplicate_of=doc.get("duplicate_of"),
+            model_version=doc.get("model_version"),
+            position=position,
         )
 
     def state(self) -> list:
         """The detector snapshot's compact form (only what the detector uses)."""
-        return [self.id, self.published_at.isoformat(), self.negative, self.p_bearish, self.topic, list(self.tickers), self.dedup_key]
+        return [
+            self.id,
+            self.published_at.isoformat(),
+            self.negative,
+            self.p_bearish,
+            self.topic,
+            list(self.tickers),
+            self.dedup_key,
+        ]
 
     @classmethod
     def from_state(cls, s: list) -> ScoredEvent:

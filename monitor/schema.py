@@ -54,7 +54,7 @@ class NewsItem:
         return self.headline
 
     def to_json(self) -> dict[str, Any]:
-        out = {"id": self.id, "published_at": format_time(self.published_at), "headline": self.headline}
+        out: dict[str, Any] = {"id": self.id, "published_at": format_time(self.published_at), "headline": self.headline}
         for name in ("body", "source", "url", "lang"):
             if getattr(self, name) is not None:
                 out[name] = getattr(self, name)
@@ -84,7 +84,10 @@ def parse_time(value: Any, now: datetime | None = None) -> datetime:
         raise InvalidItem(f"published_at {value[:64]!r} is out of range") from None
     now = now or datetime.now(timezone.utc)
     if parsed < EARLIEST or (parsed - now).days >= LATEST_AHEAD_DAYS:
-        raise InvalidItem(f"published_at {value[:64]!r} is implausible (before {EARLIEST.year} or more than {LATEST_AHEAD_DAYS} days ahead)")
+        raise InvalidItem(
+            f"published_at {value[:64]!r} is implausible (before {EARLIEST.year} or more than {LATEST_AHEAD_DAYS} "
+            "days ahead)"
+        )
     return parsed
 
 
@@ -198,4 +201,3 @@ def item_from_dict(obj: dict, now: datetime | None = None) -> NewsItem:
         extra={k: v for k, v in obj.items() if k not in KNOWN_FIELDS},
         repaired=tuple(repaired),
     )
-

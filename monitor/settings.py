@@ -66,12 +66,18 @@ class KafkaSettings:
 
     def client_options(self) -> dict[str, Any]:
         """Connection options shared by kafka-python's consumer, producer and admin client."""
-        options: dict[str, Any] = {"bootstrap_servers": self.bootstrap.split(","), "security_protocol": self.security_protocol,
-                                   "bootstrap_timeout_ms": int(self.connect_timeout_seconds * 1000),
-                                   "reconnect_backoff_max_ms": int(self.reconnect_backoff_max_seconds * 1000)}
+        options: dict[str, Any] = {
+            "bootstrap_servers": self.bootstrap.split(","),
+            "security_protocol": self.security_protocol,
+            "bootstrap_timeout_ms": int(self.connect_timeout_seconds * 1000),
+            "reconnect_backoff_max_ms": int(self.reconnect_backoff_max_seconds * 1000),
+        }
         if self.sasl_mechanism:
-            options.update(sasl_mechanism=self.sasl_mechanism, sasl_plain_username=self.sasl_username,
-                           sasl_plain_password=self.sasl_password.reveal() if self.sasl_password else None)
+            options.update(
+                sasl_mechanism=self.sasl_mechanism,
+                sasl_plain_username=self.sasl_username,
+                sasl_plain_password=self.sasl_password.reveal() if self.sasl_password else None,
+            )
         for name in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"):
             if getattr(self, name):
                 options[name] = getattr(self, name)
@@ -235,18 +241,23 @@ def load_settings(path: str | Path | None = None, env: Mapping[str, str] | None 
             raise SettingsError(f"cannot read settings file {path}: {exc}") from None
     sections = {}
     for section in fields(Settings):
-        cls = section.default_factory  # type: ignore[misc]
+        cls: Any = section.default_factory  # every section is a dataclass with a default factory
         current = cls()
         given = dict(raw.pop(section.name, {}))
         unknown = set(given) - {f.name for f in fields(cls)}
         if unknown:
             raise SettingsError(f"unknown setting(s) in [{section.name}]: {', '.join(sorted(unknown))}")
-        prefixes = [f"BEARWATCH_{section.name.upper()}_"] + (["BEARWATCH_ES_"] if section.name == "elasticsearch" else [])
+        prefixes = [f"BEARWATCH_{section.name.upper()}_"] + (
+            ["BEARWATCH_ES_"] if section.name == "elasticsearch" else []
+        )
         values = {}
         for f in fields(cls):
             if (section.name, f.name) in SECRETS:
                 if f.name in given:
-                    raise SettingsError(f"{section.name}.{f.name} is a secret: set {SECRETS[(section.name, f.name)]} (or …_FILE), not the settings file")
+                    raise SettingsError(
+                        f"{section.name}.{f.name} is a secret: set {SECRETS[(section.name, f.name)]} (or …_FILE), "
+                        "not the settings file"
+                    )
                 values[f.name] = _secret_from_env(env, SECRETS[(section.name, f.name)])
                 continue
             variable = next((p + f.name.upper() for p in prefixes if p + f.name.upper() in env), None)

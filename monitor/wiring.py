@@ -27,18 +27,25 @@ log = logging.getLogger("bearwatch.wiring")
 def pipeline_settings(settings: Settings) -> PipelineSettings:
     r, m, k = settings.retrieval, settings.monitor, settings.kafka
     return PipelineSettings(
-        scored_topic=k.scored_topic, dlq_topic=k.dlq_topic,
-        dedup_window=timedelta(hours=m.dedup_window_hours), related_k=r.k,
-        related_method=r.history, lookback=timedelta(hours=r.lookback_hours),
+        scored_topic=k.scored_topic,
+        dlq_topic=k.dlq_topic,
+        dedup_window=timedelta(hours=m.dedup_window_hours),
+        related_k=r.k,
+        related_method=r.history,
+        lookback=timedelta(hours=r.lookback_hours),
     )
 
 
 def tracker_config(settings: Settings) -> TrackerConfig:
     d = settings.detection
     base = TrackerConfig()
-    return TrackerConfig(bucket=timedelta(minutes=d.bucket_minutes), lateness=timedelta(minutes=d.lateness_minutes),
-                         dedup_window=timedelta(hours=settings.monitor.dedup_window_hours),
-                         share_alpha=d.alpha, counts=replace(base.counts, alpha=d.alpha))
+    return TrackerConfig(
+        bucket=timedelta(minutes=d.bucket_minutes),
+        lateness=timedelta(minutes=d.lateness_minutes),
+        dedup_window=timedelta(hours=settings.monitor.dedup_window_hours),
+        share_alpha=d.alpha,
+        counts=replace(base.counts, alpha=d.alpha),
+    )
 
 
 def slack_delivery(settings: Settings) -> SlackDelivery | None:
@@ -48,8 +55,15 @@ def slack_delivery(settings: Settings) -> SlackDelivery | None:
     s = settings.slack
     if not ((s.token and s.channel) or s.webhook_url):
         return None
-    return SlackDelivery(SlackSettings(token=s.token, channel=s.channel, webhook_url=s.webhook_url, base_url=s.base_url,
-                                       timeout_s=s.timeout_seconds))
+    return SlackDelivery(
+        SlackSettings(
+            token=s.token,
+            channel=s.channel,
+            webhook_url=s.webhook_url,
+            base_url=s.base_url,
+            timeout_s=s.timeout_seconds,
+        )
+    )
 
 
 def serve_health(settings: Settings, what: str, registry=None, health: Health | None = None) -> Health | None:
@@ -61,5 +75,10 @@ def serve_health(settings: Settings, what: str, registry=None, health: Health | 
 
     health = health or Health()
     server = serve(settings.metrics.host, settings.metrics.port, registry or CollectorRegistry(), health)
-    log.info("%s: metrics and health on http://%s:%d/metrics, /healthz", what, settings.metrics.host, server.server_address[1])
+    log.info(
+        "%s: metrics and health on http://%s:%d/metrics, /healthz",
+        what,
+        settings.metrics.host,
+        server.server_address[1],
+    )
     return health

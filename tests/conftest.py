@@ -84,7 +84,11 @@ def demo_run(tmp_path_factory):
     from monitor.settings import Settings
 
     settings = Settings()
-    settings = replace(settings, model=replace(settings.model, path=str(shipped_model()), device="cpu"), metrics=replace(settings.metrics, port=0))
+    settings = replace(
+        settings,
+        model=replace(settings.model, path=str(shipped_model()), device="cpu"),
+        metrics=replace(settings.metrics, port=0),
+    )
     return run_demo(settings, None, tmp_path_factory.mktemp("demo"))
 
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, on a fresh machine or a developer's: installs bearwatch with its test
 # extras into .venv (once), starts the real Kafka and Elasticsearch (deploy/local/services.sh)
-# unless they already run, runs pytest, and stops the services it started.
+# unless they already run, runs ruff (lint, format) and mypy, then pytest, and stops the services it started.
 #
 #   bash tests/run.sh                 everything (what CI runs)
 #   bash tests/run.sh -m 'not services' -q     only the tests that need no services (seconds)
@@ -25,6 +25,12 @@ if [[ " $* " != *" not services"* ]]; then
   fi
   eval "$("$services" env | sed 's/^/export /')"
 fi
+
+# lint, format and types first: seconds, and a failure here says exactly what to fix
+bin=$(dirname "$BEARWATCH_PY")
+"$bin/ruff" check --no-cache .
+"$bin/ruff" format --check --no-cache .
+"$bin/mypy"
 
 set +e
 "$BEARWATCH_PY" -m pytest "$@"

@@ -25,8 +25,13 @@ def imports() -> dict[str, dict[str, set[str]]]:
         for path in (ROOT / package).rglob("*.py"):
             module = ".".join(path.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
             for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-                names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
-                    [node.module] if isinstance(node, ast.ImportFrom) and node.module and node.level == 0 else []
+                names = (
+                    [a.name for a in node.names]
+                    if isinstance(node, ast.Import)
+                    else [node.module]
+                    if isinstance(node, ast.ImportFrom) and node.module and node.level == 0
+                    else []
+                )
                 for name in names:
                     if name.split(".")[0] in (*INSTALLED, "drills", "bench") and unit(name) != unit(module):
                         graph[unit(module)][unit(name)].add(str(path.relative_to(ROOT)))
@@ -75,12 +80,18 @@ def test_the_packages_import_each_other_without_cycles() -> None:
 
 def test_monitor_never_imports_the_command_line_or_training() -> None:
     graph = imports()
-    leaks = {a: sorted(b for b in targets if b in ("bearwatch", "training")) for a, targets in graph.items() if a.startswith("monitor")}
+    leaks = {
+        a: sorted(b for b in targets if b in ("bearwatch", "training"))
+        for a, targets in graph.items()
+        if a.startswith("monitor")
+    }
     assert not {a: b for a, b in leaks.items() if b}
 
 
 def test_the_cycle_finder_finds_a_cycle() -> None:
     assert cycles({"a": {"b": set()}, "b": {"c": set()}, "c": {"a": set()}, "d": {"a": set()}}) == [["a", "b", "c"]]
+
+
 def test_the_installed_packages_do_not_reach_into_the_checkout() -> None:
     graph = imports()
     assert not {a: sorted(b) for a, b in graph.items() if {"drills", "bench"} & set(b) and a != "bearwatch"}
@@ -91,5 +102,3 @@ def test_the_installed_packages_do_not_reach_into_the_checkout() -> None:
             if ".parent.parent" in text or "parents[1]" in text:
                 offenders.append(str(path.relative_to(ROOT)))
     assert not offenders, "files found relative to the checkout (use importlib.resources): " + ", ".join(offenders)
-
-

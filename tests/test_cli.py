@@ -20,9 +20,7 @@ def test_version_verbose_lists_runtime(capsys) -> None:
 
 
 def test_console_script_help_lists_commands() -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "bearwatch", "--help"], capture_output=True, text=True, check=True
-    )
+    result = subprocess.run([sys.executable, "-m", "bearwatch", "--help"], capture_output=True, text=True, check=True)
     assert "version" in result.stdout and "demo" in result.stdout
 
 

@@ -27,7 +27,9 @@ def lines(objects: list[dict]) -> str:
 
 
 def test_the_committed_file_is_what_the_definitions_generate() -> None:
-    assert COMMITTED.read_text(encoding="utf-8") == dashboards.ndjson(), "run: bearwatch dashboards export --out dashboards/bearwatch.ndjson"
+    assert COMMITTED.read_text(encoding="utf-8") == dashboards.ndjson(), (
+        "run: bearwatch dashboards export --out dashboards/bearwatch.ndjson"
+    )
 
 
 def test_the_saved_objects_validate_against_the_mappings() -> None:
@@ -43,7 +45,12 @@ def test_the_drilldown_is_the_dashboard_slack_links_to() -> None:
 
     from monitor.alerting.message import kibana_link
 
-    link = kibana_link("http://kibana:5601", "ticker:HLCY", datetime(2026, 11, 3, 9, tzinfo=timezone.utc), datetime(2026, 11, 3, 10, tzinfo=timezone.utc))
+    link = kibana_link(
+        "http://kibana:5601",
+        "ticker:HLCY",
+        datetime(2026, 11, 3, 9, tzinfo=timezone.utc),
+        datetime(2026, 11, 3, 10, tzinfo=timezone.utc),
+    )
     assert f"/view/{dashboards.DRILLDOWN_ID}?" in link
     drilldown = next(d for d in dashboards.DASHBOARDS if d.id == dashboards.DRILLDOWN_ID)
     assert drilldown.time_from is None  # the time comes from the link, not from the saved dashboard
@@ -93,7 +100,12 @@ def test_validation_breaks_on_bad_json_and_dangling_references() -> None:
 
 def test_the_cli_exports_and_validates(tmp_path: Path) -> None:
     out = tmp_path / "objects.ndjson"
-    run = lambda *a: subprocess.run([sys.executable, "-m", "bearwatch", "dashboards", *a], capture_output=True, text=True, timeout=60)  # noqa: E731
+
+    def run(*a):
+        return subprocess.run(
+            [sys.executable, "-m", "bearwatch", "dashboards", *a], capture_output=True, text=True, timeout=60
+        )
+
     assert run("export", "--out", str(out), "--index-prefix", "acme").returncode == 0
     assert '"title": "acme-news"' in out.read_text()
     assert run("validate", str(out)).returncode == 0
@@ -125,7 +137,9 @@ def test_field_caps_confirm_every_field_once_real_documents_are_indexed(es_clien
         _lens(broken, "bearwatch-volume-by-topic")["b1"]["sourceField"] = "no_such_field"
         _lens(broken, "bearwatch-negative-tickers")["b0"]["sourceField"] = "headline"
         problems = dashboards.check_field_caps(es_client, broken).problems
-        assert any("no_such_field is unknown" in p for p in problems) and any("headline is not aggregatable" in p for p in problems)
+        assert any("no_such_field is unknown" in p for p in problems) and any(
+            "headline is not aggregatable" in p for p in problems
+        )
     finally:
         for name in (NEWS, ALERTS, "labels", "state"):
             es_client.indices.delete(index=f"{unique_name}-{name}", ignore_unavailable=True)
@@ -161,15 +175,33 @@ class FakeKibana:
     def answer(self, path: str, headers: dict, body: bytes) -> tuple[int, dict]:
         headers = {k.lower(): v for k, v in headers.items()}
         if headers.get("authorization") != f"ApiKey {self.api_key}":
-            return 401, {"statusCode": 401, "error": "Unauthorized", "message": "[security_exception]: unable to authenticate"}
+            return 401, {
+                "statusCode": 401,
+                "error": "Unauthorized",
+                "message": "[security_exception]: unable to authenticate",
+            }
         if "kbn-xsrf" not in headers:
-            return 400, {"statusCode": 400, "error": "Bad Request", "message": "Request must contain a kbn-xsrf header."}
+            return 400, {
+                "statusCode": 400,
+                "error": "Bad Request",
+                "message": "Request must contain a kbn-xsrf header.",
+            }
         boundary = headers["content-type"].split("boundary=")[1].encode()
         part = next(p for p in body.split(b"--" + boundary) if b'name="file"' in p)
-        objects = [json.loads(line) for line in part.split(b"\r\n\r\n", 1)[1].rstrip(b"\r\n").decode().splitlines() if line.strip()]
+        objects = [
+            json.loads(line)
+            for line in part.split(b"\r\n\r\n", 1)[1].rstrip(b"\r\n").decode().splitlines()
+            if line.strip()
+        ]
         self.received.append({"path": path, "objects": objects})
-        errors = [{"id": o["id"], "type": o["type"], "error": {"type": "unknown"}} for o in objects if o["id"] in self.refuse]
-        return 200, {"success": not errors, "successCount": len(objects) - len(errors), **({"errors": errors} if errors else {})}
+        errors = [
+            {"id": o["id"], "type": o["type"], "error": {"type": "unknown"}} for o in objects if o["id"] in self.refuse
+        ]
+        return 200, {
+            "success": not errors,
+            "successCount": len(objects) - len(errors),
+            **({"errors": errors} if errors else {}),
+        }
 
     def close(self) -> None:
         self.server.shutdown()

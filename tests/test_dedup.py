@@ -22,8 +22,11 @@ from monitor.sources.base import Message
 
 ROOT = Path(__file__).resolve().parent.parent
 T0 = datetime(2026, 11, 2, tzinfo=timezone.utc)
-HEADLINES = [f"{name} shares {verb} after {what}" for name in ("Acme", "Globex", "Initech", "Umbrella", "Hooli")
-             for verb, what in (("slump", "profit warning"), ("jump", "record orders"), ("slide", "CEO exit"))]
+HEADLINES = [
+    f"{name} shares {verb} after {what}"
+    for name in ("Acme", "Globex", "Initech", "Umbrella", "Hooli")
+    for verb, what in (("slump", "profit warning"), ("jump", "record orders"), ("slide", "CEO exit"))
+]
 
 
 def stream(n: int = 160, seed: int = 3) -> list[Message]:
@@ -36,8 +39,17 @@ def stream(n: int = 160, seed: int = 3) -> list[Message]:
         headline = rng.choice(HEADLINES)
         headline = headline.upper() + "!" if rng.random() < 0.3 else headline
         when = T0 + timedelta(minutes=rng.randrange(0, 3 * 24 * 60))
-        values.append({"id": f"n{i}", "headline": headline, "published_at": when.isoformat().replace("+00:00", "Z"), "source": "test",
-                       "tickers": [], "url": f"https://news.example/{i}", "lang": "en"})
+        values.append(
+            {
+                "id": f"n{i}",
+                "headline": headline,
+                "published_at": when.isoformat().replace("+00:00", "Z"),
+                "source": "test",
+                "tickers": [],
+                "url": f"https://news.example/{i}",
+                "lang": "en",
+            }
+        )
     values.insert(60, dict(values[20]))  # redelivered
     values.insert(90, {**values[30], "headline": HEADLINES[0]})  # same id, new text
     return [Message("news", 0, offset, json.dumps(v).encode()) for offset, v in enumerate(values)]
@@ -55,7 +67,7 @@ def flags(scorer, store, messages: list[Message], batch: int) -> dict[str, tuple
     pipeline = ScoringPipeline(scorer, store, PipelineSettings("scored", "dlq", related_method="off"))
     out = {}
     for start in range(0, len(messages), batch):
-        result = pipeline.process(messages[start:start + batch])
+        result = pipeline.process(messages[start : start + batch])
         store.add(result.documents)
         store.flush()
         out.update({d["id"]: (d["duplicate"], d["duplicate_of"]) for d in result.documents})
@@ -76,7 +88,11 @@ def reference(messages: list[Message]) -> dict[str, tuple]:
         if item.id in done and done[item.id][4] == m.value:
             continue
         key = dedup_key(item.headline)
-        near = [d[:2] + (d[3],) for i, d in done.items() if i != item.id and d[2] == key and abs(d[0] - item.published_at) <= timedelta(hours=24)]
+        near = [
+            d[:2] + (d[3],)
+            for i, d in done.items()
+            if i != item.id and d[2] == key and abs(d[0] - item.published_at) <= timedelta(hours=24)
+        ]
         first = min(near, default=None)
         out[item.id] = (first is not None, first[2] if first else None)
         done[item.id] = (item.published_at, item.id, key, out[item.id][1] or item.id, m.value)
@@ -100,7 +116,9 @@ def test_elasticsearch_dedup_sees_the_previous_batch_before_any_refresh(scorer, 
         first = stream()
         assert flags(scorer, store(), first, 17) == reference(first)
         # A store that refreshes before every lookup finds the same through search alone.
-        more = [Message("news", 0, len(first) + m.offset, m.value.replace(b'"id": "n', b'"id": "m')) for m in stream(seed=4)]
+        more = [
+            Message("news", 0, len(first) + m.offset, m.value.replace(b'"id": "n', b'"id": "m')) for m in stream(seed=4)
+        ]
         got = flags(scorer, store(visible_after_s=0), more, 17)
         assert got == {k: v for k, v in reference(first + more).items() if k.startswith("m")}
 
@@ -149,7 +167,11 @@ def test_duplicate_flags_do_not_depend_on_where_batches_begin_or_on_replays(scor
                 written = pipeline.process(messages[lo:hi]).documents
                 # Not covered: an interrupted write of a new version of a stored id (a correction)
                 # overwrites the old text, which items before it in the batch would have matched.
-                written = [d for d in written if d["id"] not in store.docs or store.docs[d["id"]]["content_hash"] == d["content_hash"]]
+                written = [
+                    d
+                    for d in written
+                    if d["id"] not in store.docs or store.docs[d["id"]]["content_hash"] == d["content_hash"]
+                ]
                 store.add(rng.sample(written, rng.randrange(len(written) + 1)))
                 store.flush()
             result = pipeline.process(messages[lo:hi])

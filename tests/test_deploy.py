@@ -31,20 +31,29 @@ def _cli_accepts(args: list[str]) -> None:
     """The command line a deployment runs parses (with --help appended, nothing starts)."""
     args = [a for a in args if a != "--config" and not a.startswith("/etc/")]
     words = [a for a in args if not a.startswith("-")][:2]
-    result = subprocess.run([sys.executable, "-m", "bearwatch", *words, "--help"], capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-m", "bearwatch", *words, "--help"], capture_output=True, text=True, timeout=60
+    )
     assert result.returncode == 0, (args, result.stderr)
 
 
 def test_docker_compose_config_parses_the_stack() -> None:
     _tool("docker compose", ["docker", "compose", "version"], "BEARWATCH_REQUIRE_COMPOSE")
-    result = subprocess.run(["docker", "compose", "-f", str(DEPLOY / "docker-compose.yml"), "config", "--format", "json"],
-                            capture_output=True, text=True, timeout=60, env={**os.environ, "BEARWATCH_SLACK_TOKEN": "xoxb-from-env"})
+    result = subprocess.run(
+        ["docker", "compose", "-f", str(DEPLOY / "docker-compose.yml"), "config", "--format", "json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "BEARWATCH_SLACK_TOKEN": "xoxb-from-env"},
+    )
     assert result.returncode == 0, result.stderr
     import json
 
     services = json.loads(result.stdout)["services"]
     assert {"kafka", "elasticsearch", "kibana", "monitor", "detector", "trainer"} <= set(services)
-    assert services["detector"]["environment"]["BEARWATCH_SLACK_TOKEN"] == "xoxb-from-env"  # secrets come from the environment, none in the file
+    assert (
+        services["detector"]["environment"]["BEARWATCH_SLACK_TOKEN"] == "xoxb-from-env"
+    )  # secrets come from the environment, none in the file
 
 
 def test_compose_services_are_healthchecked_and_run_real_commands() -> None:
@@ -62,12 +71,16 @@ def test_compose_services_are_healthchecked_and_run_real_commands() -> None:
             assert svc["build"]["target"] in targets
         if str(svc.get("image", "")).startswith("bearwatch:"):
             _cli_accepts(svc["command"])
-    assert "torch" not in dockerfile.split("FROM base AS serve")[1].split("FROM base AS train")[0]  # the serving image stays slim
+    assert (
+        "torch" not in dockerfile.split("FROM base AS serve")[1].split("FROM base AS train")[0]
+    )  # the serving image stays slim
 
 
 def _manifests() -> list[dict]:
     if shutil.which("kubectl"):
-        rendered = subprocess.run(["kubectl", "kustomize", str(DEPLOY / "k8s")], capture_output=True, text=True, timeout=60)
+        rendered = subprocess.run(
+            ["kubectl", "kustomize", str(DEPLOY / "k8s")], capture_output=True, text=True, timeout=60
+        )
         assert rendered.returncode == 0, rendered.stderr
         return [d for d in yaml.safe_load_all(rendered.stdout) if d]
     kustomization = yaml.safe_load((DEPLOY / "k8s" / "kustomization.yaml").read_text())
@@ -93,11 +106,16 @@ def test_kubernetes_manifests_hang_together() -> None:
                 if "configMapRef" in ref:
                     assert ref["configMapRef"]["name"] in by_kind["ConfigMap"]
                 else:
-                    assert ref["secretRef"].get("optional"), "a Secret the kustomization does not create must be optional"
+                    assert ref["secretRef"].get("optional"), (
+                        "a Secret the kustomization does not create must be optional"
+                    )
             ports = {p["name"] for p in container.get("ports", [])}
             for probe in ("livenessProbe", "readinessProbe"):
                 if probe in container:
-                    assert container[probe]["httpGet"]["port"] in ports and container[probe]["httpGet"]["path"] == "/healthz"
+                    assert (
+                        container[probe]["httpGet"]["port"] in ports
+                        and container[probe]["httpGet"]["path"] == "/healthz"
+                    )
             if container.get("args"):
                 _cli_accepts(container["args"])
     assert by_kind["PersistentVolumeClaim"]["bearwatch-registry"]["spec"]["accessModes"] == ["ReadWriteMany"]

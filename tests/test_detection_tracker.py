@@ -12,7 +12,9 @@ START = datetime(2026, 11, 2, tzinfo=timezone.utc)
 TICKERS = ["AAA", "BBB", "CCC", "DDD", "EEE", "FFF"]
 
 
-def stream(days: int = 6, episode_at: timedelta | None = timedelta(days=5, hours=15), seed: int = 0) -> list[ScoredEvent]:
+def stream(
+    days: int = 6, episode_at: timedelta | None = timedelta(days=5, hours=15), seed: int = 0
+) -> list[ScoredEvent]:
     rng = random.Random(seed)
     events, n = [], 0
     minute = 0
@@ -22,7 +24,16 @@ def stream(days: int = 6, episode_at: timedelta | None = timedelta(days=5, hours
         minute += rng.randint(1, 6) if busy else rng.randint(5, 40)
         n += 1
         negative = rng.random() < 0.15
-        events.append(ScoredEvent(f"e{n}", t, negative, 0.9 if negative else 0.05, rng.choice(["Earnings", "Macro"]), (rng.choice(TICKERS),)))
+        events.append(
+            ScoredEvent(
+                f"e{n}",
+                t,
+                negative,
+                0.9 if negative else 0.05,
+                rng.choice(["Earnings", "Macro"]),
+                (rng.choice(TICKERS),),
+            )
+        )
     if episode_at is not None:
         for i in range(30):
             t = START + episode_at + timedelta(minutes=2 * i)
@@ -97,7 +108,7 @@ def test_snapshot_and_restore_mid_stream_gives_the_same_alerts_as_one_run() -> N
     for e in events[:half]:
         alerts += tracker.add(e)
     restored = NewsTracker.restore(json.loads(json.dumps(tracker.snapshot())))
-    for e in events[half - 50:]:  # a replay overlapping what the snapshot already counted
+    for e in events[half - 50 :]:  # a replay overlapping what the snapshot already counted
         alerts += restored.add(e)
     alerts += restored.flush(events[-1].published_at + timedelta(hours=2))
     assert alerts == whole
@@ -142,7 +153,10 @@ def test_a_snapshot_of_the_previous_version_restores_and_counts_its_open_buckets
     old = NewsTracker()
     old.add(ScoredEvent("a", START + timedelta(minutes=1), True, 0.9, "Macro", ("AAA",)))
     state = json.loads(json.dumps(old.snapshot()))
-    state["open"] = {k: {"all": [1, 1, 0.9, [[0.9, "a"]], ["a"]], "ticker:AAA": [1, 1, 0.9, [[0.9, "a"]], ["a"]]} for k in state["open"]}
+    state["open"] = {
+        k: {"all": [1, 1, 0.9, [[0.9, "a"]], ["a"]], "ticker:AAA": [1, 1, 0.9, [[0.9, "a"]], ["a"]]}
+        for k in state["open"]
+    }
     for name in ("sources", "idle", "last_of_key", "counted"):
         state.pop(name)
     tracker = NewsTracker.restore(state)

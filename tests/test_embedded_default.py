@@ -23,7 +23,9 @@ def test_demo_scores_the_bundled_stream_and_dead_letters_the_bad_lines(tiny_mode
     out = tmp_path / "demo"
     result = subprocess.run(
         [sys.executable, "-m", "bearwatch", "demo", "--model", str(model_dir), "--out", str(out)],
-        capture_output=True, text=True, timeout=300,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 0, result.stderr[-2000:]
     lines = [line for line in demo_stream().read_bytes().splitlines() if line.strip()]
@@ -39,7 +41,9 @@ def test_demo_scores_the_bundled_stream_and_dead_letters_the_bad_lines(tiny_mode
 
 def test_demo_with_the_shipped_model_alerts_on_the_bundled_episode(tmp_path: Path) -> None:
     out = tmp_path / "demo"
-    result = subprocess.run([sys.executable, "-m", "bearwatch", "demo", "--out", str(out)], capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-m", "bearwatch", "demo", "--out", str(out)], capture_output=True, text=True, timeout=300
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     alerts = [json.loads(line) for line in (out / "alerts.jsonl").read_text().splitlines()]
     hlcy = [a for a in alerts if a["key"] == "ticker:HLCY"]
@@ -65,12 +69,26 @@ def test_hot_reload_switches_version_between_batches(tiny_model_run, tmp_path: P
     registry = ModelRegistry(tmp_path / "registry")
     registry.promote(registry.register(_copy_with_version(model_dir, tmp_path / "m1", "v1")))
     news = tmp_path / "news.jsonl"
-    news.write_text("".join(json.dumps({"id": f"n{i}", "published_at": f"2026-11-02T10:{i:02d}:00Z", "headline": f"Acme item {i}"}) + "\n" for i in range(40)))
+    news.write_text(
+        "".join(
+            json.dumps({"id": f"n{i}", "published_at": f"2026-11-02T10:{i:02d}:00Z", "headline": f"Acme item {i}"})
+            + "\n"
+            for i in range(40)
+        )
+    )
     settings = load_settings(env={})
-    settings = replace(settings, model=replace(settings.model, path=str(registry.root), reload_check_seconds=0, threads=1),
-                       monitor=replace(settings.monitor, batch_size=10))
+    settings = replace(
+        settings,
+        model=replace(settings.model, path=str(registry.root), reload_check_seconds=0, threads=1),
+        monitor=replace(settings.monitor, batch_size=10),
+    )
     versions: list[str] = []
-    app = build_embedded_app(settings, str(news), tmp_path / "out", on_batch=lambda m, r: versions.extend(d["model_version"] for d in r.documents))
+    app = build_embedded_app(
+        settings,
+        str(news),
+        tmp_path / "out",
+        on_batch=lambda m, r: versions.extend(d["model_version"] for d in r.documents),
+    )
     app.run(max_batches=2)
     registry.promote(registry.register(_copy_with_version(model_dir, tmp_path / "m2", "v2")), "better")
     app.run(max_batches=4)

@@ -31,9 +31,19 @@ def events(items: list[dict], partitions: int) -> list[list[ScoredEvent]]:
         p = hash(item["id"]) % partitions if partitions > 1 else 0
         text = item["headline"].lower()
         negative = any(w in text for w in NEGATIVE)
-        out[p].append(ScoredEvent(item["id"], datetime.fromisoformat(item["published_at"].replace("Z", "+00:00")), negative,
-                                  0.9 if negative else 0.1, "Stock Commentary", tuple(item.get("tickers", ())),
-                                  source=f"news/{p}", partitions=partitions, dedup_key=dedup_key(item["headline"])))
+        out[p].append(
+            ScoredEvent(
+                item["id"],
+                datetime.fromisoformat(item["published_at"].replace("Z", "+00:00")),
+                negative,
+                0.9 if negative else 0.1,
+                "Stock Commentary",
+                tuple(item.get("tickers", ())),
+                source=f"news/{p}",
+                partitions=partitions,
+                dedup_key=dedup_key(item["headline"]),
+            )
+        )
     return out
 
 
@@ -47,7 +57,7 @@ def drain(parts: list[list[ScoredEvent]], rng: random.Random | None, replays: bo
         live = [i for i, p in enumerate(parts) if cursors[i] < len(p)]
         i = rng.choice(live) if rng else live[0]
         n = rng.randint(1, 800) if rng else len(parts[i])
-        chunk = parts[i][cursors[i]: cursors[i] + n]
+        chunk = parts[i][cursors[i] : cursors[i] + n]
         for e in chunk:
             alerts += tracker.add(e)
         if replays and rng.random() < 0.2:  # a crash before the commit: the last batch comes again
@@ -99,7 +109,7 @@ def test_snapshot_mid_drain_resumes_to_the_same_alerts(items) -> None:
     for e in flat[:half]:
         alerts += tracker.add(e)
     tracker = NewsTracker.restore(json.loads(json.dumps(tracker.snapshot())))
-    rest = flat[half:] + [e for p in parts for e in p[min(len(q) for q in parts):]]
+    rest = flat[half:] + [e for p in parts for e in p[min(len(q) for q in parts) :]]
     for e in rest:
         alerts += tracker.add(e)
     for i in range(3):

@@ -21,9 +21,18 @@ def _vec(seed: int) -> list[float]:
 
 def doc(i: str, headline: str, minutes: int, tickers=(), seed=0, duplicate_of=None) -> dict:
     return {
-        "id": i, "headline": headline, "published_at": format_time(T0 + timedelta(minutes=minutes)), "tickers": list(tickers),
-        "dedup_key": dedup_key(headline), "content_hash": i, "duplicate": duplicate_of is not None, "duplicate_of": duplicate_of,
-        "sentiment": "bearish", "topic": "Earnings", "model_version": "test", "embedding": _vec(seed),
+        "id": i,
+        "headline": headline,
+        "published_at": format_time(T0 + timedelta(minutes=minutes)),
+        "tickers": list(tickers),
+        "dedup_key": dedup_key(headline),
+        "content_hash": i,
+        "duplicate": duplicate_of is not None,
+        "duplicate_of": duplicate_of,
+        "sentiment": "bearish",
+        "topic": "Earnings",
+        "model_version": "test",
+        "embedding": _vec(seed),
     }
 
 
@@ -36,7 +45,14 @@ DOCS = [
     doc("f", "Acme profit warning recalled by analysts", -60 * 100, ["ACME"], seed=6),  # outside the look-back
     doc("q", "Acme shares tumble after profit warning", 0, ["ACME"], seed=7),  # the query item itself
 ]
-QUERY = HistoryQuery("q", "Acme shares tumble after profit warning", T0, dedup_key("Acme shares tumble after profit warning"), ("ACME",), np.array(_vec(7), dtype=np.float32))
+QUERY = HistoryQuery(
+    "q",
+    "Acme shares tumble after profit warning",
+    T0,
+    dedup_key("Acme shares tumble after profit warning"),
+    ("ACME",),
+    np.array(_vec(7), dtype=np.float32),
+)
 
 
 def _store(request, unique_name, **es_options):
@@ -86,14 +102,19 @@ def test_originals_finds_earlier_same_text_within_window(store) -> None:
     load(store)
     far = T0 + timedelta(days=5)
     out = store.originals(
-        [DedupQuery("new", dedup_key("ACME shares plunge after profit-warning"), T0), DedupQuery("late", dedup_key("Acme shares plunge after profit warning"), far),
-         DedupQuery("other", dedup_key("Nothing like it"), T0)],
+        [
+            DedupQuery("new", dedup_key("ACME shares plunge after profit-warning"), T0),
+            DedupQuery("late", dedup_key("Acme shares plunge after profit warning"), far),
+            DedupQuery("other", dedup_key("Nothing like it"), T0),
+        ],
         window=timedelta(hours=24),
     )
     assert out[0].id == "a" and out[0].published_at == T0 - timedelta(minutes=50) and out[1] is None and out[2] is None
     # "d" and "q" share a key; excluding "d" (the caller decides about it) leaves "q"
     tumble = dedup_key("Acme shares tumble after profit warning")
-    again = store.originals([DedupQuery("new", tumble, T0), DedupQuery("new", tumble, T0, exclude=("d",))], window=timedelta(hours=24))
+    again = store.originals(
+        [DedupQuery("new", tumble, T0), DedupQuery("new", tumble, T0, exclude=("d",))], window=timedelta(hours=24)
+    )
     assert again[0].id == "d" and again[1].id == "q"
 
 
@@ -101,14 +122,26 @@ def test_originals_reads_its_own_writes_before_any_refresh(unrefreshed_store) ->
     """Writes do not wait for a refresh; the dedup lookup must still see the previous batch."""
     store = unrefreshed_store
     store.originals([DedupQuery("x", "nothing", T0)], window=timedelta(hours=1))  # the first lookup refreshes
-    store.add([doc("a", "Acme shares plunge after profit warning", -50), doc("b", "Acme shares plunge after profit warning!", -10, duplicate_of="a")])
+    store.add(
+        [
+            doc("a", "Acme shares plunge after profit warning", -50),
+            doc("b", "Acme shares plunge after profit warning!", -10, duplicate_of="a"),
+        ]
+    )
     store.flush()
-    out = store.originals([DedupQuery("q", dedup_key("ACME shares plunge after profit warning"), T0), DedupQuery("r", dedup_key("ACME shares plunge"), T0)],
-                          window=timedelta(hours=24))
+    out = store.originals(
+        [
+            DedupQuery("q", dedup_key("ACME shares plunge after profit warning"), T0),
+            DedupQuery("r", dedup_key("ACME shares plunge"), T0),
+        ],
+        window=timedelta(hours=24),
+    )
     assert out[0].id == "a" and out[0].root == "a" and out[1] is None
     store.add([doc("a", "Acme shares rise", -50)])  # a new version of "a" under another key
     store.flush()
-    out = store.originals([DedupQuery("q", dedup_key("ACME shares plunge after profit warning"), T0)], window=timedelta(hours=24))
+    out = store.originals(
+        [DedupQuery("q", dedup_key("ACME shares plunge after profit warning"), T0)], window=timedelta(hours=24)
+    )
     assert out[0].id == "b" and out[0].root == "a"
 
 

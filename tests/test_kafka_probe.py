@@ -14,7 +14,9 @@ PROBE = Path(__file__).resolve().parents[1] / "deploy" / "local" / "kafka_metada
 
 
 def run_probe(port: int) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(PROBE), "127.0.0.1", str(port)], capture_output=True, text=True, timeout=20)
+    return subprocess.run(
+        [sys.executable, str(PROBE), "127.0.0.1", str(port)], capture_output=True, text=True, timeout=20
+    )
 
 
 def test_probe_fails_on_closed_port() -> None:

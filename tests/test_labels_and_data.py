@@ -12,7 +12,10 @@ from monitor.labels import (
 from monitor.text import clean_text, dedup_key
 
 
-@pytest.mark.parametrize(("raw", "expected"), [("negative", "bearish"), ("Positive", "bullish"), (" neutral ", "neutral"), ("BEARISH", "bearish")])
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [("negative", "bearish"), ("Positive", "bullish"), (" neutral ", "neutral"), ("BEARISH", "bearish")],
+)
 def test_sentiment_synonyms(raw: str, expected: str) -> None:
     assert canonical_sentiment(raw) == expected
 

@@ -34,10 +34,14 @@ def test_files_are_imported_and_moved_with_a_report_of_their_bad_rows(tmp_path: 
     report = results["a.csv"].moved_to.with_name(results["a.csv"].moved_to.name + ".rejected.txt").read_text()
     assert "line 3: text is empty" in report and "line 4: unknown sentiment" in report
     assert results["a.csv"].moved_to.parent.name == "done" and results["c.csv"].moved_to.parent.name == "rejected"
-    assert results["bad-utf8.csv"].written == 1 and results["bad-utf8.csv"].rejected == [(3, "not UTF-8 (undecodable bytes)")]
+    assert results["bad-utf8.csv"].written == 1 and results["bad-utf8.csv"].rejected == [
+        (3, "not UTF-8 (undecodable bytes)")
+    ]
     assert sorted(p.name for p in inbox.iterdir() if p.is_file()) == [".e.csv", "d.csv"]
     docs = {d["text"]: d for d in store.docs.values()}
-    assert docs["Acme cuts outlook"]["labelled_by"] == "inbox:a.csv" and docs["Initech dividend"]["labelled_by"] == "ana"
+    assert (
+        docs["Acme cuts outlook"]["labelled_by"] == "inbox:a.csv" and docs["Initech dividend"]["labelled_by"] == "ana"
+    )
 
 
 def test_a_file_imported_twice_changes_nothing(tmp_path: Path) -> None:

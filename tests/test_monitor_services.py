@@ -22,7 +22,14 @@ pytestmark = pytest.mark.services
 
 T0 = datetime(2026, 11, 2, 9, 0, tzinfo=timezone.utc)
 COMPANIES = ["Acme", "Globex", "Initech", "Hooli", "Umbrella", "Stark"]
-PHRASES = ["shares plunge after profit warning", "raises dividend", "names new chief executive", "beats estimates", "faces lawsuit", "opens office"]
+PHRASES = [
+    "shares plunge after profit warning",
+    "raises dividend",
+    "names new chief executive",
+    "beats estimates",
+    "faces lawsuit",
+    "opens office",
+]
 
 
 def news(n: int, prefix: str = "item") -> list[bytes]:
@@ -30,8 +37,11 @@ def news(n: int, prefix: str = "item") -> list[bytes]:
     for i in range(n):
         company = COMPANIES[i % len(COMPANIES)]
         item = {
-            "id": f"{prefix}-{i:05d}", "published_at": (T0 + timedelta(seconds=30 * i)).isoformat().replace("+00:00", "Z"),
-            "headline": f"{company} {PHRASES[(i // len(COMPANIES)) % len(PHRASES)]} ({i})", "tickers": [company[:4].upper()], "source": "test",
+            "id": f"{prefix}-{i:05d}",
+            "published_at": (T0 + timedelta(seconds=30 * i)).isoformat().replace("+00:00", "Z"),
+            "headline": f"{company} {PHRASES[(i // len(COMPANIES)) % len(PHRASES)]} ({i})",
+            "tickers": [company[:4].upper()],
+            "source": "test",
         }
         out.append(json.dumps(item).encode())
     return out
@@ -120,7 +130,9 @@ def committed_equals_end(settings) -> bool:
 def committed_total(settings) -> int:
     k = settings.kafka
     consumer = KafkaConsumer(group_id=k.group, enable_auto_commit=False, **k.client_options())
-    total = sum(consumer.committed(TopicPartition(k.news_topic, p)) or 0 for p in consumer.partitions_for_topic(k.news_topic))
+    total = sum(
+        consumer.committed(TopicPartition(k.news_topic, p)) or 0 for p in consumer.partitions_for_topic(k.news_topic)
+    )
     consumer.close()
     return total
 
@@ -160,14 +172,28 @@ def test_n_messages_become_n_documents_and_bad_ones_dead_letters(settings, es_cl
     assert stats.consumed == len(values) and stats.scored == 120 and stats.dead_letters == len(BAD)
     assert count_docs(es_client, settings) == 120
     doc = es_client.get(index=settings.elasticsearch.index("news"), id="item-00007")["_source"]
-    for field in ("sentiment", "p_bearish", "topic", "model_version", "related_ids", "timings_ms", "kafka", "published_at"):
+    for field in (
+        "sentiment",
+        "p_bearish",
+        "topic",
+        "model_version",
+        "related_ids",
+        "timings_ms",
+        "kafka",
+        "published_at",
+    ):
         assert field in doc
     # Elasticsearch 9 leaves vectors out of _source; the item's own vector must find it by kNN.
     from monitor.model_artifact import ModelArtifact
     from monitor.scoring.onnx import OnnxScorer
 
-    vector = OnnxScorer(ModelArtifact.load(settings.model.path), device="cpu").score_texts([doc["headline"]]).embedding[0]
-    hits = es_client.search(index=settings.elasticsearch.index("news"), knn={"field": "embedding", "query_vector": vector.tolist(), "k": 1, "num_candidates": 20})
+    vector = (
+        OnnxScorer(ModelArtifact.load(settings.model.path), device="cpu").score_texts([doc["headline"]]).embedding[0]
+    )
+    hits = es_client.search(
+        index=settings.elasticsearch.index("news"),
+        knn={"field": "embedding", "query_vector": vector.tolist(), "k": 1, "num_candidates": 20},
+    )
     assert hits["hits"]["hits"][0]["_id"] == "item-00007"
     assert abs(doc["p_bearish"] + doc["p_neutral"] + doc["p_bullish"] - 1) < 1e-4
 
@@ -185,14 +211,19 @@ def test_n_messages_become_n_documents_and_bad_ones_dead_letters(settings, es_cl
     assert all(json.loads(r.value)["kafka"]["partitions"] == 4 for r in scored)
     # every news partition is announced read to its end, after its items (the detector's watermark)
     marks = [json.loads(r.value)["watermark"] for r in records if WATERMARK_HEADER in r.headers]
-    assert sorted(m["partition"] for m in marks) == [0, 1, 2, 3] and all(m["caught_up"] and m["partitions"] == 4 for m in marks)
+    assert sorted(m["partition"] for m in marks) == [0, 1, 2, 3] and all(
+        m["caught_up"] and m["partitions"] == 4 for m in marks
+    )
     assert committed_equals_end(settings)
 
 
 def daemon(env: dict, *extra: str) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "bearwatch", "monitor", "run", *extra],
-        env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env={**os.environ, **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
 
 
@@ -210,7 +241,10 @@ def test_killed_without_warning_then_restarted_ends_with_exactly_n_documents(env
     out, _ = second.communicate(timeout=300)
     assert second.returncode == 0, out
     assert count_docs(es_client, settings) == n
-    ids = {h["_id"] for h in es_client.search(index=settings.elasticsearch.index("news"), size=n, source=False)["hits"]["hits"]}
+    ids = {
+        h["_id"]
+        for h in es_client.search(index=settings.elasticsearch.index("news"), size=n, source=False)["hits"]["hits"]
+    }
     assert ids == {f"crash-{i:05d}" for i in range(n)}
     assert committed_equals_end(settings)
 
@@ -284,7 +318,9 @@ def test_failing_writes_are_retried_and_never_committed_early(settings, es_clien
     assert sorted(r.value for r in dead) == sorted(b for b, _ in BAD)
 
 
-def test_a_batch_retried_after_a_publish_failure_publishes_each_dead_letter_once(settings, es_client, monkeypatch) -> None:
+def test_a_batch_retried_after_a_publish_failure_publishes_each_dead_letter_once(
+    settings, es_client, monkeypatch
+) -> None:
     from bearwatch.daemon import build_kafka_app
     from monitor.errors import SinkUnavailable
     from monitor.sinks.kafka import KafkaPublisher

@@ -20,8 +20,13 @@ ROOT = Path(__file__).resolve().parent.parent
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("wheel")
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(out), str(ROOT)],
-                   check=True, capture_output=True, text=True, timeout=300)
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(out), str(ROOT)],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     (found,) = out.glob("bearwatch-*.whl")
     return found
 
@@ -42,21 +47,45 @@ def test_a_fresh_environment_with_the_wheel_runs_the_demo_from_an_empty_director
     env_dir = tmp_path / "venv"
     venv.create(env_dir, with_pip=True)
     py = env_dir / "bin" / "python"
-    install = subprocess.run([str(py), "-m", "pip", "install", "-q", "--disable-pip-version-check", f"{wheel}[cpu]"],
-                             capture_output=True, text=True, timeout=900)
+    install = subprocess.run(
+        [str(py), "-m", "pip", "install", "-q", "--disable-pip-version-check", f"{wheel}[cpu]"],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert install.returncode == 0, install.stderr[-2000:]
     empty = tmp_path / "empty"
     empty.mkdir()
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("BEARWATCH_", "PYTHON"))}
-    where = subprocess.run([str(py), "-c", "import monitor, training, bearwatch; print(monitor.__file__)"], cwd=empty, env=clean,
-                           capture_output=True, text=True, timeout=60, check=True)
+    where = subprocess.run(
+        [str(py), "-c", "import monitor, training, bearwatch; print(monitor.__file__)"],
+        cwd=empty,
+        env=clean,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
     assert str(env_dir) in where.stdout and str(ROOT) not in where.stdout
-    demo = subprocess.run([str(env_dir / "bin" / "bearwatch"), "demo", "--out", "out"], cwd=empty, env=clean,
-                          capture_output=True, text=True, timeout=600)
+    demo = subprocess.run(
+        [str(env_dir / "bin" / "bearwatch"), "demo", "--out", "out"],
+        cwd=empty,
+        env=clean,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert demo.returncode == 0, demo.stderr[-3000:]
     assert "with model" in demo.stdout and "alerts (" in demo.stdout
     scored = (empty / "out" / "bearwatch.news.scored.jsonl").read_text().splitlines()
     assert len(scored) > 100 and json.loads(scored[0])["value"]["model_version"]
     for argv, says in ((["drill", "poison"], "not in the wheel"), (["bench", "scoring_stage"], "bearwatch checkout")):
-        run = subprocess.run([str(env_dir / "bin" / "bearwatch"), *argv], cwd=empty, env=clean, capture_output=True, text=True, timeout=60)
+        run = subprocess.run(
+            [str(env_dir / "bin" / "bearwatch"), *argv],
+            cwd=empty,
+            env=clean,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert run.returncode == 2 and says in run.stderr, (argv, run.stderr[-1000:])

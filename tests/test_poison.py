@@ -23,7 +23,9 @@ def item(i: str, headline: str, **extra) -> bytes:
 
 
 SURROGATE = b'{"id": "p2", "published_at": "2026-11-02T09:00:00Z", "headline": "Cut inside an emoji \\ud83d"}'
-DEEP = b'{"id": "p4", "published_at": "2026-11-02T09:00:00Z", "headline": "deep", "x": ' + b"[" * 5000 + b"]" * 5000 + b"}"
+DEEP = (
+    b'{"id": "p4", "published_at": "2026-11-02T09:00:00Z", "headline": "deep", "x": ' + b"[" * 5000 + b"]" * 5000 + b"}"
+)
 LONG_ID = item("\u0800" * 200, "an id of 200 characters and 600 bytes")
 
 
@@ -34,7 +36,12 @@ def test_a_lone_surrogate_is_repaired_at_the_edge_and_the_document_says_so() -> 
     assert parse_item(item("ok", "Plain headline")).repaired == ()
     # NFC, and control characters dropped, in every text field; tickers too
     body = parse_item(item("n", "Cafe\u0301 ok", body="a\x00b\nc", tickers=["ab\ud800"]))
-    assert (body.headline, body.body, body.tickers, body.repaired) == ("Café ok", "ab\nc", ("AB\ufffd",), ("headline", "body", "tickers"))
+    assert (body.headline, body.body, body.tickers, body.repaired) == (
+        "Café ok",
+        "ab\nc",
+        ("AB\ufffd",),
+        ("headline", "body", "tickers"),
+    )
 
 
 def test_ids_are_never_repaired_and_must_fit_elasticsearch() -> None:
@@ -45,7 +52,7 @@ def test_ids_are_never_repaired_and_must_fit_elasticsearch() -> None:
     with pytest.raises(InvalidItem, match="lone surrogates"):
         parse_item(b'{"id": "a\\udc00", "published_at": "2026-11-02T09:00:00Z", "headline": "h"}')
     with pytest.raises(InvalidItem, match="out of range"):
-        parse_item(item("t", "h") .replace(T.encode(), b"0001-01-01T00:00:00+01:00"))
+        parse_item(item("t", "h").replace(T.encode(), b"0001-01-01T00:00:00+01:00"))
 
 
 def test_normalise_edge_is_idempotent() -> None:
@@ -81,11 +88,17 @@ def test_one_item_that_breaks_the_scorer_costs_only_that_item(pipeline, monkeypa
         return real(texts)
 
     monkeypatch.setattr(pipeline.scorer, "score_texts", fragile)
-    result = pipeline.process(messages([item("p1", "Acme beats estimates"), item("p2", "poison here"), item("p3", "Globex misses")]))
+    result = pipeline.process(
+        messages([item("p1", "Acme beats estimates"), item("p2", "poison here"), item("p3", "Globex misses")])
+    )
     assert [d["id"] for d in result.documents] == ["p1", "p3"]
     [dead] = result.dead
     headers = dict(dead.headers)
-    assert headers["bearwatch.stage"] == b"score" and b"TypeError" in headers["bearwatch.error"] and headers["bearwatch.source.offset"] == b"1"
+    assert (
+        headers["bearwatch.stage"] == b"score"
+        and b"TypeError" in headers["bearwatch.error"]
+        and headers["bearwatch.source.offset"] == b"1"
+    )
 
 
 def test_a_document_that_cannot_be_built_is_dead_lettered(pipeline, monkeypatch) -> None:
@@ -103,7 +116,9 @@ def test_a_document_that_cannot_be_built_is_dead_lettered(pipeline, monkeypatch)
 
 
 def test_documents_the_store_refuses_become_dead_letters_and_nothing_else_moves(pipeline) -> None:
-    result = pipeline.process(messages([item("a", "Acme slumps"), item("b", "Globex rises"), item("c", "Initech flat")]))
+    result = pipeline.process(
+        messages([item("a", "Acme slumps"), item("b", "Globex rises"), item("c", "Initech flat")])
+    )
     result.reject({1: "Elasticsearch refused the document (400 mapper_parsing_exception: x)"}, "index")
     assert [d["id"] for d in result.documents] == ["a", "c"] and [m.offset for m in result.messages] == [0, 2]
     assert [json.loads(r.value)["id"] for r in result.scored] == ["a", "c"]
@@ -112,19 +127,39 @@ def test_documents_the_store_refuses_become_dead_letters_and_nothing_else_moves(
 
 def test_the_embedded_default_takes_every_poison_case_the_daemon_dead_letters(tmp_path: Path) -> None:
     feed = tmp_path / "poison.jsonl"
-    feed.write_bytes(b"\n".join([item("p1", "Acme beats estimates"), SURROGATE, item("p3", "Globex misses"), DEEP, LONG_ID,
-                                  b'{"id": "p6", "published_at": "2026-11-02T09:00:00Z", "headline": "bad bytes \xed\xa0\x80"}']) + b"\n")
+    feed.write_bytes(
+        b"\n".join(
+            [
+                item("p1", "Acme beats estimates"),
+                SURROGATE,
+                item("p3", "Globex misses"),
+                DEEP,
+                LONG_ID,
+                b'{"id": "p6", "published_at": "2026-11-02T09:00:00Z", "headline": "bad bytes \xed\xa0\x80"}',
+            ]
+        )
+        + b"\n"
+    )
     out = tmp_path / "out"
     for resume in ([], ["--resume"]):
-        run = subprocess.run([sys.executable, "-m", "bearwatch", "demo", "--input", str(feed), "--out", str(out), *resume],
-                             capture_output=True, text=True, timeout=300)
+        run = subprocess.run(
+            [sys.executable, "-m", "bearwatch", "demo", "--input", str(feed), "--out", str(out), *resume],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert run.returncode == 0, run.stderr[-3000:]
-    scored = [json.loads(line)["value"] for line in (out / "bearwatch.news.scored.jsonl").read_text(encoding="utf-8").splitlines()]
+    scored = [
+        json.loads(line)["value"]
+        for line in (out / "bearwatch.news.scored.jsonl").read_text(encoding="utf-8").splitlines()
+    ]
     dead = [json.loads(line) for line in (out / "bearwatch.news.dlq.jsonl").read_text(encoding="utf-8").splitlines()]
     assert [s["id"] for s in scored] == ["p1", "p2", "p3"]
     assert sorted(int(d["headers"]["bearwatch.source.offset"]) for d in dead) == [3, 4, 5]
     assert all("base64" in d["value"] or d["value"] for d in dead)
-    history = [json.loads(line) for line in (out / "history" / "history.jsonl").read_text(encoding="utf-8").splitlines()]
+    history = [
+        json.loads(line) for line in (out / "history" / "history.jsonl").read_text(encoding="utf-8").splitlines()
+    ]
     assert {d["id"]: d.get("repaired") for d in history}["p2"] == ["headline"]
 
 

@@ -30,12 +30,26 @@ def result():
 
     scorer = OnnxScorer(ModelArtifact.load(shipped_model()), threads=1)
     items = [
-        {"id": "a1", "headline": "Acme shares slump after profit warning", "published_at": "2026-11-02T09:00:00Z", "source": "wire",
-         "tickers": ["ACME"], "url": "https://news.example/a1", "lang": "en", "body": "Details."},
-        {"id": "a2", "headline": "ACME SHARES SLUMP AFTER PROFIT WARNING!", "published_at": "2026-11-02T09:05:00+01:00"},
+        {
+            "id": "a1",
+            "headline": "Acme shares slump after profit warning",
+            "published_at": "2026-11-02T09:00:00Z",
+            "source": "wire",
+            "tickers": ["ACME"],
+            "url": "https://news.example/a1",
+            "lang": "en",
+            "body": "Details.",
+        },
+        {
+            "id": "a2",
+            "headline": "ACME SHARES SLUMP AFTER PROFIT WARNING!",
+            "published_at": "2026-11-02T09:05:00+01:00",
+        },
     ]
     messages = [Message("news", 2, 40 + i, json.dumps(v).encode()) for i, v in enumerate(items)]
-    return ScoringPipeline(scorer, EmbeddedHistory(), PipelineSettings("scored", "dlq", related_method="off")).process(messages, partitions={"news": 3})
+    return ScoringPipeline(scorer, EmbeddedHistory(), PipelineSettings("scored", "dlq", related_method="off")).process(
+        messages, partitions={"news": 3}
+    )
 
 
 def test_a_stored_document_reads_back_as_the_same_scored_item(result) -> None:

@@ -17,7 +17,12 @@ def fake_model_dir(root: Path, version: str) -> Path:
     d = root / f"model-{version}"
     d.mkdir(parents=True)
     (d / "tokenizer.json").write_text("{}")
-    manifest = {"format_version": FORMAT_VERSION, "version": version, "labels": {}, "context": {"mode": "none", "k": 0, "max_length": 64}}
+    manifest = {
+        "format_version": FORMAT_VERSION,
+        "version": version,
+        "labels": {},
+        "context": {"mode": "none", "k": 0, "max_length": 64},
+    }
     (d / "manifest.json").write_text(json.dumps(manifest))
     return d
 
@@ -69,7 +74,7 @@ def test_readers_never_see_a_half_written_pointer(tmp_path: Path) -> None:
         while not stop.is_set():
             try:
                 assert registry.current().version in versions
-            except Exception as exc:  # collected and asserted below
+            except Exception as exc:  # noqa: BLE001 — collected and asserted below
                 errors.append(exc)
 
     thread = threading.Thread(target=reader)
@@ -105,7 +110,9 @@ def test_model_init_seeds_an_empty_registry_once(tmp_path: Path) -> None:
     reg = str(tmp_path / "reg")
     assert main(["model", "init", "--registry", reg, str(fake_model_dir(tmp_path, "v1"))]) == 0
     assert ModelRegistry(reg).current_version() == "v1"
-    assert main(["model", "init", "--registry", reg, str(fake_model_dir(tmp_path, "v2"))]) == 0  # a later start: nothing changes
+    assert (
+        main(["model", "init", "--registry", reg, str(fake_model_dir(tmp_path, "v2"))]) == 0
+    )  # a later start: nothing changes
     assert ModelRegistry(reg).current_version() == "v1" and ModelRegistry(reg).versions() == ["v1"]
 
 
@@ -113,7 +120,11 @@ def test_bench_command_runs_a_script_of_bench_and_names_the_others() -> None:
     import subprocess
     import sys
 
-    listed = subprocess.run([sys.executable, "-m", "bearwatch", "bench", "no-such"], capture_output=True, text=True, timeout=60)
+    listed = subprocess.run(
+        [sys.executable, "-m", "bearwatch", "bench", "no-such"], capture_output=True, text=True, timeout=60
+    )
     assert listed.returncode == 2 and "naive_baseline" in listed.stderr and "memory" in listed.stderr
-    helped = subprocess.run([sys.executable, "-m", "bearwatch", "bench", "retrieval", "--help"], capture_output=True, text=True, timeout=60)
+    helped = subprocess.run(
+        [sys.executable, "-m", "bearwatch", "bench", "retrieval", "--help"], capture_output=True, text=True, timeout=60
+    )
     assert helped.returncode == 0 and "--history-items" in helped.stdout

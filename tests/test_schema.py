@@ -71,7 +71,13 @@ def test_arbitrary_bytes_never_crash(raw: bytes) -> None:
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=20), lambda c: st.lists(c, max_size=4) | st.dictionaries(st.text(max_size=8), c, max_size=4), max_leaves=40))
+@given(
+    st.recursive(
+        st.none() | st.booleans() | st.integers() | st.text(max_size=20),
+        lambda c: st.lists(c, max_size=4) | st.dictionaries(st.text(max_size=8), c, max_size=4),
+        max_leaves=40,
+    )
+)
 def test_arbitrary_json_is_accepted_or_rejected_with_a_reason(value) -> None:
     try:
         parsed = parse_item(json.dumps(value).encode(), NOW)

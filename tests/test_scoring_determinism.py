@@ -59,6 +59,9 @@ def test_batched_scoring_is_still_available() -> None:
     scorer = OnnxScorer(ModelArtifact.load(shipped_model()), device="cpu", threads=2, batch_size=32)
     assert scorer.workers is None
     texts = _texts()[:50]
-    batched, alone = scorer.score_texts(texts), OnnxScorer(ModelArtifact.load(shipped_model()), device="cpu").score_texts(texts)
+    batched, alone = (
+        scorer.score_texts(texts),
+        OnnxScorer(ModelArtifact.load(shipped_model()), device="cpu").score_texts(texts),
+    )
     # Close to the per-item scores (the same model), though not always equal.
     assert np.abs(batched.probabilities["sentiment"] - alone.probabilities["sentiment"]).mean() < 0.05

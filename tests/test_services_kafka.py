@@ -53,9 +53,7 @@ def test_produce_and_consume_round_trip(kafka_bootstrap: str, topic: str) -> Non
     values = [f"news item {i}".encode() for i in range(20)]
     produce(kafka_bootstrap, topic, values)
 
-    consumer = KafkaConsumer(
-        bootstrap_servers=kafka_bootstrap, auto_offset_reset="earliest", enable_auto_commit=False
-    )
+    consumer = KafkaConsumer(bootstrap_servers=kafka_bootstrap, auto_offset_reset="earliest", enable_auto_commit=False)
     consumer.assign([TopicPartition(topic, 0)])
     consumer.seek_to_beginning()
     records = consume(consumer, want=20)

@@ -9,7 +9,14 @@ from monitor.settings import Secret, load_settings
 def test_defaults_then_file_then_environment(tmp_path) -> None:
     f = tmp_path / "s.toml"
     f.write_text('[kafka]\nnews_topic = "from-file"\ngroup = "g-file"\n[monitor]\nbatch_size = 64\n')
-    s = load_settings(f, env={"BEARWATCH_KAFKA_GROUP": "g-env", "BEARWATCH_ES_URL": "http://es:9200", "BEARWATCH_MONITOR_BATCH_SIZE": "8"})
+    s = load_settings(
+        f,
+        env={
+            "BEARWATCH_KAFKA_GROUP": "g-env",
+            "BEARWATCH_ES_URL": "http://es:9200",
+            "BEARWATCH_MONITOR_BATCH_SIZE": "8",
+        },
+    )
     assert s.kafka.news_topic == "from-file" and s.kafka.group == "g-env"
     assert s.elasticsearch.url == "http://es:9200" and s.monitor.batch_size == 8
 
@@ -17,7 +24,13 @@ def test_defaults_then_file_then_environment(tmp_path) -> None:
 def test_secrets_come_from_environment_or_files_and_never_print(tmp_path) -> None:
     key_file = tmp_path / "key"
     key_file.write_text("s3cr3t-from-file\n")
-    s = load_settings(env={"BEARWATCH_ES_API_KEY_FILE": str(key_file), "BEARWATCH_KAFKA_SASL_PASSWORD": "hunter2", "BEARWATCH_KAFKA_SASL_USERNAME": "u"})
+    s = load_settings(
+        env={
+            "BEARWATCH_ES_API_KEY_FILE": str(key_file),
+            "BEARWATCH_KAFKA_SASL_PASSWORD": "hunter2",
+            "BEARWATCH_KAFKA_SASL_USERNAME": "u",
+        }
+    )
     assert s.elasticsearch.api_key.reveal() == "s3cr3t-from-file"
     assert "s3cr3t" not in repr(s) and "hunter2" not in repr(s) and "hunter2" not in str(s.kafka)
     assert isinstance(s.kafka.sasl_password, Secret)
@@ -30,7 +43,14 @@ def test_secret_in_settings_file_is_refused(tmp_path) -> None:
         load_settings(f, env={})
 
 
-@pytest.mark.parametrize(("text", "match"), [("[kafka]\nbogus = 1\n", "unknown setting"), ("[nope]\n", "unknown section"), ('[model]\ndevice = "tpu"\n', "device")])
+@pytest.mark.parametrize(
+    ("text", "match"),
+    [
+        ("[kafka]\nbogus = 1\n", "unknown setting"),
+        ("[nope]\n", "unknown section"),
+        ('[model]\ndevice = "tpu"\n', "device"),
+    ],
+)
 def test_bad_settings_are_explained(tmp_path, text: str, match: str) -> None:
     f = tmp_path / "s.toml"
     f.write_text(text)

@@ -10,8 +10,17 @@ from monitor.alerting.slack import SlackDelivery, SlackSettings
 from monitor.errors import DeliveryFailed
 from monitor.settings import Secret
 
-ALERT = {"id": "ticker:HLCY|negative_volume|2026-11-03T06:00:00+00:00", "key": "ticker:HLCY", "kind": "negative_volume", "status": "opened",
-         "severity": "high", "observed": 9, "baseline": 1.2, "window_start": "2026-11-03T06:00:00Z", "window_end": "2026-11-03T06:15:00Z"}
+ALERT = {
+    "id": "ticker:HLCY|negative_volume|2026-11-03T06:00:00+00:00",
+    "key": "ticker:HLCY",
+    "kind": "negative_volume",
+    "status": "opened",
+    "severity": "high",
+    "observed": 9,
+    "baseline": 1.2,
+    "window_start": "2026-11-03T06:00:00Z",
+    "window_end": "2026-11-03T06:15:00Z",
+}
 
 
 @pytest.fixture
@@ -27,7 +36,11 @@ def delivery(fake: FakeSlack, sleeps: list | None = None, **kw) -> SlackDelivery
 
 
 def test_posts_block_kit_with_the_alert_id_in_metadata(slack) -> None:
-    text, blocks = alert_blocks(ALERT, [Headline("Halcyon breach widens", "https://news.example/1", "2026-11-03T06:01:00Z", 0.98)], "http://kibana:5601")
+    text, blocks = alert_blocks(
+        ALERT,
+        [Headline("Halcyon breach widens", "https://news.example/1", "2026-11-03T06:01:00Z", 0.98)],
+        "http://kibana:5601",
+    )
     ts = delivery(slack).post(ALERT["id"], text, blocks)
     assert len(slack.messages) == 1 and slack.messages[0]["ts"] == ts
     posted = slack.messages[0]
@@ -57,7 +70,9 @@ def test_persistent_failure_raises_and_posts_nothing(slack) -> None:
 
 
 def test_permanent_error_is_not_retried(slack) -> None:
-    bad = SlackDelivery(SlackSettings(token=Secret("xoxb-wrong"), channel="C123", base_url=slack.base_url), sleep=lambda s: None)
+    bad = SlackDelivery(
+        SlackSettings(token=Secret("xoxb-wrong"), channel="C123", base_url=slack.base_url), sleep=lambda s: None
+    )
     with pytest.raises(DeliveryFailed, match="invalid_auth"):
         bad.post(ALERT["id"], *alert_blocks(ALERT, []))
     assert slack.requests.count("/api/chat.postMessage") == 1
@@ -79,7 +94,9 @@ def test_webhook_mode_with_rate_limit(slack) -> None:
 
 
 def test_headlines_cannot_inject_mentions_or_links() -> None:
-    hostile = Headline("<!channel> ACME <http://evil.example|click> & <@U123>", "javascript:alert(1)", "2026-11-03T06:01:00Z", 0.9)
+    hostile = Headline(
+        "<!channel> ACME <http://evil.example|click> & <@U123>", "javascript:alert(1)", "2026-11-03T06:01:00Z", 0.9
+    )
     _, blocks = alert_blocks(ALERT, [hostile])
     text = str(blocks)
     assert "<!channel>" not in text and "<http://evil.example|click>" not in text and "<@U123>" not in text
@@ -95,7 +112,19 @@ def test_ended_episode_edits_the_posted_message(slack) -> None:
     d = delivery(slack)
     outbox = MemoryOutbox()
     t0 = datetime(2026, 11, 3, 6, 0, tzinfo=timezone.utc)
-    opened = AlertEvent("ticker:HLCY|x", "ticker:HLCY", "negative_volume", "opened", "high", t0, t0 + timedelta(minutes=15), 9, 1.2, 0.999, ())
+    opened = AlertEvent(
+        "ticker:HLCY|x",
+        "ticker:HLCY",
+        "negative_volume",
+        "opened",
+        "high",
+        t0,
+        t0 + timedelta(minutes=15),
+        9,
+        1.2,
+        0.999,
+        (),
+    )
     outbox.record([opened], t0)
     assert deliver_pending(outbox, d.post, lambda ids: [], d.already_posted, update=d.update) == (1, 0)
     outbox.record([AlertEvent(**{**opened.__dict__, "status": "ended", "window_end": t0 + timedelta(hours=3)})], t0)

@@ -25,7 +25,15 @@ from training.schedule import TrainerLock, gate, run_once, scheduler, slack_noti
 
 
 def recipe(tmp_path: Path, base: str, sources: list[tuple[Path, str]], epochs: int = 3) -> Path:
-    lines = [f'base_model = "{base}"', f"epochs = {epochs}", "batch_size = 16", "lr = 2e-3", "max_length = 32", "threads = 1", "valid_fraction = 0.3"]
+    lines = [
+        f'base_model = "{base}"',
+        f"epochs = {epochs}",
+        "batch_size = 16",
+        "lr = 2e-3",
+        "max_length = 32",
+        "threads = 1",
+        "valid_fraction = 0.3",
+    ]
     for path, task in sources:
         lines += ["[[sources]]", f'path = "{path}"', f'task = "{task}"']
     f = tmp_path / f"recipe-{len(list(tmp_path.glob('recipe-*')))}.toml"
@@ -41,8 +49,14 @@ def setup(tiny_model_run, tmp_path: Path):
     labels = MemoryLabels()
     rows = list(csv.DictReader(sent_csv.open()))
     labels.put(make_label({"text": r["text"], "sentiment": r["label"]}, "ana") for r in rows[:60])
-    settings = TrainerSettings(registry=str(registry.root), workdir=str(tmp_path / "work"), min_new_labels=50,
-                               eval_files=f"{sent_csv}:sentiment", margin=-1.0, tolerance=1.0)
+    settings = TrainerSettings(
+        registry=str(registry.root),
+        workdir=str(tmp_path / "work"),
+        min_new_labels=50,
+        eval_files=f"{sent_csv}:sentiment",
+        margin=-1.0,
+        tolerance=1.0,
+    )
     return config, registry, labels, settings, sent_csv, tmp_path
 
 
@@ -51,8 +65,14 @@ def test_new_labels_train_a_candidate_that_is_evaluated_and_promoted(setup) -> N
     before = registry.current_version()
     slack = FakeSlack()
     try:
-        notify = slack_notifier(SlackDelivery(SlackSettings(token=Secret("xoxb-test"), channel="C1", base_url=slack.base_url)), "promoted")
-        result = run_once(replace(settings, recipe=str(recipe(tmp, config.base_model, [(Path(config.sources[1].path), "topic")]))), labels, notify=notify)
+        notify = slack_notifier(
+            SlackDelivery(SlackSettings(token=Secret("xoxb-test"), channel="C1", base_url=slack.base_url)), "promoted"
+        )
+        result = run_once(
+            replace(settings, recipe=str(recipe(tmp, config.base_model, [(Path(config.sources[1].path), "topic")]))),
+            labels,
+            notify=notify,
+        )
     finally:
         slack.close()
     assert result.outcome == "promoted", result.reason
@@ -66,11 +86,21 @@ def test_new_labels_train_a_candidate_that_is_evaluated_and_promoted(setup) -> N
     from monitor.settings import load_settings
 
     news = tmp / "news.jsonl"
-    news.write_text("".join(json.dumps({"id": f"n{i}", "published_at": "2026-11-02T10:00:00Z", "headline": f"Acme item {i}"}) + "\n" for i in range(3)))
+    news.write_text(
+        "".join(
+            json.dumps({"id": f"n{i}", "published_at": "2026-11-02T10:00:00Z", "headline": f"Acme item {i}"}) + "\n"
+            for i in range(3)
+        )
+    )
     monitor = load_settings(env={})
     monitor = replace(monitor, model=replace(monitor.model, path=str(registry.root), threads=1))
     scored: list[str] = []
-    build_embedded_app(monitor, str(news), tmp / "monitor-out", on_batch=lambda m, r: scored.extend(d["model_version"] for d in r.documents)).run(idle_timeout_s=0)
+    build_embedded_app(
+        monitor,
+        str(news),
+        tmp / "monitor-out",
+        on_batch=lambda m, r: scored.extend(d["model_version"] for d in r.documents),
+    ).run(idle_timeout_s=0)
     assert scored == [result.candidate] * 3
     [message] = slack.messages  # the channel hears of the promotion, with both models' figures
     assert f"{result.candidate} promoted" in message["text"] and "sentiment* macro-F1" in str(message["blocks"])
@@ -90,7 +120,12 @@ def test_a_worse_candidate_is_rejected_and_the_current_model_keeps_serving(setup
     labels = MemoryLabels()
     labels.put(make_label({"text": r["text"], "sentiment": lab}, "ana") for r, lab in zip(rows[:60], shuffled_labels))
     before = registry.current_version()
-    strict = replace(settings, recipe=str(recipe(tmp, config.base_model, [(shuffled, "sentiment")], epochs=2)), margin=0.005, tolerance=0.01)
+    strict = replace(
+        settings,
+        recipe=str(recipe(tmp, config.base_model, [(shuffled, "sentiment")], epochs=2)),
+        margin=0.005,
+        tolerance=0.01,
+    )
     told: list = []
 
     def broken_slack(r) -> None:  # a fault: the notice cannot be delivered
@@ -118,7 +153,7 @@ def test_lock_keeps_a_second_trainer_out_and_a_dead_holder_is_taken_over(tmp_pat
     a, b = TrainerLock(tmp_path, 3600), TrainerLock(tmp_path, 3600)
     assert a.acquire() and not b.acquire()
     a.release()
-    (tmp_path / ".trainer.lock").write_text('{"pid": 999999999, "since": %f}' % time.time())  # its process is gone
+    (tmp_path / ".trainer.lock").write_text(f'{{"pid": 999999999, "since": {time.time():f}}}')  # its process is gone
     assert b.acquire()
 
 

@@ -32,7 +32,9 @@ def test_model_directory_is_self_describing(tiny_run) -> None:
     assert manifest["labels"]["sentiment"] == ["bearish", "neutral", "bullish"]
     assert len(manifest["labels"]["topic"]) == 20
     assert manifest["data"]["split"]["method"] == "grouped by normalised text"
-    assert {"encoder_only", "no_context_crossfit", "with_context_crossfit"} <= set(manifest["metrics"]["validation"]["sentiment"])
+    assert {"encoder_only", "no_context_crossfit", "with_context_crossfit"} <= set(
+        manifest["metrics"]["validation"]["sentiment"]
+    )
     assert manifest["training"]["history"], "no validation entry was recorded"
     card = (model_dir / "MODEL_CARD.md").read_text()
     assert manifest["version"] in card and "| head | variant | accuracy | macro-F1 | n |" in card
@@ -94,7 +96,10 @@ def test_scorer_returns_probabilities_and_unit_embeddings(tiny_run) -> None:
     assert scorer.provider == "CPUExecutionProvider"
     assert all(len(n) > 0 for n in scores.neighbours)  # fusion model: labelled neighbours retrieved
     raw = scorer.run_encoder([ModelInput("Hooli raises dividend")])
-    assert not np.allclose(scores.probabilities["sentiment"][1], np.exp(raw["sentiment_logits"][0]) / np.exp(raw["sentiment_logits"][0]).sum())
+    assert not np.allclose(
+        scores.probabilities["sentiment"][1],
+        np.exp(raw["sentiment_logits"][0]) / np.exp(raw["sentiment_logits"][0]).sum(),
+    )
 
 
 def test_device_cuda_without_gpu_is_fatal(tiny_run) -> None:
@@ -115,8 +120,22 @@ def test_evaluate_cli_json_reports_metrics_and_unknown_labels(tiny_run, tmp_path
     rows = sent_csv.read_text().splitlines()
     data.write_text("\n".join(rows[:40] + ["Some headline about nothing,angry", "Another one,positive"]) + "\n")
     result = subprocess.run(
-        [sys.executable, "-m", "bearwatch", "evaluate", "--model", str(model_dir), "--data", str(data), "--task", "sentiment", "--json"],
-        capture_output=True, text=True, check=True,
+        [
+            sys.executable,
+            "-m",
+            "bearwatch",
+            "evaluate",
+            "--model",
+            str(model_dir),
+            "--data",
+            str(data),
+            "--task",
+            "sentiment",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
     )
     report = json.loads(result.stdout)
     assert {"accuracy", "macro_f1", "n", "per_class", "confusion_matrix"} <= set(report)
@@ -136,7 +155,11 @@ def test_package_keeps_one_variant_and_no_torch_weights(tiny_run, tmp_path: Path
     artifact = ModelArtifact.load(out)
     assert artifact.manifest["onnx"]["files"] == {"int8": "model.int8.onnx"}
     assert "bearwatch train --config X --output Y" in (out / "MODEL_CARD.md").read_text()
-    assert OnnxScorer(artifact, device="cpu").score_texts(["Acme raises dividend"]).predicted("sentiment")[0] in ("bearish", "neutral", "bullish")
+    assert OnnxScorer(artifact, device="cpu").score_texts(["Acme raises dividend"]).predicted("sentiment")[0] in (
+        "bearish",
+        "neutral",
+        "bullish",
+    )
 
 
 def test_exported_models_carry_no_build_paths(tiny_run) -> None:

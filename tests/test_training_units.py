@@ -33,11 +33,17 @@ def _unit(v: list[float]) -> np.ndarray:
 
 
 def test_vector_index_leakage_rules() -> None:
-    vectors = np.stack([_unit([1, 0, 0]), _unit([1, 0.05, 0]), _unit([1, 0.3, 0]), _unit([1, 0.5, 0]), _unit([1, 0.6, 0.1])])
+    vectors = np.stack(
+        [_unit([1, 0, 0]), _unit([1, 0.05, 0]), _unit([1, 0.3, 0]), _unit([1, 0.5, 0]), _unit([1, 0.6, 0.1])]
+    )
     index = VectorIndex.build(
-        ids=["self", "near-dup", "same-group", "future", "ok"], vectors=vectors,
-        groups=["g-self", "g1", "g-self", "g3", "g4"], texts=["t"] * 5,
-        sentiment=["bearish"] * 5, topic=[None] * 5, published_at=[100.0, 50.0, 50.0, 200.0, 50.0],
+        ids=["self", "near-dup", "same-group", "future", "ok"],
+        vectors=vectors,
+        groups=["g-self", "g1", "g-self", "g3", "g4"],
+        texts=["t"] * 5,
+        sentiment=["bearish"] * 5,
+        topic=[None] * 5,
+        published_at=[100.0, 50.0, 50.0, 200.0, 50.0],
     )
     query = Query(vector=_unit([1, 0, 0]), id="self", group="g-self", published_at=150.0)
     got = [n.id for n in index.search([query], k=5, near_duplicate=0.97)[0]]
@@ -54,7 +60,9 @@ def test_vector_index_round_trips_through_disk(tmp_path) -> None:
     rng = np.random.default_rng(0)
     vectors = rng.normal(size=(50, 16)).astype(np.float32)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-    index = VectorIndex.build([f"i{i}" for i in range(50)], vectors, [f"g{i}" for i in range(50)], ["x"] * 50, ["bullish"] * 50, [None] * 50)
+    index = VectorIndex.build(
+        [f"i{i}" for i in range(50)], vectors, [f"g{i}" for i in range(50)], ["x"] * 50, ["bullish"] * 50, [None] * 50
+    )
     index.save(tmp_path / "h.npz")
     loaded = VectorIndex.load(tmp_path / "h.npz")
     q = [Query(vectors[3] * 0.9 + vectors[4] * 0.1)]
@@ -68,7 +76,9 @@ def test_masked_loss_ignores_missing_labels() -> None:
     topic_t = torch.tensor([3, IGNORE, IGNORE, 5])
     sent_t = torch.tensor([IGNORE, 1, 2, IGNORE])
     loss = masked_multitask_loss(topic, sentiment, topic_t, sent_t)
-    expected = torch.nn.functional.cross_entropy(topic[[0, 3]], topic_t[[0, 3]]) + torch.nn.functional.cross_entropy(sentiment[[1, 2]], sent_t[[1, 2]])
+    expected = torch.nn.functional.cross_entropy(topic[[0, 3]], topic_t[[0, 3]]) + torch.nn.functional.cross_entropy(
+        sentiment[[1, 2]], sent_t[[1, 2]]
+    )
     assert torch.allclose(loss, expected)
 
 

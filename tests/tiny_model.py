@@ -8,9 +8,24 @@ import random
 from pathlib import Path
 
 COMPANIES = ["acme", "globex", "initech", "umbrella", "hooli", "vandelay", "stark", "wayne"]
-BEARISH = ["plunge after profit warning", "slump as regulator opens probe", "cut to sell at broker", "miss estimates and cut guidance"]
-BULLISH = ["surge on record revenue", "rally after upgrade to buy", "beat estimates and raise dividend", "jump on buyback plan"]
-NEUTRAL = ["schedule annual meeting", "name new board member", "to report results on tuesday", "file quarterly statement"]
+BEARISH = [
+    "plunge after profit warning",
+    "slump as regulator opens probe",
+    "cut to sell at broker",
+    "miss estimates and cut guidance",
+]
+BULLISH = [
+    "surge on record revenue",
+    "rally after upgrade to buy",
+    "beat estimates and raise dividend",
+    "jump on buyback plan",
+]
+NEUTRAL = [
+    "schedule annual meeting",
+    "name new board member",
+    "to report results on tuesday",
+    "file quarterly statement",
+]
 TOPICS = {
     "Earnings": ["quarterly results beat estimates", "profit falls in third quarter", "earnings call scheduled"],
     "Dividend": ["raises dividend", "declares special dividend", "suspends dividend"],
@@ -56,11 +71,17 @@ def build_tiny_base(folder: Path, corpus: list[str]) -> Path:
     tokenizer.normalizer = normalizers.BertNormalizer(lowercase=True)
     tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     tokenizer.train_from_iterator(corpus, trainers.WordPieceTrainer(vocab_size=400, special_tokens=specials))
-    tokenizer.post_processor = processors.BertProcessing(("[SEP]", tokenizer.token_to_id("[SEP]")), ("[CLS]", tokenizer.token_to_id("[CLS]")))
+    tokenizer.post_processor = processors.BertProcessing(
+        ("[SEP]", tokenizer.token_to_id("[SEP]")), ("[CLS]", tokenizer.token_to_id("[CLS]"))
+    )
     tokenizer.save(str(folder / "tokenizer.json"))
     config = BertConfig(
-        vocab_size=tokenizer.get_vocab_size(), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-        intermediate_size=64, max_position_embeddings=128,
+        vocab_size=tokenizer.get_vocab_size(),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=128,
     )
     BertModel(config).save_pretrained(folder)
     return folder

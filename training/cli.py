@@ -13,9 +13,18 @@ def cmd_train(args: argparse.Namespace) -> int:
     from training.train import TrainConfig
 
     overrides = dict(
-        output=args.output, base_model=args.base_model, method=args.method, epochs=args.epochs, lr=args.lr,
-        batch_size=args.batch_size, seed=args.seed, limit_per_source=args.limit_per_source,
-        context_mode=args.context, threads=args.threads, resume=args.resume or None, max_length=args.max_length,
+        output=args.output,
+        base_model=args.base_model,
+        method=args.method,
+        epochs=args.epochs,
+        lr=args.lr,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        limit_per_source=args.limit_per_source,
+        context_mode=args.context,
+        threads=args.threads,
+        resume=args.resume or None,
+        max_length=args.max_length,
         data_root=args.data_root,
     )
     config = TrainConfig.from_toml(args.config, **overrides)
@@ -71,7 +80,17 @@ def cmd_trainer(args: argparse.Namespace) -> int:
     notify = slack_notifier(slack_delivery(settings), trainer.notify_slack)
     if args.trainer_command == "run-once":
         result = run_once(trainer, labels, notify=notify)
-        print(json.dumps({"outcome": result.outcome, "reason": result.reason, "candidate": result.candidate, "metrics": result.metrics}, indent=2))
+        print(
+            json.dumps(
+                {
+                    "outcome": result.outcome,
+                    "reason": result.reason,
+                    "candidate": result.candidate,
+                    "metrics": result.metrics,
+                },
+                indent=2,
+            )
+        )
         return 1 if result.outcome == "failed" else 0
 
     def job() -> None:
@@ -84,8 +103,12 @@ def cmd_trainer(args: argparse.Namespace) -> int:
     health = serve_health(settings, "trainer")
     if health is not None:  # alive while the scheduler runs its jobs (a long training run does not block this one)
         s.add_job(health.loop_turned, "interval", seconds=30, id="bearwatch-heartbeat", coalesce=True, max_instances=1)
-    logging.getLogger("bearwatch.trainer").info("retraining on schedule %s (%s)%s", trainer.schedule, trainer.timezone,
-                                                f"; labels inbox {trainer.inbox}" if trainer.inbox else "")
+    logging.getLogger("bearwatch.trainer").info(
+        "retraining on schedule %s (%s)%s",
+        trainer.schedule,
+        trainer.timezone,
+        f"; labels inbox {trainer.inbox}" if trainer.inbox else "",
+    )
     try:
         s.start()
     except (KeyboardInterrupt, SystemExit):
@@ -97,7 +120,9 @@ def add_commands(commands, add) -> None:
     train = add("train", cmd_train, "fine-tune the topic + sentiment model (retrieval-augmented) and export it")
     train.add_argument("--config", required=True, help="TOML recipe (see training/configs/)")
     train.add_argument("--output", required=True, help="run folder (the model lands in OUTPUT/model)")
-    train.add_argument("--data-root", help="folder the recipe's source paths are relative to (default: the recipe's data_root)")
+    train.add_argument(
+        "--data-root", help="folder the recipe's source paths are relative to (default: the recipe's data_root)"
+    )
     train.add_argument("--base-model", help="local Hugging Face model directory, or minilm-l6 (default)")
     train.add_argument("--method", choices=["full", "lora"])
     train.add_argument("--context", choices=["none", "fusion"], help="retrieved context in the served model")

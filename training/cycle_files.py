@@ -26,7 +26,9 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("out", help="folder to write into")
     p.add_argument("--recipe", default=str(Path(__file__).parent / "configs" / "default.toml"))
-    p.add_argument("--labels", required=True, help="a labelled file (text,label) standing in for the analysts' new labels")
+    p.add_argument(
+        "--labels", required=True, help="a labelled file (text,label) standing in for the analysts' new labels"
+    )
     p.add_argument("--task", default="sentiment", choices=["sentiment", "topic"])
     p.add_argument("--held-out", type=float, default=0.2, help="fraction of the labels kept out for evaluation")
     p.add_argument("--registry", default="runs/cycle/registry")
@@ -55,14 +57,21 @@ def main(argv: list[str] | None = None) -> int:
         f'workdir = "{(out / "work").resolve()}"\n'
         f'recipe = "{Path(args.recipe).resolve()}"\n'
         f'eval_files = "{",".join(eval_specs)}"\n'
-        "min_new_labels = 50\n", encoding="utf-8")
-    print(f"{len(keep)} labels to import ({out / 'labels.csv'}), {len(held)} held out; {len(report.rejected)} rows rejected")
+        "min_new_labels = 50\n",
+        encoding="utf-8",
+    )
+    print(
+        f"{len(keep)} labels to import ({out / 'labels.csv'}), {len(held)} held out; {len(report.rejected)} rows "
+        "rejected"
+    )
     print("evaluation set:\n  " + "\n  ".join(eval_specs))
     registry = Path(args.registry).resolve()
-    print(f"next:\n  bearwatch model register MODEL_DIR --registry {registry}\n"
-          f"  bearwatch model promote VERSION --registry {registry}\n"
-          f"  bearwatch label import {out}/labels.csv --by analyst\n"
-          f"  bearwatch trainer run-once --config {out}/trainer.toml")
+    print(
+        f"next:\n  bearwatch model register MODEL_DIR --registry {registry}\n"
+        f"  bearwatch model promote VERSION --registry {registry}\n"
+        f"  bearwatch label import {out}/labels.csv --by analyst\n"
+        f"  bearwatch trainer run-once --config {out}/trainer.toml"
+    )
     return 0
 
 

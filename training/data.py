@@ -49,6 +49,7 @@ class DataSource:
     task: str  # "topic" or "sentiment": which head the file's label belongs to
     name: str = ""
     overrides: bool = False  # its labels replace earlier sources' labels of the same (near-duplicate) text
+
     @property
     def label(self) -> str:
         return self.name or Path(self.path).stem
@@ -85,7 +86,8 @@ def grouped_split(examples: Sequence[Example], valid_fraction: float, seed: int)
     if not 0 < valid_fraction < 1:
         raise ValueError("valid_fraction must be between 0 and 1")
     threshold = int(valid_fraction * 2**32)
-    train, valid = [], []
+    train: list = []
+    valid: list = []
     for example in examples:
         bucket = int.from_bytes(hashlib.blake2b(f"{seed}:{example.group}".encode(), digest_size=4).digest(), "big")
         (valid if bucket < threshold else train).append(example)

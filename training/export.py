@@ -13,6 +13,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -36,7 +37,7 @@ TORCH_DIR = "torch"
 
 def save_torch(model: MultiTaskEncoder, model_dir: Path) -> None:
     """The PyTorch weights an export starts from (LoRA adapters merged into the encoder)."""
-    encoder = model.encoder
+    encoder: Any = model.encoder  # a transformers model (peft-wrapped with LoRA)
     if hasattr(encoder, "merge_and_unload"):
         encoder = encoder.merge_and_unload()
         model.encoder = encoder
@@ -54,7 +55,9 @@ def load_torch(model_dir: Path) -> MultiTaskEncoder:
         raise SystemExit(f"{model_dir} holds no PyTorch weights ({TORCH_DIR}/weights.pt): it cannot be re-exported")
     config = AutoConfig.from_pretrained(source)
     config._attn_implementation = "eager"
-    model = MultiTaskEncoder(AutoModel.from_config(config, attn_implementation="eager"), len(TOPIC_LABELS), len(SENTIMENT_LABELS))
+    model = MultiTaskEncoder(
+        AutoModel.from_config(config, attn_implementation="eager"), len(TOPIC_LABELS), len(SENTIMENT_LABELS)
+    )
     model.load_state_dict(torch.load(source / "weights.pt", weights_only=True))
     return model.eval()
 
@@ -81,6 +84,8 @@ def export_graph(model: MultiTaskEncoder, example: dict[str, torch.Tensor], path
         dynamo=True,
         verbose=False,
     )
+    if program is None:
+        raise ExportError("torch.onnx.export returned no program")
     program.save(str(path))
     strip_build_metadata(path)
 
@@ -124,13 +129,17 @@ def _batches(texts: Sequence[str], tokenizer, settings: ContextSettings, size: i
     out = []
     for start in range(0, len(texts), size):
         enc = encode(tokenizer, [build_model_input(t, [], settings) for t in texts[start : start + size]], settings)
-        out.append({"input_ids": enc.input_ids, "attention_mask": enc.attention_mask, "token_type_ids": enc.token_type_ids})
+        out.append(
+            {"input_ids": enc.input_ids, "attention_mask": enc.attention_mask, "token_type_ids": enc.token_type_ids}
+        )
     return out
 
 
 def compare(reference: dict[str, np.ndarray], candidate: dict[str, np.ndarray]) -> Parity:
     logit_diff = max(float(np.abs(reference[f"{t}_logits"] - candidate[f"{t}_logits"]).max()) for t in TASKS)
-    agreement = {t: float((reference[f"{t}_logits"].argmax(1) == candidate[f"{t}_logits"].argmax(1)).mean()) for t in TASKS}
+    agreement = {
+        t: float((reference[f"{t}_logits"].argmax(1) == candidate[f"{t}_logits"].argmax(1)).mean()) for t in TASKS
+    }
     emb = float(np.abs(reference["item_embedding"] - candidate["item_embedding"]).max())
     return Parity(logit_diff, agreement, emb, len(reference["item_embedding"]))
 
@@ -175,7 +184,7 @@ def export_model(
         partial.unlink()
         raise ExportError(f"ONNX export disagrees with PyTorch beyond tolerance {tolerance}: {parity}")
     partial.rename(model_dir / FP32_FILE)
-    section = {
+    section: dict[str, Any] = {
         "files": {"fp32": FP32_FILE},
         "serve": "fp32",
         "opset": 18,
@@ -211,7 +220,7 @@ def _accuracy_change(labelled, tokenizer, settings, fp32_session, int8_session) 
             continue
         batches = _batches([r[0] for r in rows], tokenizer, settings)
         gold = [r[1] for r in rows]
-        entry = {}
+        entry: dict[str, Any] = {}
         for name, session in (("fp32", fp32_session), ("int8", int8_session)):
             logits = _run_onnx(session, batches)[f"{task}_logits"]
             report = classification_report(gold, [labels[task][i] for i in logits.argmax(1)], labels[task])

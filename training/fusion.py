@@ -22,7 +22,9 @@ from monitor.scoring.fusion import (
 from monitor.scoring.metrics import classification_report
 
 
-def fit_linear(features: np.ndarray, targets: np.ndarray, n_labels: int, l2: float = 1e-3, steps: int = 300, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def fit_linear(
+    features: np.ndarray, targets: np.ndarray, n_labels: int, l2: float = 1e-3, steps: int = 300, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
     """Multinomial logistic regression, full batch, L2-penalised."""
     torch.manual_seed(seed)
     x = torch.from_numpy(features)
@@ -59,7 +61,9 @@ class FusionMeasurement:
 def _fold_of(groups: Sequence[str], folds: int, seed: int) -> np.ndarray:
     import hashlib
 
-    return np.array([int.from_bytes(hashlib.blake2b(f"{seed}:{g}".encode(), digest_size=4).digest(), "big") % folds for g in groups])
+    return np.array(
+        [int.from_bytes(hashlib.blake2b(f"{seed}:{g}".encode(), digest_size=4).digest(), "big") % folds for g in groups]
+    )
 
 
 def measure_fusion(

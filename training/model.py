@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -29,13 +30,16 @@ class MultiTaskEncoder(nn.Module):
     def __init__(self, encoder: nn.Module, n_topic: int, n_sentiment: int, dropout: float = 0.1) -> None:
         super().__init__()
         self.encoder = encoder
-        hidden = encoder.config.hidden_size
+        config: Any = encoder.config  # a transformers model's PretrainedConfig
+        hidden = int(config.hidden_size)
         self.dropout = nn.Dropout(dropout)
         self.topic_head = nn.Linear(hidden, n_topic)
         self.sentiment_head = nn.Linear(hidden, n_sentiment)
 
     @classmethod
-    def from_base(cls, base_dir: str, n_topic: int, n_sentiment: int, lora: LoraSettings | None = None) -> "MultiTaskEncoder":
+    def from_base(
+        cls, base_dir: str, n_topic: int, n_sentiment: int, lora: LoraSettings | None = None
+    ) -> MultiTaskEncoder:
         from transformers import AutoModel
 
         # Eager attention exports to an ONNX graph that ONNX Runtime can fuse and quantise.
@@ -43,12 +47,16 @@ class MultiTaskEncoder(nn.Module):
         if lora is not None:
             from peft import LoraConfig, get_peft_model
 
-            config = LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=list(lora.target_modules))
+            config = LoraConfig(
+                r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=list(lora.target_modules)
+            )
             encoder = get_peft_model(encoder, config)
         return cls(encoder, n_topic, n_sentiment)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor):
-        hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids).last_hidden_state
+        hidden = self.encoder(
+            input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids
+        ).last_hidden_state
         mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
         pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
         features = self.dropout(pooled)
@@ -68,7 +76,10 @@ def masked_multitask_loss(
     example in the batch contributes exactly zero (not NaN).
     """
     total = topic_logits.new_zeros(())
-    for logits, target, weight in ((topic_logits, topic_target, weights[0]), (sentiment_logits, sentiment_target, weights[1])):
+    for logits, target, weight in (
+        (topic_logits, topic_target, weights[0]),
+        (sentiment_logits, sentiment_target, weights[1]),
+    ):
         if (target != IGNORE).any():
             total = total + weight * F.cross_entropy(logits, target, ignore_index=IGNORE)
     return total

@@ -50,20 +50,26 @@ def render(manifest: dict) -> str:
         "|---|---|---|---|---|---|",
     ]
     for src, loaded in zip(data["sources"], data["loaded"]):
-        out.append(f"| {src['path']} | {src['task']} | {loaded['rows']} | {loaded['kept']} | {loaded['rejected']} | `{src['sha256'][:16]}…` |")
+        out.append(
+            f"| {src['path']} | {src['task']} | {loaded['rows']} | {loaded['kept']} | {loaded['rejected']} | "
+            f"`{src['sha256'][:16]}…` |"
+        )
     split = data["split"]
     out += [
         "",
         f"Split {split['method']}, {int(100 * split['valid_fraction'])}% validation (seed {split['seed']}): "
-        f"{split['train']} training and {split['valid']} validation examples; near-duplicates never straddle the split.",
+        f"{split['train']} training and {split['valid']} validation examples; near-duplicates never straddle the "
+        "split.",
         "",
         "## Training",
         "",
         f"{config['epochs']} epoch(s) planned, batch {config['batch_size']}, learning rate {config['lr']}, warm-up "
         f"{config['warmup']}, max length {config['max_length']} tokens, seed {config['seed']}; early stopping on the "
         f"mean macro-F1 of the heads (patience {config['patience']}). Best evaluation: step {training['best']['step']} "
-        f"(epoch {training['best']['epoch']:.2f}). Fine-tuning took {training['fine_tune_seconds'] / 60:.1f} min, the whole "
-        f"run {training['total_seconds'] / 60:.1f} min, on {training['threads']} CPU threads (torch {training['torch']}).",
+        f"(epoch {training['best']['epoch']:.2f}). Fine-tuning took {training['fine_tune_seconds'] / 60:.1f} min, "
+        "the whole "
+        f"run {training['total_seconds'] / 60:.1f} min, on {training['threads']} CPU threads (torch "
+        f"{training['torch']}).",
         "",
         "## Validation (own grouped split)",
         "",
@@ -72,13 +78,22 @@ def render(manifest: dict) -> str:
         "Retrieved context: the k nearest labelled training examples by the model's own representation, "
         "excluding the item's near-duplicate group and anything at or above the near-duplicate similarity. "
         "The fusion layer is fitted on validation folds the encoder never saw and evaluated on the other "
-        "fold (cross-fitting); the control fits the same layer on the logits alone, so the difference is what context adds.",
+        "fold (cross-fitting); the control fits the same layer on the logits alone, so the difference is what "
+        "context adds.",
         "",
     ]
     for task, rows in validation.items():
-        out.append(f"- {task}: context adds {100 * rows['context_gain_macro_f1']:+.1f} macro-F1 points → "
-                   f"{'kept in this model' if rows['context_kept'] else 'not used by this model'}.")
-    out += ["", f"Serving context mode: **{context['mode']}**" + (f" (k = {context['k']})" if context["mode"] != "none" else "") + ".", ""]
+        out.append(
+            f"- {task}: context adds {100 * rows['context_gain_macro_f1']:+.1f} macro-F1 points → "
+            f"{'kept in this model' if rows['context_kept'] else 'not used by this model'}."
+        )
+    out += [
+        "",
+        f"Serving context mode: **{context['mode']}**"
+        + (f" (k = {context['k']})" if context["mode"] != "none" else "")
+        + ".",
+        "",
+    ]
     onnx = manifest.get("onnx")
     if onnx:
         parity = onnx["parity"]["fp32_vs_torch"]
@@ -91,18 +106,24 @@ def render(manifest: dict) -> str:
         ]
         if "int8_vs_fp32" in onnx["parity"]:
             p8 = onnx["parity"]["int8_vs_fp32"]
-            out.append(f"int8 vs fp32: max |Δlogit| {p8['max_abs_logit_diff']:.3f}, argmax agreement "
-                       f"{', '.join(f'{t} {_pct(a)}%' for t, a in p8['argmax_agreement'].items())}.")
+            out.append(
+                f"int8 vs fp32: max |Δlogit| {p8['max_abs_logit_diff']:.3f}, argmax agreement "
+                f"{', '.join(f'{t} {_pct(a)}%' for t, a in p8['argmax_agreement'].items())}."
+            )
         for task, change in onnx.get("int8_accuracy_change", {}).items():
-            out.append(f"- {task} (encoder heads, n={change['n']}): accuracy {_pct(change['fp32']['accuracy'])} → "
-                       f"{_pct(change['int8']['accuracy'])}, macro-F1 {_pct(change['fp32']['macro_f1'])} → {_pct(change['int8']['macro_f1'])} (fp32 → int8).")
+            out.append(
+                f"- {task} (encoder heads, n={change['n']}): accuracy {_pct(change['fp32']['accuracy'])} → "
+                f"{_pct(change['int8']['accuracy'])}, macro-F1 {_pct(change['fp32']['macro_f1'])} → "
+                f"{_pct(change['int8']['macro_f1'])} (fp32 → int8)."
+            )
         out.append("")
     speed = manifest.get("speed")
     if speed:
         out += [
             "## Speed",
             "",
-            f"Items/s from text to probabilities (tokenising, ONNX Runtime, retrieval and fusion), batch {speed['batch_size']}, "
+            "Items/s from text to probabilities (tokenising, ONNX Runtime, retrieval and fusion), batch "
+            f"{speed['batch_size']}, "
             f"{speed['threads']} CPU threads, {speed['items']} validation texts, median of 3 runs:",
             "",
             "| variant | items/s |",

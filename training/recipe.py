@@ -10,6 +10,7 @@ import time
 from datetime import datetime, timezone
 from importlib.metadata import version
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -62,10 +63,16 @@ def train_model(config: TrainConfig, export: bool = True) -> Path:
     pool_out = predict(result.model, Batches(data.train, tokenizer, settings, 64))
     valid_out = predict(result.model, Batches(data.valid, tokenizer, settings, 64))
     pool = VectorIndex.build(
-        [e.id for e in data.train], pool_out["embedding"], [e.group for e in data.train], [e.text for e in data.train],
-        [e.sentiment for e in data.train], [e.topic for e in data.train],
+        [e.id for e in data.train],
+        pool_out["embedding"],
+        [e.group for e in data.train],
+        [e.text for e in data.train],
+        [e.sentiment for e in data.train],
+        [e.topic for e in data.train],
     )
-    neighbours = pool.search([Query(v, group=e.group) for v, e in zip(valid_out["embedding"], data.valid)], config.k, config.near_duplicate)
+    neighbours = pool.search(
+        [Query(v, group=e.group) for v, e in zip(valid_out["embedding"], data.valid)], config.k, config.near_duplicate
+    )
     fusion = _measure_context(config, data, valid_out, neighbours)
 
     model_dir = run_dir / "model"
@@ -80,7 +87,13 @@ def train_model(config: TrainConfig, export: bool = True) -> Path:
         pool.save(model_dir / HISTORY_FILE)
         for task, m in kept.items():
             m["head"].save(model_dir / f"fusion-{task}.npz")
-        context.update(mode="fusion", k=config.k, history=HISTORY_FILE, fusion={t: f"fusion-{t}.npz" for t in kept}, temperature=config.temperature)
+        context.update(
+            mode="fusion",
+            k=config.k,
+            history=HISTORY_FILE,
+            fusion={t: f"fusion-{t}.npz" for t in kept},
+            temperature=config.temperature,
+        )
 
     manifest = _manifest(config, data, result, fusion, context, base_dir, model_dir, time.monotonic() - started)
     (model_dir / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
@@ -115,8 +128,14 @@ def _measure_context(config: TrainConfig, data: Dataset, valid_out: dict, neighb
         if len(rows) < 20:
             continue
         m = measure_fusion(
-            task, LABELS[task], valid_out[task][rows], [neighbours[i] for i in rows],
-            [getattr(data.valid[i], task) for i in rows], [data.valid[i].group for i in rows], config.temperature, seed=config.seed,
+            task,
+            LABELS[task],
+            valid_out[task][rows],
+            [neighbours[i] for i in rows],
+            [getattr(data.valid[i], task) for i in rows],
+            [data.valid[i].group for i in rows],
+            config.temperature,
+            seed=config.seed,
         )
         gain = m.with_context["macro_f1"] - m.no_context["macro_f1"]
         # Kept only if it adds macro-F1 and costs no accuracy (a negative setting relaxes both).
@@ -150,13 +169,25 @@ def _manifest(config, data, result, fusion, context, base_dir: Path, model_dir: 
         "version": f"{created:%Y%m%d-%H%M%S}-{weights[:8]}",
         "created_at": created.isoformat(timespec="seconds"),
         "bearwatch_version": version("bearwatch"),
-        "base_model": {"name": config.base_model, "config": json.loads((base_dir / "config.json").read_text()).get("_name_or_path", base_dir.name)},
+        "base_model": {
+            "name": config.base_model,
+            "config": json.loads((base_dir / "config.json").read_text()).get("_name_or_path", base_dir.name),
+        },
         "labels": {task: list(LABELS[task]) for task in TASKS},
         "context": context,
         "data": {
             "sources": config_record(config)["sources"],
-            "loaded": [{"path": Path(r.path).name, "rows": r.rows, "kept": r.kept, "rejected": len(r.rejected)} for r in data.reports],
-            "split": {"method": "grouped by normalised text", "valid_fraction": config.valid_fraction, "seed": config.seed, "train": len(data.train), "valid": len(data.valid)},
+            "loaded": [
+                {"path": Path(r.path).name, "rows": r.rows, "kept": r.kept, "rejected": len(r.rejected)}
+                for r in data.reports
+            ],
+            "split": {
+                "method": "grouped by normalised text",
+                "valid_fraction": config.valid_fraction,
+                "seed": config.seed,
+                "train": len(data.train),
+                "valid": len(data.valid),
+            },
         },
         "training": {
             "config": {k: v for k, v in config_record(config).items() if k not in ("sources", "output", "resume")},
@@ -175,7 +206,7 @@ def _record_speed(model_dir: Path, texts: list[str], threads: int) -> None:
     """Items/s from text to probabilities (tokenising, encoder, retrieval, fusion), batch 32."""
     manifest_path = model_dir / MANIFEST
     manifest = json.loads(manifest_path.read_text())
-    speed = {"threads": threads, "batch_size": 32, "items": len(texts)}
+    speed: dict[str, Any] = {"threads": threads, "batch_size": 32, "items": len(texts)}
     artifact = ModelArtifact.load(model_dir)
     for variant in manifest["onnx"]["files"]:
         scorer = OnnxScorer(artifact, device="cpu", threads=threads, variant=variant, batch_size=32)

@@ -98,11 +98,16 @@ def evaluate_model(model_dir: Path, sets: list[tuple[str, str]]) -> dict[str, di
     for path, task in sets:
         r = evaluate_file(scorer, path, task)
         reports.setdefault(task, {"accuracy": 0.0, "macro_f1": 0.0, "n": 0, "files": []})
-        reports[task]["files"].append({"path": Path(path).name, "accuracy": r["accuracy"], "macro_f1": r["macro_f1"], "n": r["n"]})
-    for task, entry in reports.items():  # per head: mean over its files
+        reports[task]["files"].append(
+            {"path": Path(path).name, "accuracy": r["accuracy"], "macro_f1": r["macro_f1"], "n": r["n"]}
+        )
+    for entry in reports.values():  # per head: mean over its files
         files = entry["files"]
-        entry.update(accuracy=sum(f["accuracy"] for f in files) / len(files), macro_f1=sum(f["macro_f1"] for f in files) / len(files),
-                     n=sum(f["n"] for f in files))
+        entry.update(
+            accuracy=sum(f["accuracy"] for f in files) / len(files),
+            macro_f1=sum(f["macro_f1"] for f in files) / len(files),
+            n=sum(f["n"] for f in files),
+        )
     return reports
 
 
@@ -110,7 +115,10 @@ def gate(candidate: dict, current: dict | None, margin: float, tolerance: float)
     """Promote only if better by `margin` on the mean macro-F1 and no head worse beyond `tolerance`."""
     if current is None:
         return True, "no current model"
-    primary = {name: sum(m["macro_f1"] for m in r.values()) / len(r) for name, r in (("candidate", candidate), ("current", current))}
+    primary = {
+        name: sum(m["macro_f1"] for m in r.values()) / len(r)
+        for name, r in (("candidate", candidate), ("current", current))
+    }
     gain = primary["candidate"] - primary["current"]
     for task in current:
         drop = current[task]["macro_f1"] - candidate.get(task, {}).get("macro_f1", 0.0)
@@ -121,8 +129,13 @@ def gate(candidate: dict, current: dict | None, margin: float, tolerance: float)
     return True, f"mean macro-F1 gain {gain:+.4f}"
 
 
-def run_once(settings: TrainerSettings, labels, train: Callable | None = None, now: datetime | None = None,
-             notify: Callable[[CycleResult], None] | None = None) -> CycleResult:
+def run_once(
+    settings: TrainerSettings,
+    labels,
+    train: Callable | None = None,
+    now: datetime | None = None,
+    notify: Callable[[CycleResult], None] | None = None,
+) -> CycleResult:
     """One retraining cycle. `labels` is the labels store; `train(config) -> model_dir` defaults to
     the recipe; `notify(result)` (the Slack notice) is told of a promotion or rejection."""
     registry = ModelRegistry(settings.registry)
@@ -155,7 +168,14 @@ def poll_inbox(settings: TrainerSettings, labels) -> int:
     for f in import_inbox(settings.inbox, labels):
         stored += f.written
         level = logging.WARNING if f.rejected else logging.INFO
-        log.log(level, "inbox: %s → %d label(s) stored, %d row(s) rejected (%s)", f.name, f.written, len(f.rejected), f.moved_to)
+        log.log(
+            level,
+            "inbox: %s → %d label(s) stored, %d row(s) rejected (%s)",
+            f.name,
+            f.written,
+            len(f.rejected),
+            f.moved_to,
+        )
     return stored
 
 
@@ -171,13 +191,26 @@ def notice(result: CycleResult) -> tuple[str, list[dict]]:
     for task in sorted(set(candidate) | set(current)):
         new, old = candidate.get(task, {}), current.get(task, {})
         before = f"{100 * old['macro_f1']:.1f}" if old else "–"
-        rows.append(f"*{task}* macro-F1 {before} → {100 * new.get('macro_f1', 0.0):.1f}  (accuracy {100 * new.get('accuracy', 0.0):.1f}, n={new.get('n', 0)})")
-    header = f":{'white_check_mark' if verb == 'promoted' else 'no_entry_sign'}: Model `{escape(str(result.candidate))}` {verb}"
+        rows.append(
+            f"*{task}* macro-F1 {before} → {100 * new.get('macro_f1', 0.0):.1f}  (accuracy "
+            f"{100 * new.get('accuracy', 0.0):.1f}, n={new.get('n', 0)})"
+        )
+    icon = "white_check_mark" if verb == "promoted" else "no_entry_sign"
+    header = f":{icon}: Model `{escape(str(result.candidate))}` {verb}"
     serving = result.candidate if verb == "promoted" else metrics.get("current_version")
-    blocks = [
+    blocks: list[dict] = [
         {"type": "section", "text": {"type": "mrkdwn", "text": f"{header}\n{escape(result.reason)}"}},
         {"type": "section", "text": {"type": "mrkdwn", "text": "\n".join(rows) or "no metrics"}},
-        {"type": "context", "elements": [{"type": "mrkdwn", "text": f"now serving: `{escape(str(serving))}` · vs. `{escape(str(metrics.get('current_version')))}`"}]},
+        {
+            "type": "context",
+            "elements": [
+                {
+                    "type": "mrkdwn",
+                    "text": f"now serving: `{escape(str(serving))}` · "
+                    f"vs. `{escape(str(metrics.get('current_version')))}`",
+                }
+            ],
+        },
     ]
     return text, blocks
 
@@ -199,7 +232,9 @@ def _cycle(settings: TrainerSettings, registry: ModelRegistry, labels, train, no
     from training.train import TrainConfig
 
     current = registry.current() if registry.current_version() else None
-    since = datetime.fromisoformat(current.manifest["created_at"]) if current else datetime(1970, 1, 1, tzinfo=timezone.utc)
+    since = (
+        datetime.fromisoformat(current.manifest["created_at"]) if current else datetime(1970, 1, 1, tzinfo=timezone.utc)
+    )
     new = labels.since(since)
     if new < settings.min_new_labels:
         return CycleResult("skipped", f"{new} new label(s) since the current model (need {settings.min_new_labels})")
@@ -214,7 +249,9 @@ def _cycle(settings: TrainerSettings, registry: ModelRegistry, labels, train, no
     held_out = {file_sha256(p) for p, _ in sets}
     if any(file_sha256(s.path) in held_out for s in config.sources):
         raise ValueError("an evaluation file is also a training source: the comparison would be meaningless")
-    sources = config.sources + tuple(DataSource(str(p), task, f"labels-{task}", overrides=True) for task, p in exported.items() if _has_rows(p))
+    sources = config.sources + tuple(
+        DataSource(str(p), task, f"labels-{task}", overrides=True) for task, p in exported.items() if _has_rows(p)
+    )
     config = replace(config, sources=sources)
     log.info("retraining on %d sources (%d new labels since %s)", len(sources), new, since.isoformat())
     model_dir = Path((train or _train)(config))
@@ -222,7 +259,11 @@ def _cycle(settings: TrainerSettings, registry: ModelRegistry, labels, train, no
     current_metrics = evaluate_model(current.path, sets) if current else None
     promote, reason = gate(candidate_metrics, current_metrics, settings.margin, settings.tolerance)
     version = registry.register(model_dir)
-    metrics = {"candidate": candidate_metrics, "current": current_metrics, "current_version": current.version if current else None}
+    metrics = {
+        "candidate": candidate_metrics,
+        "current": current_metrics,
+        "current_version": current.version if current else None,
+    }
     (Path(settings.registry) / "versions" / version / "comparison.json").write_text(json.dumps(metrics, indent=2))
     if promote:
         registry.promote(version, reason)
@@ -256,7 +297,12 @@ def trigger(spec: str, timezone_name: str):
     return CronTrigger.from_crontab(spec, timezone=timezone_name)
 
 
-def scheduler(settings: TrainerSettings, job: Callable[[], object], blocking: bool = True, inbox_job: Callable[[], object] | None = None):
+def scheduler(
+    settings: TrainerSettings,
+    job: Callable[[], object],
+    blocking: bool = True,
+    inbox_job: Callable[[], object] | None = None,
+):
     """A scheduler with the retraining job (explicit id, timezone, misfire grace and coalescing, one
     run at a time) and, when given, the inbox job every `inbox_poll_seconds`."""
     from apscheduler.schedulers.background import BackgroundScheduler
@@ -265,9 +311,25 @@ def scheduler(settings: TrainerSettings, job: Callable[[], object], blocking: bo
 
     cls = BlockingScheduler if blocking else BackgroundScheduler
     s = cls(timezone=settings.timezone)
-    s.add_job(job, trigger(settings.schedule, settings.timezone), id="bearwatch-retrain", name="bearwatch retraining",
-              replace_existing=True, coalesce=True, max_instances=1, misfire_grace_time=settings.misfire_grace_seconds)
+    s.add_job(
+        job,
+        trigger(settings.schedule, settings.timezone),
+        id="bearwatch-retrain",
+        name="bearwatch retraining",
+        replace_existing=True,
+        coalesce=True,
+        max_instances=1,
+        misfire_grace_time=settings.misfire_grace_seconds,
+    )
     if inbox_job is not None:
-        s.add_job(inbox_job, IntervalTrigger(seconds=settings.inbox_poll_seconds, timezone=settings.timezone), id="bearwatch-inbox",
-                  name="bearwatch labels inbox", replace_existing=True, coalesce=True, max_instances=1, misfire_grace_time=settings.inbox_poll_seconds)
+        s.add_job(
+            inbox_job,
+            IntervalTrigger(seconds=settings.inbox_poll_seconds, timezone=settings.timezone),
+            id="bearwatch-inbox",
+            name="bearwatch labels inbox",
+            replace_existing=True,
+            coalesce=True,
+            max_instances=1,
+            misfire_grace_time=settings.inbox_poll_seconds,
+        )
     return s

@@ -23,6 +23,7 @@ import tomllib
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -84,7 +85,7 @@ class TrainConfig:
             raise ValueError("epochs, batch_size and lr must be positive")
 
     @classmethod
-    def from_toml(cls, path: str | Path, **overrides) -> "TrainConfig":
+    def from_toml(cls, path: str | Path, **overrides) -> TrainConfig:
         with open(path, "rb") as fh:
             raw = tomllib.load(fh)
         # Source paths are relative to data_root, itself relative to the config file.
@@ -92,7 +93,12 @@ class TrainConfig:
         configured_root = Path(path).resolve().parent / raw.pop("data_root", ".")
         data_root = Path(root_override).resolve() if root_override else configured_root
         sources = tuple(
-            DataSource(path=str((data_root / s["path"]).resolve()), task=s["task"], name=s.get("name", ""), overrides=s.get("overrides", False))
+            DataSource(
+                path=str((data_root / s["path"]).resolve()),
+                task=s["task"],
+                name=s.get("name", ""),
+                overrides=s.get("overrides", False),
+            )
             for s in raw.pop("sources", [])
         )
         lora = LoraSettings(**raw.pop("lora", {}))
@@ -121,6 +127,7 @@ def resolve_base_model(name: str) -> Path:
 
 
 # --- data ------------------------------------------------------------------------------------------
+
 
 @dataclass
 class Dataset:
@@ -160,7 +167,9 @@ class Batches:
         self.settings = settings
         self.batch_size = batch_size
         self.inputs = [build_model_input(e.text, [], settings) for e in self.examples]
-        self.lengths = [len(enc.ids) for enc in tokenizer.encode_batch([i.text for i in self.inputs], add_special_tokens=False)]
+        self.lengths = [
+            len(enc.ids) for enc in tokenizer.encode_batch([i.text for i in self.inputs], add_special_tokens=False)
+        ]
 
     def __len__(self) -> int:
         return math.ceil(len(self.examples) / self.batch_size)
@@ -191,12 +200,13 @@ class Batches:
 
 # --- stage 1: fine-tuning -----------------------------------------------------------------------------
 
+
 @torch.no_grad()
 def predict(model: MultiTaskEncoder, batches: Batches) -> dict[str, np.ndarray]:
     """Logits of both heads and the stored representation, in the examples' order."""
     model.eval()
     n = len(batches.examples)
-    out = {"topic": None, "sentiment": None, "embedding": None}
+    out: dict[str, Any] = {"topic": None, "sentiment": None, "embedding": None}
     for rows in batches.order(seed=None):
         topic, sentiment, emb = model(**batches.tensors(rows))
         for name, value in (("topic", topic), ("sentiment", sentiment), ("embedding", emb)):
@@ -221,11 +231,15 @@ def primary_metric(reports: dict[str, dict]) -> float:
 
 
 def _optimizer(model: MultiTaskEncoder, config: TrainConfig, total_steps: int):
-    decay, no_decay = [], []
+    decay: list[torch.nn.Parameter] = []
+    no_decay: list[torch.nn.Parameter] = []
     for name, param in model.named_parameters():
         if param.requires_grad:
             (no_decay if param.ndim < 2 or "LayerNorm" in name else decay).append(param)
-    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=config.lr)
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=config.lr,
+    )
     warmup = max(1, int(config.warmup * total_steps))
 
     def schedule(step: int) -> float:
@@ -254,7 +268,7 @@ def fit(config: TrainConfig, data: Dataset, tokenizer, base_dir: Path, run_dir: 
     optimizer, scheduler = _optimizer(model, config, total_steps)
     eval_points = {round(len(train_batches) * (i + 1) / config.evals_per_epoch) for i in range(config.evals_per_epoch)}
 
-    state = {"epoch": 0, "step": 0, "best_metric": -1.0, "bad_evals": 0, "history": []}
+    state: dict[str, Any] = {"epoch": 0, "step": 0, "best_metric": -1.0, "bad_evals": 0, "history": []}
     last = run_dir / "checkpoint-last.pt"
     if config.resume and last.exists():
         saved = torch.load(last, weights_only=False)
@@ -285,8 +299,12 @@ def fit(config: TrainConfig, data: Dataset, tokenizer, base_dir: Path, run_dir: 
             if position in eval_points:
                 reports = head_reports(data.valid, predict(model, valid_batches))
                 metric = primary_metric(reports)
-                entry = {"epoch": epoch + position / len(batches), "step": state["step"], "primary": metric,
-                         **{f"{t}_{m}": reports[t][m] for t in reports for m in ("accuracy", "macro_f1")}}
+                entry = {
+                    "epoch": epoch + position / len(batches),
+                    "step": state["step"],
+                    "primary": metric,
+                    **{f"{t}_{m}": reports[t][m] for t in reports for m in ("accuracy", "macro_f1")},
+                }
                 state["history"].append(entry)
                 log.info("validation %s", json.dumps(entry))
                 if metric > state["best_metric"]:
@@ -300,7 +318,15 @@ def fit(config: TrainConfig, data: Dataset, tokenizer, base_dir: Path, run_dir: 
                         break
                 model.train()
         state["epoch"] = epoch + 1
-        torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "state": state}, last)
+        torch.save(
+            {
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "state": state,
+            },
+            last,
+        )
         if stop:
             break
     model.load_state_dict(torch.load(run_dir / "best.pt", weights_only=True))
@@ -310,5 +336,8 @@ def fit(config: TrainConfig, data: Dataset, tokenizer, base_dir: Path, run_dir: 
 
 def config_record(config: TrainConfig) -> dict:
     record = asdict(config)
-    record["sources"] = [{"path": Path(s.path).name, "task": s.task, "name": s.label, "sha256": file_sha256(s.path)} for s in config.sources]
+    record["sources"] = [
+        {"path": Path(s.path).name, "task": s.task, "name": s.label, "sha256": file_sha256(s.path)}
+        for s in config.sources
+    ]
     return record

@@ -45,9 +45,11 @@ def kibana_link(base: str | None, key: str, start: datetime, end: datetime) -> s
     if not base:
         return None
     field, _, value = key.partition(":")
-    query = "" if key == "all" else f"{'tickers' if field == 'ticker' else field}:\"{value}\""
-    return (f"{base.rstrip('/')}/app/dashboards#/view/bearwatch-drilldown?_g=(time:(from:'{start.isoformat()}',to:'{end.isoformat()}'))"
-            f"&_a=(query:(language:kuery,query:'{quote(query)}'))")
+    query = "" if key == "all" else f'{"tickers" if field == "ticker" else field}:"{value}"'
+    return (
+        f"{base.rstrip('/')}/app/dashboards#/view/bearwatch-drilldown?_g=(time:(from:'{start.isoformat()}',to:'{end.isoformat()}'))"
+        f"&_a=(query:(language:kuery,query:'{quote(query)}'))"
+    )
 
 
 def describe(alert: dict) -> str:
@@ -63,7 +65,10 @@ def alert_blocks(alert: dict, headlines: Sequence[Headline], kibana: str | None 
     title = f"{KIND_TITLES.get(alert['kind'], alert['kind'])}{STATUS_WORDS.get(alert['status'], '')}: {alert['key']}"
     icon = SEVERITY_ICONS.get(alert["severity"], "")
     fallback = escape(f"{title} — {describe(alert)} ({alert['severity']})")
-    facts = f"*Severity:* {alert['severity']}   *Now vs baseline:* {describe(alert)}\n*Window:* {alert['window_start']} → {alert['window_end']}"
+    facts = (
+        f"*Severity:* {alert['severity']}   *Now vs baseline:* {describe(alert)}\n"
+        f"*Window:* {alert['window_start']} → {alert['window_end']}"
+    )
     blocks: list[dict] = [
         {"type": "header", "text": {"type": "plain_text", "text": f"{title}"[:150]}},
         {"type": "section", "text": {"type": "mrkdwn", "text": f"{icon} {escape(facts)}"}},
@@ -74,8 +79,19 @@ def alert_blocks(alert: dict, headlines: Sequence[Headline], kibana: str | None 
             text = escape(h.text[:300])
             url = safe_url(h.url)
             lines.append(f"• <{url}|{text}> ({h.p_bearish:.2f})" if url else f"• {text} ({h.p_bearish:.2f})")
-        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": "*Top negative headlines*\n" + "\n".join(lines)}})
+        blocks.append(
+            {"type": "section", "text": {"type": "mrkdwn", "text": "*Top negative headlines*\n" + "\n".join(lines)}}
+        )
     if kibana:
-        blocks.append({"type": "actions", "elements": [{"type": "button", "text": {"type": "plain_text", "text": "Open in Kibana"}, "url": kibana}]})
-    blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": escape(f"bearwatch alert {alert['id']}")}]})
+        blocks.append(
+            {
+                "type": "actions",
+                "elements": [
+                    {"type": "button", "text": {"type": "plain_text", "text": "Open in Kibana"}, "url": kibana}
+                ],
+            }
+        )
+    blocks.append(
+        {"type": "context", "elements": [{"type": "mrkdwn", "text": escape(f"bearwatch alert {alert['id']}")}]}
+    )
     return fallback, blocks

@@ -25,11 +25,22 @@ log = logging.getLogger("bearwatch.alerts")
 def alert_document(alert: AlertEvent, now: datetime) -> dict:
     key_kind = alert.key.split(":", 1)[0]
     return {
-        "id": alert.id, "key": alert.key, "key_kind": key_kind, "kind": alert.kind, "severity": alert.severity,
-        "status": alert.status, "delivery": "pending", "window_start": format_time(alert.window_start),
-        "window_end": format_time(alert.window_end), "created_at": format_time(now), "updated_at": format_time(now),
-        "observed": alert.observed, "baseline": alert.baseline, "score": alert.score,
-        "headline_ids": list(alert.item_ids), "attempts": 0,
+        "id": alert.id,
+        "key": alert.key,
+        "key_kind": key_kind,
+        "kind": alert.kind,
+        "severity": alert.severity,
+        "status": alert.status,
+        "delivery": "pending",
+        "window_start": format_time(alert.window_start),
+        "window_end": format_time(alert.window_end),
+        "created_at": format_time(now),
+        "updated_at": format_time(now),
+        "observed": alert.observed,
+        "baseline": alert.baseline,
+        "score": alert.score,
+        "headline_ids": list(alert.item_ids),
+        "attempts": 0,
     }
 
 
@@ -80,7 +91,11 @@ class MemoryOutbox:
         self.docs[alert_id].update(delivery="sent", slack_ts=ts, notified=self.docs[alert_id]["status"])
 
     def ended_unnotified(self) -> list[dict]:
-        return [d for d in self.docs.values() if d["delivery"] == "sent" and d["status"] == "ended" and d.get("notified") != "ended"]
+        return [
+            d
+            for d in self.docs.values()
+            if d["delivery"] == "sent" and d["status"] == "ended" and d.get("notified") != "ended"
+        ]
 
     def mark_notified(self, alert_id: str, status: str) -> None:
         self.docs[alert_id]["notified"] = status
@@ -117,52 +132,82 @@ class ElasticsearchOutbox:
         """All of a batch's alert events in one bulk request.
         Opening an episode that is already there (a replay) is skipped; any other refusal raises,
         and the caller keeps the events to record them again."""
-        operations, docs = [], []
+        operations: list[dict] = []
+        docs: list[dict | None] = []  # the created document of each operation (None: an update)
         for alert in alerts:
             if alert.status == "opened":
                 doc = alert_document(alert, now)
                 operations += [{"create": {"_index": self.index, "_id": alert.id}}, doc]
                 docs.append(doc)
             else:
-                fields = {"status": alert.status, "window_end": format_time(alert.window_end), "updated_at": format_time(now)}
+                fields = {
+                    "status": alert.status,
+                    "window_end": format_time(alert.window_end),
+                    "updated_at": format_time(now),
+                }
                 operations += [{"update": {"_index": self.index, "_id": alert.id}}, {"doc": fields}]
                 docs.append(None)
         if not operations:
             return []
         result = self._write("alert writes", self.client.bulk, operations=operations)
         opened, failed = [], []
-        for doc, item in zip(docs, result["items"]):
-            (op, outcome), = item.items()
+        for created, item in zip(docs, result["items"]):
+            ((op, outcome),) = item.items()
             status = outcome.get("status", 500)
             if op == "create" and status == 409:
                 continue  # a replay re-opening an episode already written: nothing new
             if status >= 300:
                 failed.append(f"{op} {outcome.get('_id')}: {status} {(outcome.get('error') or {}).get('type')}")
-            elif doc is not None:
-                opened.append(doc)
+            elif created is not None:
+                opened.append(created)
         if failed:
             raise StoreUnavailable(f"Elasticsearch refused alert writes: {'; '.join(failed[:5])}")
         return opened
 
     def pending(self) -> list[dict]:
         self._fresh()
-        response = self._call("pending alerts", self.client.search, index=self.index, query={"term": {"delivery": "pending"}},
-                              sort=[{"created_at": "asc"}], size=100)
+        response = self._call(
+            "pending alerts",
+            self.client.search,
+            index=self.index,
+            query={"term": {"delivery": "pending"}},
+            sort=[{"created_at": "asc"}],
+            size=100,
+        )
         return [h["_source"] for h in response["hits"]["hits"]]
 
     def attempt(self, alert_id: str, error: str | None = None) -> None:
         if error:
-            self._write("alert attempt", self.client.update, index=self.index, id=alert_id, doc={"last_error": error[:1000]})
+            self._write(
+                "alert attempt", self.client.update, index=self.index, id=alert_id, doc={"last_error": error[:1000]}
+            )
             return
         doc = self._call("alert get", self.client.get, index=self.index, id=alert_id)["_source"]
-        self._write("alert attempt", self.client.update, index=self.index, id=alert_id, doc={"attempts": doc.get("attempts", 0) + 1})
+        self._write(
+            "alert attempt",
+            self.client.update,
+            index=self.index,
+            id=alert_id,
+            doc={"attempts": doc.get("attempts", 0) + 1},
+        )
 
     def mark_sent(self, alert_id: str, ts: str) -> None:
         status = self._call("alert get", self.client.get, index=self.index, id=alert_id)["_source"]["status"]
-        self._write("alert sent", self.client.update, index=self.index, id=alert_id, doc={"delivery": "sent", "slack_ts": ts, "notified": status})
+        self._write(
+            "alert sent",
+            self.client.update,
+            index=self.index,
+            id=alert_id,
+            doc={"delivery": "sent", "slack_ts": ts, "notified": status},
+        )
 
     def ended_unnotified(self) -> list[dict]:
-        query = {"bool": {"filter": [{"term": {"delivery": "sent"}}, {"term": {"status": "ended"}}], "must_not": [{"term": {"notified": "ended"}}]}}
+        query = {
+            "bool": {
+                "filter": [{"term": {"delivery": "sent"}}, {"term": {"status": "ended"}}],
+                "must_not": [{"term": {"notified": "ended"}}],
+            }
+        }
         self._fresh()
         response = self._call("ended alerts", self.client.search, index=self.index, query=query, size=100)
         return [h["_source"] for h in response["hits"]["hits"]]
@@ -171,9 +216,14 @@ class ElasticsearchOutbox:
         self._write("alert notified", self.client.update, index=self.index, id=alert_id, doc={"notified": status})
 
 
-def deliver_pending(outbox: Outbox, post: Callable[[str, str, list], str], headlines: Callable[[list[str]], list[Headline]],
-                    already_posted: Callable[[str, float], str | None] | None = None, kibana: str | None = None,
-                    update: Callable[[str, str, list], None] | None = None) -> tuple[int, int]:
+def deliver_pending(
+    outbox: Outbox,
+    post: Callable[[str, str, list], str],
+    headlines: Callable[[list[str]], list[Headline]],
+    already_posted: Callable[[str, float], str | None] | None = None,
+    kibana: str | None = None,
+    update: Callable[[str, str, list], None] | None = None,
+) -> tuple[int, int]:
     """Deliver every pending alert once, and edit sent ones whose episode ended; returns (sent, still pending)."""
     from monitor.alerting.message import kibana_link
 

@@ -13,6 +13,7 @@ import logging
 import random
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from monitor.errors import DeliveryFailed
 from monitor.settings import Secret
@@ -39,15 +40,20 @@ class SlackDelivery:
             raise ValueError("Slack needs a bot token and a channel, or an incoming webhook URL")
         self.settings = settings
         self.sleep = sleep
+        self.channel: str = settings.channel or ""  # token mode has one (checked above); a webhook names its own
+        self.client: Any = None  # slack_sdk.WebClient in token mode
+        self.webhook: Any = None  # slack_sdk.webhook.WebhookClient in webhook mode
         if settings.token:
             from slack_sdk import WebClient
 
-            self.client = WebClient(token=settings.token.reveal(), base_url=settings.base_url, timeout=int(settings.timeout_s))
+            self.client = WebClient(
+                token=settings.token.reveal(), base_url=settings.base_url, timeout=int(settings.timeout_s)
+            )
             self.webhook = None
         else:
             from slack_sdk.webhook import WebhookClient
 
-            self.client = None
+            assert settings.webhook_url is not None  # checked above
             self.webhook = WebhookClient(settings.webhook_url.reveal(), timeout=int(settings.timeout_s))
 
     def already_posted(self, alert_id: str, since_epoch: float) -> str | None:
@@ -57,14 +63,21 @@ class SlackDelivery:
         from slack_sdk.errors import SlackApiError
 
         try:
-            response = self.client.conversations_history(channel=self.settings.channel, oldest=str(since_epoch), include_all_metadata=True, limit=200)
+            response = self.client.conversations_history(
+                channel=self.channel, oldest=str(since_epoch), include_all_metadata=True, limit=200
+            )
         except SlackApiError as exc:
-            raise DeliveryFailed(f"Slack conversations.history failed: {exc.response.get('error') if exc.response else exc}") from None
+            raise DeliveryFailed(
+                f"Slack conversations.history failed: {exc.response.get('error') if exc.response else exc}"
+            ) from None
         except OSError as exc:  # connection refused, timeouts: the check is retried with the delivery
             raise DeliveryFailed(f"Slack conversations.history failed: {type(exc).__name__}: {exc}") from None
         for message in response.get("messages", []):
             meta = message.get("metadata") or {}
-            if meta.get("event_type") == METADATA_EVENT and (meta.get("event_payload") or {}).get("alert_id") == alert_id:
+            if (
+                meta.get("event_type") == METADATA_EVENT
+                and (meta.get("event_payload") or {}).get("alert_id") == alert_id
+            ):
                 return message.get("ts")
         return None
 
@@ -77,9 +90,11 @@ class SlackDelivery:
         from slack_sdk.errors import SlackApiError
 
         try:
-            self.client.chat_update(channel=self.settings.channel, ts=ts, text=text, blocks=blocks)
+            self.client.chat_update(channel=self.channel, ts=ts, text=text, blocks=blocks)
         except SlackApiError as exc:
-            raise DeliveryFailed(f"Slack chat.update failed: {exc.response.get('error') if exc.response else exc}") from None
+            raise DeliveryFailed(
+                f"Slack chat.update failed: {exc.response.get('error') if exc.response else exc}"
+            ) from None
         except OSError as exc:
             raise DeliveryFailed(f"Slack chat.update failed: {type(exc).__name__}: {exc}") from None
 
@@ -96,7 +111,14 @@ class SlackDelivery:
                 break
             wait = min(self.settings.max_wait_s, wait if wait is not None else delay * (0.5 + random.random()))
             if attempt < self.settings.attempts:
-                log.warning("Slack delivery of %s failed (%s), attempt %d/%d; retrying in %.1fs", alert_id, detail, attempt, self.settings.attempts, wait)
+                log.warning(
+                    "Slack delivery of %s failed (%s), attempt %d/%d; retrying in %.1fs",
+                    alert_id,
+                    detail,
+                    attempt,
+                    self.settings.attempts,
+                    wait,
+                )
                 self.sleep(wait)
             delay = min(self.settings.max_wait_s, delay * 2)
         raise DeliveryFailed(f"Slack did not accept alert {alert_id}: {last}")
@@ -108,7 +130,11 @@ class SlackDelivery:
         try:
             if self.client is not None:
                 response = self.client.chat_postMessage(
-                    channel=self.settings.channel, text=text, blocks=blocks, unfurl_links=False, unfurl_media=False,
+                    channel=self.channel,
+                    text=text,
+                    blocks=blocks,
+                    unfurl_links=False,
+                    unfurl_media=False,
                     metadata={"event_type": METADATA_EVENT, "event_payload": {"alert_id": alert_id}},
                 )
                 return "ok", None, response["ts"]
@@ -127,8 +153,9 @@ class SlackDelivery:
         retry_after = next((v for k, v in headers.items() if k.lower() == "retry-after"), None)
         detail = f"HTTP {status}: {error}"
         if status == 429 or error == "ratelimited":
+            value = retry_after[0] if isinstance(retry_after, list) else retry_after
             try:
-                return "retry", float(retry_after[0] if isinstance(retry_after, list) else retry_after), detail
+                return "retry", float(value) if value is not None else None, detail
             except (TypeError, ValueError):
                 return "retry", None, detail
         if status >= 500 or error in TRANSIENT_ERRORS:

@@ -16,32 +16,49 @@ import sys
 from datetime import datetime, timedelta, timezone
 
 COMPANIES = {
-    "QLMN": "Quillmont Minerals", "BRKW": "Brackwater Logistics", "VNTH": "Veranthe Therapeutics",
-    "DNMO": "Dunmore Motorworks", "ELMB": "Elmstead Bancorp", "FRLX": "Fairlux Airways",
-    "GRPK": "Granite Peak Energy", "HLCY": "Halcyon Software",
+    "QLMN": "Quillmont Minerals",
+    "BRKW": "Brackwater Logistics",
+    "VNTH": "Veranthe Therapeutics",
+    "DNMO": "Dunmore Motorworks",
+    "ELMB": "Elmstead Bancorp",
+    "FRLX": "Fairlux Airways",
+    "GRPK": "Granite Peak Energy",
+    "HLCY": "Halcyon Software",
 }
 NEUTRAL = [
-    "{name} to present at {city} industry conference", "{name} schedules earnings call for {day}",
-    "{name} names {city} executive as chief operating officer", "{name} files annual report, {n} pages, with regulator",
-    "{name} opens regional office in {city}", "{name} shareholders approve board slate at {city} meeting",
-    "{name} completes previously announced ${n} million debt refinancing", "{name} confirms dividend payment date of {day}",
+    "{name} to present at {city} industry conference",
+    "{name} schedules earnings call for {day}",
+    "{name} names {city} executive as chief operating officer",
+    "{name} files annual report, {n} pages, with regulator",
+    "{name} opens regional office in {city}",
+    "{name} shareholders approve board slate at {city} meeting",
+    "{name} completes previously announced ${n} million debt refinancing",
+    "{name} confirms dividend payment date of {day}",
 ]
 BULLISH = [
-    "{name} raises full-year guidance by {pct}% after strong quarter", "{name} shares jump {pct}% as revenue beats estimates",
-    "Analysts at {bank} upgrade {name} to buy on margin outlook", "{name} wins ${n} million contract with {city} rail operator",
-    "{name} announces share buyback of ${n} million", "{name} raises quarterly dividend by {pct}%",
+    "{name} raises full-year guidance by {pct}% after strong quarter",
+    "{name} shares jump {pct}% as revenue beats estimates",
+    "Analysts at {bank} upgrade {name} to buy on margin outlook",
+    "{name} wins ${n} million contract with {city} rail operator",
+    "{name} announces share buyback of ${n} million",
+    "{name} raises quarterly dividend by {pct}%",
 ]
 BEARISH = [
-    "{name} shares slide {pct}% after weak order intake", "{name} cuts outlook as costs rise in {city} plant",
-    "{bank} downgrades {name} to sell, citing slowing demand", "{name} misses quarterly profit estimates by ${n} million",
+    "{name} shares slide {pct}% after weak order intake",
+    "{name} cuts outlook as costs rise in {city} plant",
+    "{bank} downgrades {name} to sell, citing slowing demand",
+    "{name} misses quarterly profit estimates by ${n} million",
 ]
 CITIES = ["Lisbon", "Denver", "Osaka", "Toronto", "Rotterdam", "Austin", "Leeds", "Monterrey"]
 BANKS = ["Harbor Securities", "Pinecrest Capital", "Meridian Research", "Northgate Partners"]
 DAYS = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday"]
 MARKET = [
-    "Central bank holds rates steady, {bank} sees {n} basis points of cuts next year", "Treasury yields edge higher ahead of {day} jobs data",
-    "Oil prices steady near ${n} as supply concerns ease", "Stocks open mixed on {day} as investors weigh earnings season",
-    "Gold climbs {pct}% as dollar softens", "Euro slips against the dollar after weak {city} factory data",
+    "Central bank holds rates steady, {bank} sees {n} basis points of cuts next year",
+    "Treasury yields edge higher ahead of {day} jobs data",
+    "Oil prices steady near ${n} as supply concerns ease",
+    "Stocks open mixed on {day} as investors weigh earnings season",
+    "Gold climbs {pct}% as dollar softens",
+    "Euro slips against the dollar after weak {city} factory data",
 ]
 EPISODE = [
     "Halcyon Software discloses data breach affecting {n},000 customer accounts",
@@ -60,8 +77,16 @@ EPISODE = [
 
 
 def fill(template: str, rng: random.Random, name: str = "") -> str:
-    return template.format(name=name, city=rng.choice(CITIES), bank=rng.choice(BANKS), day=rng.choice(DAYS),
-                           n=rng.randint(12, 900), pct=rng.randint(3, 28))
+    return template.format(
+        name=name,
+        city=rng.choice(CITIES),
+        bank=rng.choice(BANKS),
+        day=rng.choice(DAYS),
+        n=rng.randint(12, 900),
+        pct=rng.randint(3, 28),
+    )
+
+
 SOURCES = ["Wirefeed", "Market Ledger", "Daily Ticker", "Coastline Business"]
 START = datetime(2026, 11, 2, 0, 0, tzinfo=timezone.utc)
 HOURS = 48
@@ -89,17 +114,33 @@ def items(rng: random.Random) -> list[dict]:
                 pool = NEUTRAL if roll < 0.70 else BULLISH if roll < 0.88 else BEARISH
                 headline, tickers = fill(rng.choice(pool), rng, COMPANIES[ticker]), [ticker]
             published = START + timedelta(hours=hour, seconds=rng.randint(0, 3599))
-            out.append({"id": f"demo-{n:05d}", "published_at": published.isoformat().replace("+00:00", "Z"),
-                        "headline": headline, "source": rng.choice(SOURCES), "tickers": tickers,
-                        "url": f"https://news.example/{n:05d}", "lang": "en"})
+            out.append(
+                {
+                    "id": f"demo-{n:05d}",
+                    "published_at": published.isoformat().replace("+00:00", "Z"),
+                    "headline": headline,
+                    "source": rng.choice(SOURCES),
+                    "tickers": tickers,
+                    "url": f"https://news.example/{n:05d}",
+                    "lang": "en",
+                }
+            )
         if EPISODE_START <= hour < EPISODE_START + 4:
-            for i in range(16):
+            for _ in range(16):
                 n += 1
                 published = START + timedelta(hours=hour, seconds=rng.randint(0, 3599))
-                out.append({"id": f"demo-{n:05d}", "published_at": published.isoformat().replace("+00:00", "Z"),
-                            "headline": fill(rng.choice(EPISODE), rng), "source": rng.choice(SOURCES), "tickers": ["HLCY"],
-                            "url": f"https://news.example/{n:05d}", "lang": "en"})
-    out.sort(key=lambda d: d["published_at"])
+                out.append(
+                    {
+                        "id": f"demo-{n:05d}",
+                        "published_at": published.isoformat().replace("+00:00", "Z"),
+                        "headline": fill(rng.choice(EPISODE), rng),
+                        "source": rng.choice(SOURCES),
+                        "tickers": ["HLCY"],
+                        "url": f"https://news.example/{n:05d}",
+                        "lang": "en",
+                    }
+                )
+    out.sort(key=lambda d: str(d["published_at"]))
     return out
 
 

@@ -116,15 +116,17 @@ class CountSpike:
                 self.factors = [f / mean for f in self.factors]
         self.seen += 1
 
-    def clone(self) -> "CountSpike":
+    def clone(self) -> CountSpike:
         """A fresh detector with the same configuration."""
         return CountSpike(self.config)
 
     def snapshot(self) -> dict:
-        return copy.deepcopy({"seen": self.seen, "level": self.level, "second_moment": self.second_moment, "factors": self.factors})
+        return copy.deepcopy(
+            {"seen": self.seen, "level": self.level, "second_moment": self.second_moment, "factors": self.factors}
+        )
 
     @classmethod
-    def restore(cls, config: CountSpikeConfig, state: dict) -> "CountSpike":
+    def restore(cls, config: CountSpikeConfig, state: dict) -> CountSpike:
         return cls(config, state["seen"], state["level"], state["second_moment"], list(state["factors"]))
 
 

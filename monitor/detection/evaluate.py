@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 import random
 import statistics
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 
 from monitor.detection.tracker import NewsTracker, TrackerConfig
@@ -51,7 +51,9 @@ def poisson_sample(rng: random.Random, lam: float) -> int:
         k += 1
 
 
-def synthetic_stream(seed: int, days: int = 14, tickers: int = 30, episodes: int = 8) -> tuple[list[ScoredEvent], list[Episode]]:
+def synthetic_stream(
+    seed: int, days: int = 14, tickers: int = 30, episodes: int = 8
+) -> tuple[list[ScoredEvent], list[Episode]]:
     rng = random.Random(seed)
     names = [f"T{i:02d}" for i in range(tickers)]
     rates = {t: rng.choice([2.0, 0.6, 0.6, 0.15, 0.15, 0.04]) for t in names}  # items per hour in market hours
@@ -62,8 +64,16 @@ def synthetic_stream(seed: int, days: int = 14, tickers: int = 30, episodes: int
     def emit(t: datetime, ticker: str | None, negative: bool) -> None:
         nonlocal n
         n += 1
-        events.append(ScoredEvent(f"s{seed}-{n}", t, negative, 0.9 if negative else rng.uniform(0.01, 0.3),
-                                  rng.choice(["Earnings", "Company | Product News", "Analyst Update", "Macro"]), (ticker,) if ticker else ()))
+        events.append(
+            ScoredEvent(
+                f"s{seed}-{n}",
+                t,
+                negative,
+                0.9 if negative else rng.uniform(0.01, 0.3),
+                rng.choice(["Earnings", "Company | Product News", "Analyst Update", "Macro"]),
+                (ticker,) if ticker else (),
+            )
+        )
 
     earnings_days = {t: START + timedelta(days=rng.randrange(days)) for t in names if rng.random() < 0.5}
     for hour in range(days * 24):
@@ -72,7 +82,11 @@ def synthetic_stream(seed: int, days: int = 14, tickers: int = 30, episodes: int
         weekday = t0.weekday() < 5
         cycle = (1.0 if 8 <= local < 17 else 0.2) * (1.0 if weekday else 0.3)
         for ticker, rate in rates.items():
-            boost = 5.0 if ticker in earnings_days and earnings_days[ticker].date() == t0.date() and 8 <= local < 17 else 1.0
+            boost = (
+                5.0
+                if ticker in earnings_days and earnings_days[ticker].date() == t0.date() and 8 <= local < 17
+                else 1.0
+            )
             for _ in range(poisson_sample(rng, rate * cycle * boost)):
                 emit(t0 + timedelta(seconds=rng.randrange(3600)), ticker, rng.random() < base_share)
         for _ in range(poisson_sample(rng, 8 * cycle)):  # market-wide news without tickers
@@ -108,9 +122,9 @@ class Score:
     detected: int = 0
     alerts: int = 0
     false_alarms: int = 0
-    delays_min: list[float] | None = None
+    delays_min: list[float] = field(default_factory=list)
     key_weeks: float = 0.0
-    by_shape: dict | None = None
+    by_shape: dict = field(default_factory=dict)
 
 
 def evaluate(seed: int, config: TrackerConfig | None = None, days: int = 14) -> Score:
@@ -122,10 +136,16 @@ def evaluate(seed: int, config: TrackerConfig | None = None, days: int = 14) -> 
     opened += [a for a in tracker.flush(events[-1].published_at + timedelta(hours=6)) if a.status == "opened"]
     negative = [a for a in opened if a.key.startswith("ticker:") and set(a.kinds) & NEGATIVE_KINDS]
     score = Score(episodes=len(planted), alerts=len(negative), delays_min=[], by_shape={s: [0, 0] for s in SHAPES})
-    matched = set()
+    matched: set[str] = set()
     for ep in planted:
         score.by_shape[ep.shape][1] += 1
-        hits = [a for a in negative if a.key == f"ticker:{ep.ticker}" and a.window_start <= ep.end + timedelta(hours=1) and a.window_end >= ep.start]
+        hits = [
+            a
+            for a in negative
+            if a.key == f"ticker:{ep.ticker}"
+            and a.window_start <= ep.end + timedelta(hours=1)
+            and a.window_end >= ep.start
+        ]
         if hits:
             first = min(hits, key=lambda a: a.window_start)
             matched.update(a.id for a in hits)
@@ -145,9 +165,14 @@ def summary(seeds: list[int], config: TrackerConfig | None = None) -> dict:
     alerts = sum(s.alerts for s in scores)
     false_alarms = sum(s.false_alarms for s in scores)
     delays = [d for s in scores for d in s.delays_min]
-    by_shape = {shape: [sum(s.by_shape[shape][0] for s in scores), sum(s.by_shape[shape][1] for s in scores)] for shape in SHAPES}
+    by_shape = {
+        shape: [sum(s.by_shape[shape][0] for s in scores), sum(s.by_shape[shape][1] for s in scores)]
+        for shape in SHAPES
+    }
     return {
-        "seeds": len(seeds), "episodes": episodes, "recall": detected / episodes if episodes else 0.0,
+        "seeds": len(seeds),
+        "episodes": episodes,
+        "recall": detected / episodes if episodes else 0.0,
         "precision": (alerts - false_alarms) / alerts if alerts else 0.0,
         "false_alarms_per_key_week": false_alarms / sum(s.key_weeks for s in scores),
         "delay_minutes_median": statistics.median(delays) if delays else None,
@@ -171,10 +196,15 @@ def candidates() -> dict[str, TrackerConfig]:
 
 
 def format_table(rows: dict[str, dict]) -> str:
-    head = f"{'configuration':<44}{'recall':>8}{'precision':>11}{'FA/key/wk':>11}{'delay p50':>11}{'p90':>7}   recall spike/ramp/sustained"
+    head = (
+        f"{'configuration':<44}{'recall':>8}{'precision':>11}{'FA/key/wk':>11}{'delay p50':>11}{'p90':>7}"
+        "   recall spike/ramp/sustained"
+    )
     lines = [head]
     for name, r in rows.items():
         shapes = "/".join(f"{v:.2f}" for v in r["recall_by_shape"].values())
-        lines.append(f"{name:<44}{r['recall']:>8.2f}{r['precision']:>11.2f}{r['false_alarms_per_key_week']:>11.3f}"
-                     f"{r['delay_minutes_median'] or 0:>10.0f}m{r['delay_minutes_p90'] or 0:>6.0f}m   {shapes}")
+        lines.append(
+            f"{name:<44}{r['recall']:>8.2f}{r['precision']:>11.2f}{r['false_alarms_per_key_week']:>11.3f}"
+            f"{r['delay_minutes_median'] or 0:>10.0f}m{r['delay_minutes_p90'] or 0:>6.0f}m   {shapes}"
+        )
     return "\n".join(lines)

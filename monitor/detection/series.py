@@ -76,7 +76,9 @@ def slot_of(t: datetime, step_s: float) -> int:
     return t.hour if step_s <= 3600 else t.weekday() if step_s < 7 * 86400 else 0
 
 
-def detect(points: Iterable[Point], step_s: float, config: CountSpikeConfig | None = None) -> list[tuple[Point, float, bool]]:
+def detect(
+    points: Iterable[Point], step_s: float, config: CountSpikeConfig | None = None
+) -> list[tuple[Point, float, bool]]:
     config = config or config_for_step(step_s)
     detector = CountSpike(config)
     out = []

@@ -46,7 +46,11 @@ class SnapshotStore:
 
         try:
             # No refresh wait: load() is a get by id, which sees the latest write at once.
-            self.client.index(index=self.index, id=self.doc_id, document={"updated_at": datetime.now(timezone.utc).isoformat(), "snapshot": snapshot})
+            self.client.index(
+                index=self.index,
+                id=self.doc_id,
+                document={"updated_at": datetime.now(timezone.utc).isoformat(), "snapshot": snapshot},
+            )
         except (ApiError, TransportError) as exc:
             raise StoreUnavailable(f"Elasticsearch snapshot save failed: {exc}") from exc
 
@@ -60,9 +64,17 @@ class DetectionStats:
 
 
 class DetectionStage:
-    def __init__(self, source, tracker: NewsTracker, outbox: Outbox, snapshots: SnapshotStore | None = None,
-                 deliver: Callable[[], tuple[int, int]] | None = None, snapshot_every: int = 10, batch_size: int = 500,
-                 health=None) -> None:
+    def __init__(
+        self,
+        source,
+        tracker: NewsTracker,
+        outbox: Outbox,
+        snapshots: SnapshotStore | None = None,
+        deliver: Callable[[], tuple[int, int]] | None = None,
+        snapshot_every: int = 10,
+        batch_size: int = 500,
+        health=None,
+    ) -> None:
         self.source = source
         self.tracker = tracker
         self.outbox = outbox
@@ -78,14 +90,19 @@ class DetectionStage:
         self._stop = threading.Event()
 
     @classmethod
-    def resume(cls, source, config: TrackerConfig, outbox: Outbox, snapshots: SnapshotStore | None, **kw) -> "DetectionStage":
+    def resume(
+        cls, source, config: TrackerConfig, outbox: Outbox, snapshots: SnapshotStore | None, **kw
+    ) -> DetectionStage:
         """Start from the last snapshot (tracker + offsets), or from the beginning of the topic."""
         saved = snapshots.load() if snapshots else None
         tracker = NewsTracker.restore(saved["tracker"], config) if saved else NewsTracker(config)
         source.start({int(p): o for p, o in (saved or {}).get("offsets", {}).items()})
         stage = cls(source, tracker, outbox, snapshots, **kw)
         stage._offsets = dict((saved or {}).get("offsets", {}))
-        log.info("detection resumed from %s", f"a snapshot at offsets {stage._offsets}" if saved else "the beginning of the scored topic")
+        log.info(
+            "detection resumed from %s",
+            f"a snapshot at offsets {stage._offsets}" if saved else "the beginning of the scored topic",
+        )
         return stage
 
     def stop(self) -> None:
@@ -111,15 +128,22 @@ class DetectionStage:
                     if self.tracker.all_caught_up():
                         self.finish()
                     else:  # a scoring instance is behind or gone: the last buckets stay open for it
-                        log.info("idle exit with buckets open: news partitions not caught up yet: %s",
-                                 sorted(s for s in self.tracker.sources if s not in self.tracker.idle)[:10])
+                        log.info(
+                            "idle exit with buckets open: news partitions not caught up yet: %s",
+                            sorted(s for s in self.tracker.sources if s not in self.tracker.idle)[:10],
+                        )
                     break
                 idle_since = time.monotonic()  # behind, or the broker cannot say: not idle
             self._deliver()
         self._save_snapshot()
         self._deliver()
-        log.info("detection stopped: %d scored items read, %d late (older than their partition's watermark: left out), %d alert events",
-                 self.stats.events, self.tracker.late, len(self.stats.alerts))
+        log.info(
+            "detection stopped: %d scored items read, %d late (older than their partition's watermark: left out), %d "
+            "alert events",
+            self.stats.events,
+            self.tracker.late,
+            len(self.stats.alerts),
+        )
         return self.stats
 
     def drain(self) -> None:

@@ -48,7 +48,9 @@ class TrackerConfig:
     # usual mix (an earnings day) is a volume burst, not bad news.
     volume_share_lift: float = 1.5
     # Three negatives about one key in a window is the smallest signal worth a page (two is not).
-    counts: CountSpikeConfig = field(default_factory=lambda: CountSpikeConfig(min_count=3, seasonal_period=24, warmup=4 * 24, halflife=4 * 24 * 3))
+    counts: CountSpikeConfig = field(
+        default_factory=lambda: CountSpikeConfig(min_count=3, seasonal_period=24, warmup=4 * 24, halflife=4 * 24 * 3)
+    )
     # Windows of 1, 4 and 16 buckets (15 min, 1 h, 4 h): a burst shows in the short one, a slow
     # build-up only in the long ones. Each scale has its own baseline; any of them can open an episode.
     scales: tuple[int, ...] = (1, 4, 16)
@@ -81,7 +83,9 @@ class _Scale:
 @dataclass
 class _KeyState:
     scales: list[_Scale]
-    episodes: dict[str, tuple[datetime, int]] = field(default_factory=dict)  # "episode" -> (opened bucket, quiet buckets)
+    episodes: dict[str, tuple[datetime, int]] = field(
+        default_factory=dict
+    )  # "episode" -> (opened bucket, quiet buckets)
 
 
 def _bucket_state(b: _Bucket) -> list:
@@ -103,7 +107,13 @@ def binomial_sf(k: int, n: int, p: float) -> float:
         return 1.0
     total = 0.0
     for i in range(k, n + 1):
-        total += math.exp(math.lgamma(n + 1) - math.lgamma(i + 1) - math.lgamma(n - i + 1) + i * math.log(p) + (n - i) * math.log1p(-p))
+        total += math.exp(
+            math.lgamma(n + 1)
+            - math.lgamma(i + 1)
+            - math.lgamma(n - i + 1)
+            + i * math.log(p)
+            + (n - i) * math.log1p(-p)
+        )
     return min(1.0, total)
 
 
@@ -122,7 +132,9 @@ class NewsTracker:
         # Items of the buckets not yet closed: counted when their bucket closes, in event-time order.
         self.open: dict[datetime, list[ScoredEvent]] = defaultdict(list)
         self.last_of_key: dict[str, datetime] = {}  # dedup key -> event time of its latest item (counted or not)
-        self.counted: dict[datetime, dict[str, _Bucket]] = {}  # open buckets restored from an earlier version's snapshot
+        self.counted: dict[
+            datetime, dict[str, _Bucket]
+        ] = {}  # open buckets restored from an earlier version's snapshot
         self.watermark: datetime | None = None  # where buckets are closed up to (the sources' minimum)
         self.sources: dict[str, datetime | None] = {}  # source -> its watermark (None: not heard from yet)
         self.idle: set[str] = set()  # sources caught up: they hold no bucket open
@@ -151,7 +163,9 @@ class NewsTracker:
         self.seen_ids[event.id] = start
         self._expect(event.source, event.partitions)
         own = self.sources.get(event.source)
-        if (own is not None and event.published_at < own) or (self.closed_any and start < self.next_close):
+        if (own is not None and event.published_at < own) or (
+            self.closed_any and self.next_close is not None and start < self.next_close
+        ):
             self.late += 1  # older than its own partition allows (or its bucket closed): left out
             return []
         if self.next_close is None or (start < self.next_close and not self.closed_any):
@@ -179,9 +193,10 @@ class NewsTracker:
     def _advance(self) -> list[AlertEvent]:
         """Move the watermark to the slowest source that is not caught up (the furthest one when all are)."""
         busy = [w for s, w in self.sources.items() if s not in self.idle]
-        if any(w is None for w in busy):
+        heard = [w for w in busy if w is not None]
+        if len(heard) < len(busy):
             return []  # a partition not heard from yet may still hold the earliest items
-        marks = busy or [w for w in self.sources.values() if w is not None]
+        marks = heard or [w for w in self.sources.values() if w is not None]
         if not marks:
             return []
         mark = min(marks) if busy else max(marks)
@@ -202,8 +217,14 @@ class NewsTracker:
 
     def _close_due(self) -> list[AlertEvent]:
         alerts: list[AlertEvent] = []
-        while self.next_close is not None and self.watermark is not None and self.next_close + self.config.bucket <= self.watermark:
-            alerts += self._close(self.next_close, self._count(self.open.pop(self.next_close, []), self.counted.pop(self.next_close, {})))
+        while (
+            self.next_close is not None
+            and self.watermark is not None
+            and self.next_close + self.config.bucket <= self.watermark
+        ):
+            alerts += self._close(
+                self.next_close, self._count(self.open.pop(self.next_close, []), self.counted.pop(self.next_close, {}))
+            )
             self.closed_any = True
             self.closed_buckets += 1
             self.next_close += self.config.bucket
@@ -328,7 +349,9 @@ class NewsTracker:
         episode = state.episodes.get("episode")
         if flagged:
             # The headline kind: a negative one if any flagged, then the most significant.
-            kind, (_, p, observed, expected, ids, window_start) = min(flagged.items(), key=lambda kv: (kv[0] == "volume_burst", kv[1][1], kv[0]))
+            kind, (_, p, observed, expected, ids, window_start) = min(
+                flagged.items(), key=lambda kv: (kv[0] == "volume_burst", kv[1][1], kv[0])
+            )
             status = "opened" if episode is None else "updated"
             since = window_start if episode is None else episode[0]  # the episode began with the window that showed it
             state.episodes["episode"] = (since, 0)
@@ -344,8 +367,20 @@ class NewsTracker:
         else:
             return None
         ratio = observed / expected if expected > 0 else math.inf
-        return AlertEvent(f"{key}|{since.isoformat()}", key, kind, status, severity(p, ratio), since, end, float(observed),
-                          float(expected), round(1 - p, 6), tuple(i for _, i in ids), tuple(sorted(flagged)))
+        return AlertEvent(
+            f"{key}|{since.isoformat()}",
+            key,
+            kind,
+            status,
+            severity(p, ratio),
+            since,
+            end,
+            float(observed),
+            float(expected),
+            round(1 - p, 6),
+            tuple(i for _, i in ids),
+            tuple(sorted(flagged)),
+        )
 
     # --- persistence: the whole state as JSON, so a restart resumes exactly where it was --------
     def snapshot(self) -> dict:
@@ -353,25 +388,47 @@ class NewsTracker:
             return x.isoformat() if x else None
 
         return {
-            "watermark": t(self.watermark), "next_close": t(self.next_close), "late": self.late, "closed_any": self.closed_any,
-            "sources": {k: t(w) for k, w in self.sources.items()}, "idle": sorted(self.idle),
+            "watermark": t(self.watermark),
+            "next_close": t(self.next_close),
+            "late": self.late,
+            "closed_any": self.closed_any,
+            "sources": {k: t(w) for k, w in self.sources.items()},
+            "idle": sorted(self.idle),
             "closed_buckets": self.closed_buckets,
             "seen_ids": {i: t(b) for i, b in self.seen_ids.items()},
             "open": {t(start): [e.state() for e in events] for start, events in self.open.items()},
             "last_of_key": {k: t(v) for k, v in self.last_of_key.items()},
-            "counted": {t(start): {k: _bucket_state(b) for k, b in keys.items()} for start, keys in self.counted.items()},
-            "keys": {k: {"scales": [{"negatives": sc.negatives.snapshot(), "volume": sc.volume.snapshot(), "share": [sc.share_neg, sc.share_all],
-                                     "window": _bucket_state(sc.window)} for sc in s.scales],
-                         "episodes": {kind: [t(v[0]), v[1]] for kind, v in s.episodes.items()}} for k, s in self.keys.items()},
+            "counted": {
+                t(start): {k: _bucket_state(b) for k, b in keys.items()} for start, keys in self.counted.items()
+            },
+            "keys": {
+                k: {
+                    "scales": [
+                        {
+                            "negatives": sc.negatives.snapshot(),
+                            "volume": sc.volume.snapshot(),
+                            "share": [sc.share_neg, sc.share_all],
+                            "window": _bucket_state(sc.window),
+                        }
+                        for sc in s.scales
+                    ],
+                    "episodes": {kind: [t(v[0]), v[1]] for kind, v in s.episodes.items()},
+                }
+                for k, s in self.keys.items()
+            },
         }
 
     @classmethod
-    def restore(cls, state: dict, config: TrackerConfig | None = None) -> "NewsTracker":
+    def restore(cls, state: dict, config: TrackerConfig | None = None) -> NewsTracker:
         tracker = cls(config)
         parse = datetime.fromisoformat
         tracker.watermark = parse(state["watermark"]) if state["watermark"] else None
         tracker.next_close = parse(state["next_close"]) if state["next_close"] else None
-        tracker.late, tracker.closed_any, tracker.closed_buckets = state["late"], state["closed_any"], state["closed_buckets"]
+        tracker.late, tracker.closed_any, tracker.closed_buckets = (
+            state["late"],
+            state["closed_any"],
+            state["closed_buckets"],
+        )
         tracker.sources = {k: parse(w) if w else None for k, w in state.get("sources", {}).items()}
         tracker.idle = set(state.get("idle", ()))
         tracker.seen_ids = {i: parse(b) for i, b in state["seen_ids"].items()}
@@ -387,9 +444,16 @@ class NewsTracker:
         for k, s in state["keys"].items():
             scales = []
             for scale, sc in zip(tracker.config.scales, s["scales"]):
-                config = tracker.config.counts_for(scale)
-                scales.append(_Scale(CountSpike.restore(config, sc["negatives"]), CountSpike.restore(config, sc["volume"]),
-                                     sc["share"][0], sc["share"][1], _bucket_from(sc["window"])))
+                counts = tracker.config.counts_for(scale)
+                scales.append(
+                    _Scale(
+                        CountSpike.restore(counts, sc["negatives"]),
+                        CountSpike.restore(counts, sc["volume"]),
+                        sc["share"][0],
+                        sc["share"][1],
+                        _bucket_from(sc["window"]),
+                    )
+                )
             tracker.keys[k] = _KeyState(scales, {kind: (parse(v[0]), v[1]) for kind, v in s["episodes"].items()})
         return tracker
 

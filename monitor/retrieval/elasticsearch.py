@@ -35,8 +35,20 @@ from monitor.settings import ElasticsearchSettings
 
 log = logging.getLogger("bearwatch.elasticsearch")
 # What the dedup step reads back from a stored item (its vector and body stay on the server).
-_SOURCE_FIELDS = ScoredItem.fields("id", "headline", "published_at", "dedup_key", "content_hash", "duplicate", "duplicate_of", "sentiment",
-                                   "topic", "model_version", "scored_at", "kafka")
+_SOURCE_FIELDS = ScoredItem.fields(
+    "id",
+    "headline",
+    "published_at",
+    "dedup_key",
+    "content_hash",
+    "duplicate",
+    "duplicate_of",
+    "sentiment",
+    "topic",
+    "model_version",
+    "scored_at",
+    "kafka",
+)
 
 
 def connect(settings: ElasticsearchSettings):
@@ -82,7 +94,9 @@ def ensure_indices(client, settings: ElasticsearchSettings, embedding_dims: int)
 
 
 class ElasticsearchHistory:
-    def __init__(self, client, settings: ElasticsearchSettings, refresh: str | bool = False, visible_after_s: float = 10.0) -> None:
+    def __init__(
+        self, client, settings: ElasticsearchSettings, refresh: str | bool = False, visible_after_s: float = 10.0
+    ) -> None:
         self.client = client
         self.index = settings.index(NEWS)
         self.refresh = refresh
@@ -105,29 +119,57 @@ class ElasticsearchHistory:
     def stored(self, ids: Sequence[str]) -> dict[str, dict]:
         if not ids:
             return {}
-        response = self._call("mget", self.client.mget, index=self.index, ids=list(dict.fromkeys(ids)), source_includes=_SOURCE_FIELDS)
+        response = self._call(
+            "mget", self.client.mget, index=self.index, ids=list(dict.fromkeys(ids)), source_includes=_SOURCE_FIELDS
+        )
         return {d["_id"]: d["_source"] for d in response["docs"] if d.get("found")}
 
     def originals(self, queries: Sequence[DedupQuery], window: timedelta) -> list[Original | None]:
         if not queries:
             return []
         self._refresh_if_due()
-        searches = []
+        searches: list[dict] = []
         for q in queries:
-            searches += [{"index": self.index}, {
-                "size": 1, "_source": ["id", "published_at", "duplicate_of"], "sort": [{"published_at": "asc"}, {"id": "asc"}],
-                "query": {"bool": {
-                    "filter": [{"term": {"dedup_key": q.dedup_key}},
-                               {"range": {"published_at": {"gte": format_time(q.published_at - window), "lte": format_time(q.published_at + window)}}}],
-                    "must_not": [{"ids": {"values": [q.id, *q.exclude]}}],
-                }},
-            }]
+            searches += [
+                {"index": self.index},
+                {
+                    "size": 1,
+                    "_source": ["id", "published_at", "duplicate_of"],
+                    "sort": [{"published_at": "asc"}, {"id": "asc"}],
+                    "query": {
+                        "bool": {
+                            "filter": [
+                                {"term": {"dedup_key": q.dedup_key}},
+                                {
+                                    "range": {
+                                        "published_at": {
+                                            "gte": format_time(q.published_at - window),
+                                            "lte": format_time(q.published_at + window),
+                                        }
+                                    }
+                                },
+                            ],
+                            "must_not": [{"ids": {"values": [q.id, *q.exclude]}}],
+                        }
+                    },
+                },
+            ]
         out = []
         for q, r in zip(queries, self._msearch("dedup lookup", searches)):
-            found = [Original(parse_stored_time(h["_source"]["published_at"]), h["_source"]["id"], h["_source"].get("duplicate_of")) for h in r["hits"]["hits"]]
+            found = [
+                Original(
+                    parse_stored_time(h["_source"]["published_at"]),
+                    h["_source"]["id"],
+                    h["_source"].get("duplicate_of"),
+                )
+                for h in r["hits"]["hits"]
+            ]
             skip = {q.id, *q.exclude}
-            found += [o for o in self._unrefreshed.get(q.dedup_key, {}).values()
-                      if o.id not in skip and abs(o.published_at - q.published_at) <= window]
+            found += [
+                o
+                for o in self._unrefreshed.get(q.dedup_key, {}).values()
+                if o.id not in skip and abs(o.published_at - q.published_at) <= window
+            ]
             out.append(min(found, default=None))
         return out
 
@@ -146,7 +188,9 @@ class ElasticsearchHistory:
             old_key = self._unrefreshed_key.get(doc["id"])
             if old_key is not None:  # rewritten (new content): the new version replaces the old one
                 self._unrefreshed[old_key].pop(doc["id"], None)
-            self._unrefreshed.setdefault(doc["dedup_key"], {})[doc["id"]] = Original(parse_stored_time(doc["published_at"]), doc["id"], doc.get("duplicate_of"))
+            self._unrefreshed.setdefault(doc["dedup_key"], {})[doc["id"]] = Original(
+                parse_stored_time(doc["published_at"]), doc["id"], doc.get("duplicate_of")
+            )
             self._unrefreshed_key[doc["id"]] = doc["dedup_key"]
 
     def related(self, queries: Sequence[HistoryQuery], k: int, lookback: timedelta, method: str) -> list[list[Related]]:
@@ -156,22 +200,50 @@ class ElasticsearchHistory:
         for q in queries:
             searches += [{"index": self.index}, self._related_body(q, k, lookback, method)]
         return [
-            [Related(h["_source"]["id"], float(h["_score"] or 0.0), h["_source"]["headline"], h["_source"]["published_at"]) for h in r["hits"]["hits"]]
+            [
+                Related(
+                    h["_source"]["id"],
+                    float(h["_score"] or 0.0),
+                    h["_source"]["headline"],
+                    h["_source"]["published_at"],
+                )
+                for h in r["hits"]["hits"]
+            ]
             for r in self._msearch("related-history search", searches)
         ]
 
     @staticmethod
     def _related_body(q: HistoryQuery, k: int, lookback: timedelta, method: str) -> dict:
-        window = {"range": {"published_at": {"gte": format_time(q.published_at - lookback), "lt": format_time(q.published_at)}}}
+        window = {
+            "range": {
+                "published_at": {"gte": format_time(q.published_at - lookback), "lt": format_time(q.published_at)}
+            }
+        }
         exclude = [{"ids": {"values": [q.id]}}, {"term": {"dedup_key": q.dedup_key}}]
-        body: dict = {"size": k, "_source": ["id", "headline", "published_at"], "sort": [{"_score": "desc"}, {"published_at": "asc"}, {"id": "asc"}]}
+        body: dict = {
+            "size": k,
+            "_source": ["id", "headline", "published_at"],
+            "sort": [{"_score": "desc"}, {"published_at": "asc"}, {"id": "asc"}],
+        }
         if method in ("bm25", "both"):
             should = [{"terms": {"tickers": list(q.tickers), "boost": TICKER_BOOST}}] if q.tickers else []
             # The headline goes in as text to match, never as query syntax (match, not query_string).
-            body["query"] = {"bool": {"must": [{"match": {"headline": {"query": q.text}}}], "should": should, "filter": [window], "must_not": exclude}}
+            body["query"] = {
+                "bool": {
+                    "must": [{"match": {"headline": {"query": q.text}}}],
+                    "should": should,
+                    "filter": [window],
+                    "must_not": exclude,
+                }
+            }
         if method in ("knn", "both") and q.vector is not None:
-            body["knn"] = {"field": "embedding", "query_vector": [float(x) for x in q.vector], "k": k, "num_candidates": max(50, 5 * k),
-                           "filter": {"bool": {"filter": [window], "must_not": exclude}}}
+            body["knn"] = {
+                "field": "embedding",
+                "query_vector": [float(x) for x in q.vector],
+                "k": k,
+                "num_candidates": max(50, 5 * k),
+                "filter": {"bool": {"filter": [window], "must_not": exclude}},
+            }
         if "query" not in body and "knn" not in body:
             body["query"] = {"match_none": {}}
         return body
@@ -180,7 +252,9 @@ class ElasticsearchHistory:
         response = self._call(action, self.client.msearch, searches=searches)
         for r in response["responses"]:
             if "error" in r:
-                raise StoreUnavailable(f"Elasticsearch {action} failed: {r['error'].get('type')}: {r['error'].get('reason', '')[:300]}")
+                raise StoreUnavailable(
+                    f"Elasticsearch {action} failed: {r['error'].get('type')}: {r['error'].get('reason', '')[:300]}"
+                )
         return response["responses"]
 
     def add(self, documents: Sequence[dict]) -> None:
@@ -234,7 +308,9 @@ class ElasticsearchHistory:
             else:  # this document can never be indexed as it is (a mapping conflict, a bad value)
                 refused[base + i] = f"Elasticsearch refused the document ({status} {reason})"
         if outage:
-            raise StoreUnavailable(f"Elasticsearch could not take {len(outage)} of {len(docs)} documents for now; first: {outage[0]}")
+            raise StoreUnavailable(
+                f"Elasticsearch could not take {len(outage)} of {len(docs)} documents for now; first: {outage[0]}"
+            )
         return refused
 
 

@@ -180,10 +180,22 @@ class EmbeddedHistory:
     def originals(self, queries: Sequence[DedupQuery], window: timedelta) -> list[Original | None]:
         out = []
         for q in queries:
-            lo, hi, skip = format_time(q.published_at - window), format_time(q.published_at + window), {q.id, *q.exclude}
-            found = [d for d in self._by_key.get(q.dedup_key, {}).values() if d["id"] not in skip and lo <= d["published_at"] <= hi]
+            lo, hi, skip = (
+                format_time(q.published_at - window),
+                format_time(q.published_at + window),
+                {q.id, *q.exclude},
+            )
+            found = [
+                d
+                for d in self._by_key.get(q.dedup_key, {}).values()
+                if d["id"] not in skip and lo <= d["published_at"] <= hi
+            ]
             first = min(found, key=lambda d: (d["published_at"], d["id"]), default=None)
-            out.append(Original(parse_stored_time(first["published_at"]), first["id"], first.get("duplicate_of")) if first else None)
+            out.append(
+                Original(parse_stored_time(first["published_at"]), first["id"], first.get("duplicate_of"))
+                if first
+                else None
+            )
         return out
 
     def _allowed(self, doc: dict, q: HistoryQuery, since: str, until: str) -> bool:

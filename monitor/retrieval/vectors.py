@@ -42,7 +42,8 @@ class Query:
 class VectorIndex:
     """Exact top-k search over a few hundred thousand vectors (a matrix product per batch).
 
-    >>> idx = VectorIndex.build(["a", "b"], np.eye(2, dtype=np.float32), ["ga", "gb"], ["x", "y"], ["bearish", None], [None, None])
+    >>> vectors = np.eye(2, dtype=np.float32)
+    >>> idx = VectorIndex.build(["a", "b"], vectors, ["ga", "gb"], ["x", "y"], ["bearish", None], [None, None])
     >>> [n.id for n in idx.search([Query(np.array([1.0, 0.1], dtype=np.float32))], k=1)[0]]
     ['a']
     """
@@ -56,14 +57,26 @@ class VectorIndex:
         self.topic = np.asarray(topic, dtype=object)
         self.published_at = np.asarray(published_at, dtype=np.float64)
         n = len(self.ids)
-        if not (self.vectors.shape[0] == len(self.groups) == len(self.texts) == len(self.sentiment) == len(self.topic) == len(self.published_at) == n):
+        if not (
+            self.vectors.shape[0]
+            == len(self.groups)
+            == len(self.texts)
+            == len(self.sentiment)
+            == len(self.topic)
+            == len(self.published_at)
+            == n
+        ):
             raise ValueError("all columns of a VectorIndex must have one row per item")
         self._row_of_id = {item_id: row for row, item_id in enumerate(self.ids)}
 
     @classmethod
-    def build(cls, ids, vectors, groups, texts, sentiment, topic, published_at=None) -> "VectorIndex":
+    def build(cls, ids, vectors, groups, texts, sentiment, topic, published_at=None) -> VectorIndex:
         n = len(ids)
-        times = np.full(n, NO_TIME) if published_at is None else np.array([NO_TIME if t is None else t for t in published_at], dtype=np.float64)
+        times = (
+            np.full(n, NO_TIME)
+            if published_at is None
+            else np.array([NO_TIME if t is None else t for t in published_at], dtype=np.float64)
+        )
         return cls(ids, vectors, groups, texts, sentiment, topic, times)
 
     def __len__(self) -> int:
@@ -82,7 +95,9 @@ class VectorIndex:
         results = []
         for row in range(len(queries)):
             order = top[row][np.argsort(-scores[row, top[row]], kind="stable")]
-            results.append([self._neighbour(col, float(scores[row, col])) for col in order if np.isfinite(scores[row, col])])
+            results.append(
+                [self._neighbour(col, float(scores[row, col])) for col in order if np.isfinite(scores[row, col])]
+            )
         return results
 
     def _mask_leaks(self, scores: np.ndarray, query: Query) -> None:
@@ -96,28 +111,38 @@ class VectorIndex:
 
     def _neighbour(self, row: int, score: float) -> Neighbour:
         return Neighbour(
-            id=str(self.ids[row]), text=str(self.texts[row]), score=score, vector=self.vectors[row],
-            sentiment=self.sentiment[row], topic=self.topic[row],
+            id=str(self.ids[row]),
+            text=str(self.texts[row]),
+            score=score,
+            vector=self.vectors[row],
+            sentiment=self.sentiment[row],
+            topic=self.topic[row],
         )
 
     # Stored as int8 (vectors are unit length, so 127 steps per unit lose ~0.4% of a cosine).
     def save(self, path: str | Path) -> None:
         np.savez_compressed(
             path,
-            ids=self.ids.astype(str), vectors=np.round(self.vectors * 127).astype(np.int8),
-            groups=self.groups.astype(str), texts=self.texts.astype(str),
+            ids=self.ids.astype(str),
+            vectors=np.round(self.vectors * 127).astype(np.int8),
+            groups=self.groups.astype(str),
+            texts=self.texts.astype(str),
             sentiment=np.array(["" if s is None else s for s in self.sentiment]),
             topic=np.array(["" if t is None else t for t in self.topic]),
             published_at=self.published_at,
         )
 
     @classmethod
-    def load(cls, path: str | Path) -> "VectorIndex":
+    def load(cls, path: str | Path) -> VectorIndex:
         with np.load(path, allow_pickle=False) as data:
             vectors = data["vectors"].astype(np.float32) / 127.0
             vectors /= np.linalg.norm(vectors, axis=1, keepdims=True).clip(min=1e-6)
             return cls(
-                data["ids"], vectors, data["groups"], data["texts"],
-                [s or None for s in data["sentiment"].tolist()], [t or None for t in data["topic"].tolist()],
+                data["ids"],
+                vectors,
+                data["groups"],
+                data["texts"],
+                [s or None for s in data["sentiment"].tolist()],
+                [t or None for t in data["topic"].tolist()],
                 data["published_at"],
             )

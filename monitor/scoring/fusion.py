@@ -41,7 +41,9 @@ def neighbour_label_distribution(
     return dist, sims
 
 
-def fusion_features(logits: np.ndarray, label_dist: np.ndarray, sims: np.ndarray, use_context: bool = True) -> np.ndarray:
+def fusion_features(
+    logits: np.ndarray, label_dist: np.ndarray, sims: np.ndarray, use_context: bool = True
+) -> np.ndarray:
     """The fusion layer's input. Without context it sees the logits alone (the control)."""
     if not use_context:
         return logits.astype(np.float32)
@@ -64,10 +66,24 @@ class FusionHead:
         return fusion_features(base_logits, dist, sims, self.use_context) @ self.weight + self.bias
 
     def save(self, path: str | Path) -> None:
-        np.savez(path, task=self.task, labels=np.array(self.labels), weight=self.weight, bias=self.bias,
-                 temperature=self.temperature, use_context=self.use_context)
+        np.savez(
+            path,
+            task=self.task,
+            labels=np.array(self.labels),
+            weight=self.weight,
+            bias=self.bias,
+            temperature=self.temperature,
+            use_context=self.use_context,
+        )
 
     @classmethod
-    def load(cls, path: str | Path) -> "FusionHead":
+    def load(cls, path: str | Path) -> FusionHead:
         with np.load(path, allow_pickle=False) as d:
-            return cls(str(d["task"]), tuple(d["labels"].tolist()), d["weight"], d["bias"], float(d["temperature"]), bool(d["use_context"]))
+            return cls(
+                str(d["task"]),
+                tuple(d["labels"].tolist()),
+                d["weight"],
+                d["bias"],
+                float(d["temperature"]),
+                bool(d["use_context"]),
+            )

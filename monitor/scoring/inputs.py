@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -86,7 +87,7 @@ def encode(tokenizer, inputs: Sequence[ModelInput], settings: ContextSettings) -
     return EncodedBatch(input_ids, mask, token_types)
 
 
-def load_tokenizer(path: str):
+def load_tokenizer(path: str | Path):
     """The fast tokenizer of a model directory, with its own padding/truncation switched off:
     :func:`encode` decides both, identically in training and serving."""
     from tokenizers import Tokenizer

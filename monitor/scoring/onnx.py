@@ -60,7 +60,10 @@ def create_session(model_file: str, device: str = "auto", threads: int = 0):
     available = ort.get_available_providers()
     wants_gpu = device in ("auto", "cuda") and "CUDAExecutionProvider" in available
     if device == "cuda" and not wants_gpu:
-        raise DeviceUnavailable(f"device=cuda but ONNX Runtime offers no CUDA provider (available: {', '.join(available)}); install bearwatch[gpu] on a machine with a GPU")
+        raise DeviceUnavailable(
+            f"device=cuda but ONNX Runtime offers no CUDA provider (available: {', '.join(available)}); install "
+            "bearwatch[gpu] on a machine with a GPU"
+        )
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     if threads:
@@ -99,14 +102,23 @@ class OnnxScorer:
     ['bearish']
     """
 
-    def __init__(self, artifact: ModelArtifact, device: str = "auto", threads: int = 0, variant: str | None = None, batch_size: int = 0) -> None:
+    def __init__(
+        self,
+        artifact: ModelArtifact,
+        device: str = "auto",
+        threads: int = 0,
+        variant: str | None = None,
+        batch_size: int = 0,
+    ) -> None:
         """``batch_size`` 0: per-item runs on CPU, batches of 64 on a GPU; n: batches of n (on CPU,
         faster on some machines, but an item's scores then depend on its batch-mates)."""
         self.artifact = artifact
         self.settings = artifact.context
         self.tokenizer = load_tokenizer(artifact.path / "tokenizer.json")
         per_item = batch_size <= 1
-        self.session, self.provider = create_session(str(artifact.onnx_file(variant)), device, 1 if per_item else threads)
+        self.session, self.provider = create_session(
+            str(artifact.onnx_file(variant)), device, 1 if per_item else threads
+        )
         self.batch_size = batch_size or (64 if self.provider == "CUDAExecutionProvider" else 1)
         self.workers = None
         if per_item and self.provider == "CPUExecutionProvider":
@@ -137,20 +149,30 @@ class OnnxScorer:
     def run_encoder(self, inputs: Sequence[ModelInput]) -> dict[str, np.ndarray]:
         """Raw outputs for model inputs, in input order: per item on CPU workers, or batched by length."""
         if self.workers is not None and inputs:
-            enc = encode(self.tokenizer, inputs, self.settings)  # tokens do not depend on the batch; cut each row's padding
+            enc = encode(
+                self.tokenizer, inputs, self.settings
+            )  # tokens do not depend on the batch; cut each row's padding
             lengths = enc.attention_mask.sum(axis=1)
-            feeds = [{"input_ids": enc.input_ids[r : r + 1, :n], "attention_mask": enc.attention_mask[r : r + 1, :n],
-                      "token_type_ids": enc.token_type_ids[r : r + 1, :n]} for r, n in enumerate(lengths)]
+            feeds = [
+                {
+                    "input_ids": enc.input_ids[r : r + 1, :n],
+                    "attention_mask": enc.attention_mask[r : r + 1, :n],
+                    "token_type_ids": enc.token_type_ids[r : r + 1, :n],
+                }
+                for r, n in enumerate(lengths)
+            ]
             results = list(self.workers.map(self._run, feeds))
             return {name: np.concatenate([r[k] for r in results]) for k, name in enumerate(OUTPUTS)}
         lengths = [len(i.text) + sum(len(c) for c in i.context) for i in inputs]
         order = np.argsort(lengths, kind="stable")
-        out = {name: [None] * len(inputs) for name in OUTPUTS}
+        out: dict[str, list] = {name: [None] * len(inputs) for name in OUTPUTS}
         for start in range(0, len(order), self.batch_size):
             rows = order[start : start + self.batch_size]
             enc = encode(self.tokenizer, [inputs[r] for r in rows], self.settings)
-            results = self._run({"input_ids": enc.input_ids, "attention_mask": enc.attention_mask, "token_type_ids": enc.token_type_ids})
-            for name, value in zip(OUTPUTS, results):
+            outputs = self._run(
+                {"input_ids": enc.input_ids, "attention_mask": enc.attention_mask, "token_type_ids": enc.token_type_ids}
+            )
+            for name, value in zip(OUTPUTS, outputs):
                 for j, r in enumerate(rows):
                     out[name][r] = value[j]
         return {name: np.stack(values) if values else np.zeros((0, 0), np.float32) for name, values in out.items()}

@@ -32,7 +32,9 @@ class Record:
 class Publisher(Protocol):
     def add(self, record: Record) -> None: ...
 
-    def flush(self) -> None:
-        """Every added record accepted by its destination, or raise SinkUnavailable."""
+    def flush(self) -> list[tuple[Record, str]]:
+        """Every added record accepted by its destination, or raise SinkUnavailable (an outage).
+        Returns the records refused for good (too large, invalid), each with the reason: the caller
+        dead-letters what they stood for."""
 
     def close(self) -> None: ...

@@ -51,7 +51,11 @@ class FilePublisher:
             dumps_line(value)  # it must also write back out (a deep nest, a lone surrogate)
         except (ValueError, RecursionError):  # a dead letter keeps the original bytes, whatever they are
             value = {"base64": base64.b64encode(record.value).decode()}
-        return {"key": record.key.decode("utf-8", "replace") if record.key else None, "headers": headers, "value": value}
+        return {
+            "key": record.key.decode("utf-8", "replace") if record.key else None,
+            "headers": headers,
+            "value": value,
+        }
 
     def close(self) -> None:
         pass

@@ -8,7 +8,9 @@ from monitor.sinks.base import Record
 
 
 class KafkaPublisher:
-    def __init__(self, settings: KafkaSettings, client_id: str = "bearwatch-publisher", flush_timeout_s: float = 30.0) -> None:
+    def __init__(
+        self, settings: KafkaSettings, client_id: str = "bearwatch-publisher", flush_timeout_s: float = 30.0
+    ) -> None:
         from kafka import KafkaProducer
         from kafka.errors import KafkaError
 
@@ -32,7 +34,12 @@ class KafkaPublisher:
         from kafka.errors import KafkaError
 
         try:
-            self._futures.append((record, self.producer.send(record.topic, value=record.value, key=record.key, headers=list(record.headers))))
+            self._futures.append(
+                (
+                    record,
+                    self.producer.send(record.topic, value=record.value, key=record.key, headers=list(record.headers)),
+                )
+            )
         except KafkaError as exc:
             if not _refused_for_good(exc):
                 raise SinkUnavailable(f"Kafka send to {record.topic} failed: {exc}") from exc
@@ -59,7 +66,9 @@ class KafkaPublisher:
                 else:
                     failure = failure or exc
         if failure is not None:
-            raise SinkUnavailable(f"Kafka did not accept {len(futures)} records: {failure}", _delivered(futures)) from failure
+            raise SinkUnavailable(
+                f"Kafka did not accept {len(futures)} records: {failure}", _delivered(futures)
+            ) from failure
         return refused
 
     def close(self) -> None:
@@ -78,5 +87,13 @@ def _refused_for_good(exc: Exception) -> bool:
     """A per-record refusal that no retry can change (as opposed to an unreachable broker)."""
     from kafka import errors
 
-    return isinstance(exc, (errors.MessageSizeTooLargeError, errors.RecordListTooLargeError, errors.InvalidRecordError,
-                            errors.CorruptRecordError, errors.InvalidTimestampError))
+    return isinstance(
+        exc,
+        (
+            errors.MessageSizeTooLargeError,
+            errors.RecordListTooLargeError,
+            errors.InvalidRecordError,
+            errors.CorruptRecordError,
+            errors.InvalidTimestampError,
+        ),
+    )

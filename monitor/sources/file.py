@@ -39,7 +39,7 @@ class FileSource:
         return [((self.name, 0), self._line)] if self._eof else []
 
     def poll(self, max_records: int, timeout_s: float) -> list[Message]:
-        messages = []
+        messages: list[Message] = []
         while len(messages) < max_records:
             raw = self._fh.readline()
             if not raw:

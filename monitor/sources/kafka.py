@@ -28,7 +28,16 @@ def ensure_topics(settings: KafkaSettings, topics: list[str], partitions: int | 
         missing = [t for t in topics if t not in existing]
         if missing:
             try:
-                admin.create_topics([NewTopic(t, num_partitions=partitions or (1 if t == settings.scored_topic else settings.partitions), replication_factor=1) for t in missing])
+                admin.create_topics(
+                    [
+                        NewTopic(
+                            t,
+                            num_partitions=partitions or (1 if t == settings.scored_topic else settings.partitions),
+                            replication_factor=1,
+                        )
+                        for t in missing
+                    ]
+                )
                 log.info("created topics %s", ", ".join(missing))
             except TopicAlreadyExistsError:
                 pass
@@ -39,7 +48,13 @@ def ensure_topics(settings: KafkaSettings, topics: list[str], partitions: int | 
 
 
 class KafkaSource:
-    def __init__(self, settings: KafkaSettings, topic: str | None = None, group: str | None = None, client_id: str = "bearwatch-monitor") -> None:
+    def __init__(
+        self,
+        settings: KafkaSettings,
+        topic: str | None = None,
+        group: str | None = None,
+        client_id: str = "bearwatch-monitor",
+    ) -> None:
         from kafka import KafkaConsumer
         from kafka.errors import KafkaError
 
@@ -147,7 +162,13 @@ class KafkaTopicReader:
 
         self.topic = topic
         try:
-            self.consumer = KafkaConsumer(group_id=group, client_id=client_id, enable_auto_commit=False, auto_offset_reset="earliest", **settings.client_options())
+            self.consumer = KafkaConsumer(
+                group_id=group,
+                client_id=client_id,
+                enable_auto_commit=False,
+                auto_offset_reset="earliest",
+                **settings.client_options(),
+            )
         except KafkaError as exc:
             raise SourceUnavailable(f"cannot connect to Kafka at {settings.bootstrap}: {exc}") from exc
 
