@@ -271,10 +271,11 @@ def cmd_model(args: argparse.Namespace) -> int:
 
 def cmd_label(args: argparse.Namespace) -> int:
     """Analysts' labels into the labels index: one (`add`) or a file (`import`, bad rows reported)."""
+    from monitor.elastic.client import connect, ensure_indices
+    from monitor.elastic.labels import ElasticsearchLabels
     from monitor.errors import InvalidLabel
     from monitor.indices import LABELS
-    from monitor.labels_store import ElasticsearchLabels, make_label, read_label_file
-    from monitor.retrieval.elasticsearch import connect, ensure_indices
+    from monitor.labels_store import make_label, read_label_file
 
     settings = _settings(args)
     if args.label_command == "add":

@@ -39,11 +39,8 @@ def install_signal_handlers(app) -> None:
 
 
 def build_kafka_app(settings: Settings, client_id: str = "bearwatch-monitor") -> ScoringApp:
-    from monitor.retrieval.elasticsearch import (
-        ElasticsearchHistory,
-        connect,
-        ensure_indices,
-    )
+    from monitor.elastic.client import connect, ensure_indices
+    from monitor.elastic.history import ElasticsearchHistory
     from monitor.sinks.kafka import KafkaPublisher
     from monitor.sources.kafka import KafkaSource, ensure_topics
 
@@ -172,11 +169,13 @@ def run_demo(settings: Settings, input_path: str | None, out: Path, announce=Non
 def build_detection_stage(settings: Settings):
     """The detection stage on Kafka (scored topic) and Elasticsearch (outbox, snapshots), Slack if configured."""
     from monitor.alerting.message import Headline
-    from monitor.alerting.outbox import ElasticsearchOutbox, deliver_pending
-    from monitor.detection.stage import DetectionStage, SnapshotStore
+    from monitor.alerting.outbox import deliver_pending
+    from monitor.detection.stage import DetectionStage
+    from monitor.elastic.client import connect, ensure_indices
+    from monitor.elastic.outbox import ElasticsearchOutbox
+    from monitor.elastic.snapshots import SnapshotStore
     from monitor.indices import ALERTS, NEWS, STATE
     from monitor.records import ScoredItem
-    from monitor.retrieval.elasticsearch import connect, ensure_indices
     from monitor.sources.kafka import KafkaTopicReader, ensure_topics
 
     k, es_settings = settings.kafka, settings.elasticsearch

@@ -285,7 +285,7 @@ class Stack:
 
     # --- output ---
     def es(self):
-        from monitor.retrieval.elasticsearch import connect
+        from monitor.elastic.client import connect
 
         return connect(self.settings.elasticsearch)
 

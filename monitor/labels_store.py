@@ -16,7 +16,6 @@ from pathlib import Path
 from monitor.errors import (
     InvalidLabel,
     LabelledFileError,
-    StoreUnavailable,
     UnknownLabel,
 )
 from monitor.labelled_files import read_rows
@@ -134,91 +133,6 @@ def _write_label_csvs(folder: str | Path, docs: Iterable[dict]) -> dict[str, Pat
         for fh in handles.values():
             fh.close()
     return paths
-
-
-class ElasticsearchLabels:
-    def __init__(self, client, index: str) -> None:
-        self.client, self.index = client, index
-
-    def put(self, labels: Iterable[Label], chunk: int = 500) -> int:
-        """Write labels in bulk: one multi-get and one bulk request per chunk, each write guarded by
-        the sequence number it read (a concurrent correction makes it re-read and retry)."""
-        written, batch = 0, []
-        for label in labels:
-            batch.append(label)
-            if len(batch) >= chunk:
-                written += self._put_chunk(batch)
-                batch = []
-        if batch:
-            written += self._put_chunk(batch)
-        return written
-
-    def _put_chunk(self, labels: list[Label]) -> int:
-        from elasticsearch import ApiError, TransportError
-
-        pending: dict[str, list[Label]] = {}
-        for label in labels:  # the same item twice in one file: each later one is a correction
-            pending.setdefault(label.item_id, []).append(label)
-        written = 0
-        for _ in range(5):  # optimistic concurrency: re-read and retry what a concurrent writer changed
-            if not pending:
-                return written
-            try:
-                found = self.client.mget(index=self.index, ids=list(pending))["docs"]
-                actions: list[dict] = []
-                for hit in found:
-                    previous = hit["_source"] if hit.get("found") else None
-                    doc = _fold(previous, pending[hit["_id"]])
-                    if doc is previous or doc is None:  # nothing new for this item
-                        written += len(pending.pop(hit["_id"]))
-                        continue
-                    guard = (
-                        {"if_seq_no": hit["_seq_no"], "if_primary_term": hit["_primary_term"]}
-                        if previous is not None
-                        else {}
-                    )
-                    actions.append(
-                        {"create" if previous is None else "index": {"_index": self.index, "_id": hit["_id"], **guard}}
-                    )
-                    actions.append(doc)
-                if not actions:
-                    return written
-                result = self.client.bulk(operations=actions, refresh="wait_for")
-            except (ApiError, TransportError) as exc:
-                raise StoreUnavailable(f"Elasticsearch label write failed: {exc}") from exc
-            for item in result["items"]:
-                outcome = next(iter(item.values()))
-                if outcome.get("status") in (200, 201):
-                    written += len(pending.pop(outcome["_id"]))
-                elif outcome.get("status") != 409:
-                    raise StoreUnavailable(
-                        f"Elasticsearch rejected the label of {outcome['_id']}: {outcome.get('error')}"
-                    )
-        raise StoreUnavailable(f"labels of {', '.join(sorted(pending)[:5])} kept conflicting with concurrent writes")
-
-    def since(self, when: datetime) -> int:
-        """How many items were labelled (or corrected) after `when`."""
-        from elasticsearch import ApiError, TransportError
-
-        try:
-            return self.client.count(index=self.index, query={"range": {"labelled_at": {"gt": format_time(when)}}})[
-                "count"
-            ]
-        except (ApiError, TransportError) as exc:
-            raise StoreUnavailable(f"Elasticsearch label count failed: {exc}") from exc
-
-    def export(self, folder: str | Path) -> dict[str, Path]:
-        """Every current label as training CSVs (text,label), one per head: {task: path}."""
-        from elasticsearch import ApiError, TransportError, helpers
-
-        try:
-            docs = [
-                hit["_source"]
-                for hit in helpers.scan(self.client, index=self.index, query={"query": {"match_all": {}}})
-            ]
-        except (ApiError, TransportError) as exc:
-            raise StoreUnavailable(f"Elasticsearch label export failed: {exc}") from exc
-        return _write_label_csvs(folder, docs)
 
 
 INBOX_SUFFIXES = (".csv", ".jsonl", ".ndjson")

@@ -96,12 +96,9 @@ def demo_run(tmp_path_factory):
 def es_history(unique_name: str, embedding_dims: int, refresh: str | bool = False, self_refreshing: bool = True):
     """An Elasticsearch history store on fresh indices (deleted afterwards). `self_refreshing=False`
     turns the index's own periodic refresh off, so only what the store does makes writes searchable."""
+    from monitor.elastic.client import connect, ensure_indices
+    from monitor.elastic.history import ElasticsearchHistory
     from monitor.indices import mappings
-    from monitor.retrieval.elasticsearch import (
-        ElasticsearchHistory,
-        connect,
-        ensure_indices,
-    )
     from monitor.settings import ElasticsearchSettings
 
     settings = ElasticsearchSettings(url=ES_URL, index_prefix=unique_name)

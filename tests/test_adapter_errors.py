@@ -25,8 +25,8 @@ def test_unreachable_kafka_is_a_clear_error() -> None:
 
 
 def test_unreachable_elasticsearch_is_a_clear_error() -> None:
+    from monitor.elastic.client import connect, ensure_indices
     from monitor.errors import StoreUnavailable
-    from monitor.retrieval.elasticsearch import connect, ensure_indices
 
     settings = ElasticsearchSettings(url=f"http://127.0.0.1:{closed_port()}", request_timeout=2)
     with pytest.raises(StoreUnavailable, match="creating index"):

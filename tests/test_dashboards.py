@@ -119,8 +119,8 @@ def test_the_cli_exports_and_validates(tmp_path: Path) -> None:
 def test_field_caps_confirm_every_field_once_real_documents_are_indexed(es_client, unique_name: str, demo_run) -> None:
     from elasticsearch import helpers
 
+    from monitor.elastic.client import ensure_indices
     from monitor.indices import ALERTS, NEWS
-    from monitor.retrieval.elasticsearch import ensure_indices
     from monitor.settings import ElasticsearchSettings
 
     ensure_indices(es_client, ElasticsearchSettings(index_prefix=unique_name), embedding_dims=384)

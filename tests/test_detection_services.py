@@ -117,8 +117,8 @@ def test_restart_mid_episode_does_not_alert_again(settings, slack, es_client) ->
 
 
 def test_crash_after_posting_before_recording_does_not_post_twice(settings, slack, es_client, monkeypatch) -> None:
-    from monitor.alerting.outbox import ElasticsearchOutbox
     from monitor.detection.stage import DetectionStage
+    from monitor.elastic.outbox import ElasticsearchOutbox
     from monitor.errors import StoreUnavailable
 
     real_mark_sent = ElasticsearchOutbox.mark_sent

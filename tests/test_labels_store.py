@@ -84,7 +84,7 @@ def test_corrections_replace_the_label_and_keep_history(es_client, unique_name: 
         assert es_client.get(index=f"{unique_name}-labels", id="n2")["_source"]["sentiment"] == "bullish"
         from datetime import datetime, timezone
 
-        from monitor.labels_store import ElasticsearchLabels
+        from monitor.elastic.labels import ElasticsearchLabels
 
         store = ElasticsearchLabels(es_client, f"{unique_name}-labels")
         assert store.since(datetime(2000, 1, 1, tzinfo=timezone.utc)) == 2  # two items labelled (n1 corrected once)
@@ -102,8 +102,8 @@ def test_a_large_import_is_written_in_bulk_and_corrections_in_one_file_keep_hist
 ) -> None:
     from datetime import datetime, timezone
 
+    from monitor.elastic.labels import ElasticsearchLabels
     from monitor.indices import LABELS, labels_mapping
-    from monitor.labels_store import ElasticsearchLabels
 
     es_client.indices.create(index=f"{unique_name}-{LABELS}", mappings=labels_mapping())
     store = ElasticsearchLabels(es_client, f"{unique_name}-{LABELS}")

@@ -282,8 +282,8 @@ def test_two_instances_split_the_partitions_and_score_everything_once(env, setti
 
 def test_failing_writes_are_retried_and_never_committed_early(settings, es_client, monkeypatch) -> None:
     from bearwatch.daemon import build_kafka_app
+    from monitor.elastic.history import ElasticsearchHistory
     from monitor.errors import StoreUnavailable
-    from monitor.retrieval.elasticsearch import ElasticsearchHistory
 
     produce(settings, news(100, prefix="flaky")[:50] + [b for b, _ in BAD] + news(100, prefix="flaky")[50:])
     failures = {"left": 3}

@@ -67,9 +67,9 @@ def cmd_package(args: argparse.Namespace) -> int:
 
 def cmd_trainer(args: argparse.Namespace) -> int:
     """`trainer run-once`: one cycle; `trainer run`: the scheduled daemon (Ctrl-C / SIGTERM stops it)."""
+    from monitor.elastic.client import connect
+    from monitor.elastic.labels import ElasticsearchLabels
     from monitor.indices import LABELS
-    from monitor.labels_store import ElasticsearchLabels
-    from monitor.retrieval.elasticsearch import connect
     from monitor.settings import load_settings
     from monitor.wiring import slack_delivery
     from training.schedule import poll_inbox, run_once, scheduler, slack_notifier

@@ -15,6 +15,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from typing import Protocol
 
 from monitor.alerting.outbox import Outbox
 from monitor.detection.tracker import NewsTracker, TrackerConfig
@@ -25,34 +26,26 @@ from monitor.sources.base import caught_up
 log = logging.getLogger("bearwatch.detect")
 
 
-class SnapshotStore:
-    """Tracker state + offsets as one Elasticsearch document (id per scored topic)."""
-
-    def __init__(self, client, index: str, doc_id: str) -> None:
-        self.client, self.index, self.doc_id = client, index, doc_id
+class Snapshots(Protocol):
+    """Where the stage keeps its snapshot (tracker state + the offsets it reflects): one document.
+    Production: monitor.elastic.snapshots.SnapshotStore; in process: MemorySnapshots."""
 
     def load(self) -> dict | None:
-        from elasticsearch import ApiError, NotFoundError, TransportError
-
-        try:
-            return self.client.get(index=self.index, id=self.doc_id)["_source"]["snapshot"]
-        except NotFoundError:
-            return None
-        except (ApiError, TransportError) as exc:
-            raise StoreUnavailable(f"Elasticsearch snapshot load failed: {exc}") from exc
+        """The last snapshot saved, or None; StoreUnavailable when it cannot be read."""
 
     def save(self, snapshot: dict) -> None:
-        from elasticsearch import ApiError, TransportError
+        """Replace the snapshot (visible to the next load at once); StoreUnavailable on failure."""
 
-        try:
-            # No refresh wait: load() is a get by id, which sees the latest write at once.
-            self.client.index(
-                index=self.index,
-                id=self.doc_id,
-                document={"updated_at": datetime.now(timezone.utc).isoformat(), "snapshot": snapshot},
-            )
-        except (ApiError, TransportError) as exc:
-            raise StoreUnavailable(f"Elasticsearch snapshot save failed: {exc}") from exc
+
+class MemorySnapshots:
+    def __init__(self) -> None:
+        self.snapshot: dict | None = None
+
+    def load(self) -> dict | None:
+        return json.loads(json.dumps(self.snapshot)) if self.snapshot is not None else None  # a copy, as stored
+
+    def save(self, snapshot: dict) -> None:
+        self.snapshot = json.loads(json.dumps(snapshot))
 
 
 @dataclass
@@ -69,7 +62,7 @@ class DetectionStage:
         source,
         tracker: NewsTracker,
         outbox: Outbox,
-        snapshots: SnapshotStore | None = None,
+        snapshots: Snapshots | None = None,
         deliver: Callable[[], tuple[int, int]] | None = None,
         snapshot_every: int = 10,
         batch_size: int = 500,
@@ -90,9 +83,7 @@ class DetectionStage:
         self._stop = threading.Event()
 
     @classmethod
-    def resume(
-        cls, source, config: TrackerConfig, outbox: Outbox, snapshots: SnapshotStore | None, **kw
-    ) -> DetectionStage:
+    def resume(cls, source, config: TrackerConfig, outbox: Outbox, snapshots: Snapshots | None, **kw) -> DetectionStage:
         """Start from the last snapshot (tracker + offsets), or from the beginning of the topic."""
         saved = snapshots.load() if snapshots else None
         tracker = NewsTracker.restore(saved["tracker"], config) if saved else NewsTracker(config)

@@ -2,7 +2,7 @@
 
 Two implementations pass the same contract tests: :class:`EmbeddedHistory` (in-process BM25 and
 vectors, persistent on disk; the embedded default) and
-:class:`monitor.retrieval.elasticsearch.ElasticsearchHistory` (production).
+:class:`monitor.elastic.history.ElasticsearchHistory` (production).
 
 Leakage rules for related history, identical in both: only items published strictly before the
 query item and within the look-back window; never the item itself or its near-duplicate group.

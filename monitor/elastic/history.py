@@ -19,17 +19,11 @@ import logging
 from collections.abc import Sequence
 from datetime import timedelta
 
+from monitor.elastic.client import call, translate
 from monitor.errors import StoreUnavailable
-from monitor.indices import NEWS, mappings
+from monitor.indices import NEWS
 from monitor.records import ScoredItem
-from monitor.retrieval.history import (
-    TICKER_BOOST,
-    DedupQuery,
-    HistoryQuery,
-    Original,
-    Related,
-    parse_stored_time,
-)
+from monitor.retrieval.history import TICKER_BOOST, DedupQuery, HistoryQuery, Original, Related, parse_stored_time
 from monitor.schema import format_time
 from monitor.settings import ElasticsearchSettings
 
@@ -51,48 +45,6 @@ _SOURCE_FIELDS = ScoredItem.fields(
 )
 
 
-def connect(settings: ElasticsearchSettings):
-    """An Elasticsearch client from settings (credentials from Secret values, never logged)."""
-    from elasticsearch import Elasticsearch
-
-    options: dict = {"request_timeout": settings.request_timeout, "retry_on_timeout": False, "max_retries": 0}
-    if settings.api_key:
-        options["api_key"] = settings.api_key.reveal()
-    elif settings.username:
-        options["basic_auth"] = (settings.username, settings.password.reveal() if settings.password else "")
-    if settings.ca_certs:
-        options["ca_certs"] = settings.ca_certs
-    if not settings.verify_certs:
-        options["verify_certs"] = False
-    return Elasticsearch(settings.url, **options)
-
-
-def _translate(action: str, exc: Exception) -> StoreUnavailable:
-    # The client's own message can carry the URL; never credentials (those travel in headers).
-    return StoreUnavailable(f"Elasticsearch {action} failed: {type(exc).__name__}: {str(exc)[:300]}")
-
-
-def ensure_indices(client, settings: ElasticsearchSettings, embedding_dims: int) -> None:
-    """Create bearwatch's indices if missing (0 replicas is left to the cluster's templates); an
-    existing index gets the fields a newer bearwatch added (a conflicting change is an error)."""
-    from elasticsearch import ApiError, TransportError
-
-    for name, mapping in mappings(embedding_dims).items():
-        index = settings.index(name)
-        try:
-            if not client.indices.exists(index=index):
-                client.indices.create(index=index, mappings=mapping)
-                log.info("created index %s", index)
-            else:
-                client.indices.put_mapping(index=index, properties=mapping["properties"])
-        except ApiError as exc:
-            if getattr(exc, "error", "") == "resource_already_exists_exception":
-                continue  # another instance created it between exists and create
-            raise _translate(f"creating index {index}", exc) from exc
-        except TransportError as exc:
-            raise _translate(f"creating index {index}", exc) from exc
-
-
 class ElasticsearchHistory:
     def __init__(
         self, client, settings: ElasticsearchSettings, refresh: str | bool = False, visible_after_s: float = 10.0
@@ -108,18 +60,10 @@ class ElasticsearchHistory:
         self._unrefreshed_key: dict[str, str] = {}
         self._refreshed_at: float | None = None
 
-    def _call(self, action: str, fn, **kwargs):
-        from elasticsearch import ApiError, TransportError
-
-        try:
-            return fn(**kwargs)
-        except (ApiError, TransportError) as exc:
-            raise _translate(action, exc) from exc
-
     def stored(self, ids: Sequence[str]) -> dict[str, dict]:
         if not ids:
             return {}
-        response = self._call(
+        response = call(
             "mget", self.client.mget, index=self.index, ids=list(dict.fromkeys(ids)), source_includes=_SOURCE_FIELDS
         )
         return {d["_id"]: d["_source"] for d in response["docs"] if d.get("found")}
@@ -180,7 +124,7 @@ class ElasticsearchHistory:
         if self._refreshed_at is not None and time.monotonic() - self._refreshed_at < self.visible_after_s:
             return
         started = time.monotonic()
-        self._call("refresh", self.client.indices.refresh, index=self.index)
+        call("refresh", self.client.indices.refresh, index=self.index)
         self._unrefreshed, self._unrefreshed_key, self._refreshed_at = {}, {}, started
 
     def _remember(self, documents: Sequence[dict]) -> None:
@@ -249,7 +193,7 @@ class ElasticsearchHistory:
         return body
 
     def _msearch(self, action: str, searches: list[dict]) -> list[dict]:
-        response = self._call(action, self.client.msearch, searches=searches)
+        response = call(action, self.client.msearch, searches=searches)
         for r in response["responses"]:
             if "error" in r:
                 raise StoreUnavailable(
@@ -282,7 +226,7 @@ class ElasticsearchHistory:
         except (ApiError, SerializationError) as exc:
             status = exc.status_code if isinstance(exc, ApiError) else None
             if isinstance(exc, ApiError) and status not in (400, 413):
-                raise _translate("bulk index", exc) from exc
+                raise translate("bulk index", exc) from exc
             # The request as a whole was refused (an _id over 512 bytes fails the whole bulk, a
             # document too large for the request): halve it until the culprit stands alone.
             if len(docs) == 1:
@@ -291,7 +235,7 @@ class ElasticsearchHistory:
             mid = len(docs) // 2
             return {**self._bulk(docs[:mid], base), **self._bulk(docs[mid:], base + mid)}
         except TransportError as exc:
-            raise _translate("bulk index", exc) from exc
+            raise translate("bulk index", exc) from exc
         if not response.get("errors"):
             return {}
         refused: dict[int, str] = {}
