@@ -10,6 +10,8 @@ from monitor.alerting.outbox import MemoryOutbox
 from monitor.app import RunStats
 from monitor.detection.stage import DetectionStage
 from monitor.detection.tracker import NewsTracker, TrackerConfig
+from monitor.records import Alert
+from monitor.schema import format_time
 from monitor.sources.memory import MemoryTopic
 
 
@@ -36,16 +38,18 @@ class DemoReport:
                 )
             )
 
-    def finish(self, out: Path) -> list[dict]:
-        """The file has ended: the detection stage closes its last buckets; the alerts as JSON lines."""
+    def finish(self, out: Path) -> list[Alert]:
+        """The file has ended: the detection stage closes its last buckets; the alerts, also written
+        as JSON lines (the alerts index's documents)."""
         import json
 
         self.detection.drain()  # the caught-up mark published after the last batch
         self.detection.finish()
-        alerts = self.alerts = sorted(self.outbox.docs.values(), key=lambda d: (d["window_start"], d["key"]))
+        alerts = sorted(self.outbox.docs.values(), key=lambda a: (a.window_start, a.key))
+        self.alerts = [a.to_json() for a in alerts]
         with (out / "alerts.jsonl").open("w", encoding="utf-8") as fh:
-            for a in alerts:
-                fh.write(json.dumps(a) + "\n")
+            for doc in self.alerts:
+                fh.write(json.dumps(doc) + "\n")
         return alerts
 
     def render(self, stats: RunStats, out: Path) -> str:
@@ -81,10 +85,10 @@ class DemoReport:
         lines += ["", f"alerts ({len(alerts)} episode(s); a Slack message each when Slack is configured):"]
         for a in alerts:
             lines.append(
-                f"  [{a['severity'].upper()}] {a['key']}: {a['kind'].replace('_', ' ')} from {a['window_start'][:16]} "
-                f"to {a['window_end'][:16]} ({a['status']}): {describe(a)}"
+                f"  [{a.severity.upper()}] {a.key}: {a.kind.replace('_', ' ')} from {format_time(a.window_start)[:16]} "
+                f"to {format_time(a.window_end)[:16]} ({a.status}): {describe(a)}"
             )
-            for item_id in a["headline_ids"][:3]:
+            for item_id in a.headline_ids[:3]:
                 if item_id in by_id:
                     lines.append(f"      {by_id[item_id]['headline']}")
         topics = Counter(d["topic"] for d in docs).most_common(6)

@@ -338,3 +338,73 @@ class Watermark:
     def from_json(cls, doc: dict[str, Any]) -> Watermark:
         w = doc["watermark"]
         return cls(Position.from_json(w), int(w.get("partitions") or 1))
+
+
+@dataclass(frozen=True)
+class Alert:
+    """An alert episode as the outbox holds it (the alerts index document): what the detector
+    decided, and where its Slack message stands. Opened once (a replayed opening changes nothing);
+    updated while its buckets keep flagging; its message edited once the episode has ended."""
+
+    id: str
+    key: str  # all | topic:<name> | ticker:<symbol>
+    kind: str
+    severity: str
+    status: str  # the episode: opened | updated | ended
+    window_start: datetime
+    window_end: datetime
+    created_at: datetime
+    updated_at: datetime
+    observed: float
+    baseline: float
+    score: float
+    headline_ids: tuple[str, ...]
+    delivery: str = "pending"  # the Slack message: pending | sent
+    attempts: int = 0  # posts begun (counted before each post: a crash after it is detectable)
+    notified: str | None = None  # the episode status the Slack message last showed
+    slack_ts: str | None = None
+    last_error: str | None = None
+
+    @property
+    def key_kind(self) -> str:
+        return self.key.split(":", 1)[0]
+
+    @classmethod
+    def opened(cls, event: AlertEvent, now: datetime) -> Alert:
+        return cls(
+            id=event.id, key=event.key, kind=event.kind, severity=event.severity, status=event.status,
+            window_start=event.window_start, window_end=event.window_end, created_at=now, updated_at=now,
+            observed=event.observed, baseline=event.baseline, score=event.score, headline_ids=event.item_ids,
+        )  # fmt: skip
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "id": self.id, "key": self.key, "key_kind": self.key_kind, "kind": self.kind, "severity": self.severity,
+            "status": self.status, "delivery": self.delivery, "window_start": format_time(self.window_start),
+            "window_end": format_time(self.window_end), "created_at": format_time(self.created_at),
+            "updated_at": format_time(self.updated_at), "observed": self.observed, "baseline": self.baseline,
+            "score": self.score, "headline_ids": list(self.headline_ids), "attempts": self.attempts,
+        }  # fmt: skip
+        for name in ("notified", "slack_ts", "last_error"):
+            if getattr(self, name) is not None:
+                out[name] = getattr(self, name)
+        return out
+
+    @classmethod
+    def from_json(cls, doc: dict[str, Any]) -> Alert:
+        return cls(
+            id=doc["id"], key=doc["key"], kind=doc["kind"], severity=doc["severity"], status=doc["status"],
+            window_start=parse_time(doc["window_start"]), window_end=parse_time(doc["window_end"]),
+            created_at=parse_time(doc["created_at"]), updated_at=parse_time(doc["updated_at"]),
+            observed=float(doc["observed"]), baseline=float(doc["baseline"]), score=float(doc["score"]),
+            headline_ids=tuple(doc.get("headline_ids") or ()), delivery=doc.get("delivery", "pending"),
+            attempts=int(doc.get("attempts", 0)), notified=doc.get("notified"), slack_ts=doc.get("slack_ts"),
+            last_error=doc.get("last_error"),
+        )  # fmt: skip
+
+
+# Every field an alert document can have (the alerts index mapping is checked against it).
+ALERT_FIELDS = (
+    "id", "key", "key_kind", "kind", "severity", "status", "delivery", "notified", "window_start", "window_end",
+    "created_at", "updated_at", "observed", "baseline", "score", "headline_ids", "slack_ts", "attempts", "last_error",
+)  # fmt: skip

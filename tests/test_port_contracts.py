@@ -213,15 +213,15 @@ def outbox(request, unique_name):
 
 def test_an_outbox_keeps_an_alert_pending_until_it_is_marked_sent(outbox) -> None:
     opened = outbox.record([alert("opened")], T0)
-    assert [d["id"] for d in opened] == [alert("opened").id]
+    assert [a.id for a in opened] == [alert("opened").id]
     assert outbox.record([alert("opened")], T0 + timedelta(minutes=1)) == []  # a replay: nothing new
     (pending,) = outbox.pending()
-    assert pending["delivery"] == "pending" and pending["attempts"] == 0 and pending["headline_ids"] == ["a", "b"]
-    outbox.attempt(pending["id"])
-    outbox.attempt(pending["id"], "Slack said no")  # a failure is recorded, not counted twice
+    assert pending.delivery == "pending" and pending.attempts == 0 and pending.headline_ids == ("a", "b")
+    outbox.attempt(pending.id)
+    outbox.attempt(pending.id, "Slack said no")  # a failure is recorded, not counted twice
     (pending,) = outbox.pending()
-    assert pending["attempts"] == 1 and pending["last_error"] == "Slack said no"
-    outbox.mark_sent(pending["id"], "1700000000.000100")
+    assert pending.attempts == 1 and pending.last_error == "Slack said no"
+    outbox.mark_sent(pending.id, "1700000000.000100")
     assert outbox.pending() == []
     assert outbox.ended_unnotified() == []
 
@@ -231,9 +231,9 @@ def test_an_outbox_reports_an_episode_that_ended_after_its_message_was_sent(outb
     outbox.mark_sent(alert("opened").id, "1700000000.000100")
     outbox.record([alert("updated", minutes=15), alert("ended", minutes=30)], T0 + timedelta(minutes=45))
     (ended,) = outbox.ended_unnotified()
-    assert ended["status"] == "ended" and ended["slack_ts"] == "1700000000.000100"
-    assert ended["window_end"].startswith("2026-11-02T12:45")
-    outbox.mark_notified(ended["id"], "ended")
+    assert ended.status == "ended" and ended.slack_ts == "1700000000.000100" and ended.notified == "opened"
+    assert ended.window_end == T0 + timedelta(minutes=45) and ended.created_at == T0
+    outbox.mark_notified(ended.id, "ended")
     assert outbox.ended_unnotified() == []
     assert outbox.record([alert("updated", key="ticker:NEVER")], T0) == []  # an update of an unknown episode
 

@@ -7,10 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from monitor.indices import news_mapping
+from monitor.indices import alerts_mapping, news_mapping
 from monitor.pipeline import PipelineSettings, ScoringPipeline
 from monitor.records import (
+    ALERT_FIELDS,
     SCORED_ITEM_FIELDS,
+    Alert,
+    AlertEvent,
     Position,
     ScoredEvent,
     ScoredItem,
@@ -89,3 +92,22 @@ def test_a_watermark_reads_back() -> None:
     doc = json.loads(json.dumps(mark.to_json()))
     assert Watermark.is_watermark(doc) and not Watermark.is_watermark({"id": "x"})
     assert Watermark.from_json(doc) == mark
+
+
+def test_an_alert_reads_back_and_the_alerts_mapping_has_its_fields() -> None:
+    from datetime import datetime, timedelta, timezone
+
+    t0 = datetime(2026, 11, 2, 9, 0, tzinfo=timezone.utc)
+    event = AlertEvent("ticker:ACME@x", "ticker:ACME", "negative_volume", "opened", "high", t0,
+                       t0 + timedelta(minutes=15), 7.0, 1.5, 1e-5, ("a1", "a2"))  # fmt: skip
+    alert = Alert.opened(event, t0 + timedelta(minutes=16))
+    doc = json.loads(json.dumps(alert.to_json()))
+    assert (
+        doc["key_kind"] == "ticker"
+        and doc["delivery"] == "pending"
+        and doc["window_start"] == "2026-11-02T09:00:00.000Z"
+    )
+    assert Alert.from_json(doc) == alert
+    sent = Alert.from_json({**doc, "delivery": "sent", "slack_ts": "1.2", "notified": "opened", "last_error": "x"})
+    assert Alert.from_json(sent.to_json()) == sent
+    assert set(alerts_mapping()["properties"]) == set(ALERT_FIELDS) >= set(sent.to_json())

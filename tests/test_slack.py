@@ -8,19 +8,25 @@ from drills.slack_server import FakeSlack
 from monitor.alerting.message import Headline, alert_blocks, escape
 from monitor.alerting.slack import SlackDelivery, SlackSettings
 from monitor.errors import DeliveryFailed
+from monitor.records import Alert
 from monitor.settings import Secret
 
-ALERT = {
-    "id": "ticker:HLCY|negative_volume|2026-11-03T06:00:00+00:00",
-    "key": "ticker:HLCY",
-    "kind": "negative_volume",
-    "status": "opened",
-    "severity": "high",
-    "observed": 9,
-    "baseline": 1.2,
-    "window_start": "2026-11-03T06:00:00Z",
-    "window_end": "2026-11-03T06:15:00Z",
-}
+ALERT = Alert.from_json(
+    {
+        "id": "ticker:HLCY|negative_volume|2026-11-03T06:00:00+00:00",
+        "key": "ticker:HLCY",
+        "kind": "negative_volume",
+        "status": "opened",
+        "severity": "high",
+        "observed": 9,
+        "baseline": 1.2,
+        "score": 1e-5,
+        "window_start": "2026-11-03T06:00:00Z",
+        "window_end": "2026-11-03T06:15:00Z",
+        "created_at": "2026-11-03T06:16:00Z",
+        "updated_at": "2026-11-03T06:16:00Z",
+    }
+)
 
 
 @pytest.fixture
@@ -41,10 +47,10 @@ def test_posts_block_kit_with_the_alert_id_in_metadata(slack) -> None:
         [Headline("Halcyon breach widens", "https://news.example/1", "2026-11-03T06:01:00Z", 0.98)],
         "http://kibana:5601",
     )
-    ts = delivery(slack).post(ALERT["id"], text, blocks)
+    ts = delivery(slack).post(ALERT.id, text, blocks)
     assert len(slack.messages) == 1 and slack.messages[0]["ts"] == ts
     posted = slack.messages[0]
-    assert posted["metadata"]["event_payload"]["alert_id"] == ALERT["id"]
+    assert posted["metadata"]["event_payload"]["alert_id"] == ALERT.id
     assert any(b["type"] == "actions" for b in posted["blocks"])
     assert "<https://news.example/1|Halcyon breach widens>" in str(posted["blocks"])
 
@@ -52,20 +58,20 @@ def test_posts_block_kit_with_the_alert_id_in_metadata(slack) -> None:
 def test_rate_limit_is_retried_honouring_retry_after(slack) -> None:
     slack.rate_limit(2, retry_after=3)
     sleeps: list = []
-    delivery(slack, sleeps).post(ALERT["id"], *alert_blocks(ALERT, []))
+    delivery(slack, sleeps).post(ALERT.id, *alert_blocks(ALERT, []))
     assert sleeps == [3.0, 3.0] and len(slack.messages) == 1
 
 
 def test_server_errors_are_retried_then_delivered_once(slack) -> None:
     slack.server_error(2)
-    delivery(slack).post(ALERT["id"], *alert_blocks(ALERT, []))
+    delivery(slack).post(ALERT.id, *alert_blocks(ALERT, []))
     assert len(slack.messages) == 1
 
 
 def test_persistent_failure_raises_and_posts_nothing(slack) -> None:
     slack.server_error(10)
     with pytest.raises(DeliveryFailed, match="HTTP 500"):
-        delivery(slack, attempts=3).post(ALERT["id"], *alert_blocks(ALERT, []))
+        delivery(slack, attempts=3).post(ALERT.id, *alert_blocks(ALERT, []))
     assert slack.messages == []
 
 
@@ -74,14 +80,14 @@ def test_permanent_error_is_not_retried(slack) -> None:
         SlackSettings(token=Secret("xoxb-wrong"), channel="C123", base_url=slack.base_url), sleep=lambda s: None
     )
     with pytest.raises(DeliveryFailed, match="invalid_auth"):
-        bad.post(ALERT["id"], *alert_blocks(ALERT, []))
+        bad.post(ALERT.id, *alert_blocks(ALERT, []))
     assert slack.requests.count("/api/chat.postMessage") == 1
 
 
 def test_an_alert_already_in_the_channel_is_found_by_its_id(slack) -> None:
     d = delivery(slack)
-    ts = d.post(ALERT["id"], *alert_blocks(ALERT, []))
-    assert d.already_posted(ALERT["id"], 0) == ts
+    ts = d.post(ALERT.id, *alert_blocks(ALERT, []))
+    assert d.already_posted(ALERT.id, 0) == ts
     assert d.already_posted("another-alert", 0) is None
 
 
@@ -89,7 +95,7 @@ def test_webhook_mode_with_rate_limit(slack) -> None:
     slack.rate_limit(1, retry_after=2)
     sleeps: list = []
     d = SlackDelivery(SlackSettings(webhook_url=Secret(slack.webhook_url)), sleep=sleeps.append)
-    assert d.post(ALERT["id"], *alert_blocks(ALERT, [])) == "webhook"
+    assert d.post(ALERT.id, *alert_blocks(ALERT, [])) == "webhook"
     assert sleeps == [2.0] and len(slack.messages) == 1
 
 
@@ -140,8 +146,8 @@ def test_a_timeout_in_the_duplicate_check_or_an_edit_is_a_delivery_failure_not_a
     d = delivery(slack, timeout_s=1)
     slack.hang(1, seconds=2)
     with pytest.raises(DeliveryFailed, match="conversations.history failed: .*timed out"):
-        d.already_posted(ALERT["id"], 0)
+        d.already_posted(ALERT.id, 0)
     slack.hang(1, seconds=2)
     with pytest.raises(DeliveryFailed, match="chat.update failed: .*timed out"):
         d.update("123.456", "x", [])
-    assert d.post(ALERT["id"], "x", []) and len(slack.messages) == 1  # and service resumes
+    assert d.post(ALERT.id, "x", []) and len(slack.messages) == 1  # and service resumes

@@ -12,6 +12,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from urllib.parse import quote
 
+from monitor.records import Alert
+from monitor.schema import format_time
+
 KIND_TITLES = {
     "negative_volume": "Negative news spike",
     "negative_share": "Negative share spike",
@@ -52,22 +55,22 @@ def kibana_link(base: str | None, key: str, start: datetime, end: datetime) -> s
     )
 
 
-def describe(alert: dict) -> str:
+def describe(alert: Alert) -> str:
     """Now vs baseline in words, in the unit of the alert's kind."""
-    if alert["kind"] == "negative_share":
-        return f"{alert['observed']:.0%} of items negative vs {alert['baseline']:.0%} usually"
-    noun = "negative items" if alert["kind"] == "negative_volume" else "items"
-    return f"{alert['observed']:.0f} {noun} in the bucket vs {alert['baseline']:.1f} expected"
+    if alert.kind == "negative_share":
+        return f"{alert.observed:.0%} of items negative vs {alert.baseline:.0%} usually"
+    noun = "negative items" if alert.kind == "negative_volume" else "items"
+    return f"{alert.observed:.0f} {noun} in the bucket vs {alert.baseline:.1f} expected"
 
 
-def alert_blocks(alert: dict, headlines: Sequence[Headline], kibana: str | None = None) -> tuple[str, list[dict]]:
-    """(fallback text, blocks) for one alert document of the outbox."""
-    title = f"{KIND_TITLES.get(alert['kind'], alert['kind'])}{STATUS_WORDS.get(alert['status'], '')}: {alert['key']}"
-    icon = SEVERITY_ICONS.get(alert["severity"], "")
-    fallback = escape(f"{title} — {describe(alert)} ({alert['severity']})")
+def alert_blocks(alert: Alert, headlines: Sequence[Headline], kibana: str | None = None) -> tuple[str, list[dict]]:
+    """(fallback text, blocks) for one alert of the outbox."""
+    title = f"{KIND_TITLES.get(alert.kind, alert.kind)}{STATUS_WORDS.get(alert.status, '')}: {alert.key}"
+    icon = SEVERITY_ICONS.get(alert.severity, "")
+    fallback = escape(f"{title} — {describe(alert)} ({alert.severity})")
     facts = (
-        f"*Severity:* {alert['severity']}   *Now vs baseline:* {describe(alert)}\n"
-        f"*Window:* {alert['window_start']} → {alert['window_end']}"
+        f"*Severity:* {alert.severity}   *Now vs baseline:* {describe(alert)}\n"
+        f"*Window:* {format_time(alert.window_start)} → {format_time(alert.window_end)}"
     )
     blocks: list[dict] = [
         {"type": "header", "text": {"type": "plain_text", "text": f"{title}"[:150]}},
@@ -91,7 +94,5 @@ def alert_blocks(alert: dict, headlines: Sequence[Headline], kibana: str | None 
                 ],
             }
         )
-    blocks.append(
-        {"type": "context", "elements": [{"type": "mrkdwn", "text": escape(f"bearwatch alert {alert['id']}")}]}
-    )
+    blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": escape(f"bearwatch alert {alert.id}")}]})
     return fallback, blocks

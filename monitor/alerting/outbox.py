@@ -11,50 +11,31 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from datetime import datetime, timezone
 from typing import Protocol
 
 from monitor.alerting.message import Headline, alert_blocks
 from monitor.errors import DeliveryFailed
-from monitor.records import AlertEvent
-from monitor.schema import format_time
+from monitor.records import Alert, AlertEvent
 
 log = logging.getLogger("bearwatch.alerts")
 
 
-def alert_document(alert: AlertEvent, now: datetime) -> dict:
-    key_kind = alert.key.split(":", 1)[0]
-    return {
-        "id": alert.id,
-        "key": alert.key,
-        "key_kind": key_kind,
-        "kind": alert.kind,
-        "severity": alert.severity,
-        "status": alert.status,
-        "delivery": "pending",
-        "window_start": format_time(alert.window_start),
-        "window_end": format_time(alert.window_end),
-        "created_at": format_time(now),
-        "updated_at": format_time(now),
-        "observed": alert.observed,
-        "baseline": alert.baseline,
-        "score": alert.score,
-        "headline_ids": list(alert.item_ids),
-        "attempts": 0,
-    }
-
-
 class Outbox(Protocol):
-    def record(self, alerts: Sequence[AlertEvent], now: datetime) -> list[dict]:
-        """Write alerts; returns the documents of episodes opened by this call."""
+    def record(self, alerts: Sequence[AlertEvent], now: datetime) -> list[Alert]:
+        """Write alert events; returns the episodes this call opened. Opening an episode already
+        held (a replay) and updating one not held change nothing."""
 
-    def pending(self) -> list[dict]: ...
+    def pending(self) -> list[Alert]:
+        """Episodes whose message is not sent yet, oldest first."""
 
-    def attempt(self, alert_id: str, error: str | None = None) -> None: ...
+    def attempt(self, alert_id: str, error: str | None = None) -> None:
+        """Count a post about to begin (durably, before it), or record why one failed."""
 
     def mark_sent(self, alert_id: str, ts: str) -> None: ...
 
-    def ended_unnotified(self) -> list[dict]:
+    def ended_unnotified(self) -> list[Alert]:
         """Sent alerts whose episode has ended since their message was posted."""
 
     def mark_notified(self, alert_id: str, status: str) -> None: ...
@@ -64,41 +45,36 @@ class MemoryOutbox:
     """The embedded default's outbox (and a reference for the Elasticsearch one)."""
 
     def __init__(self) -> None:
-        self.docs: dict[str, dict] = {}
+        self.docs: dict[str, Alert] = {}
 
-    def record(self, alerts: Sequence[AlertEvent], now: datetime) -> list[dict]:
+    def record(self, alerts: Sequence[AlertEvent], now: datetime) -> list[Alert]:
         opened = []
-        for alert in alerts:
-            doc = self.docs.get(alert.id)
-            if doc is None:
-                if alert.status == "opened":
-                    self.docs[alert.id] = doc = alert_document(alert, now)
-                    opened.append(doc)
+        for event in alerts:
+            held = self.docs.get(event.id)
+            if held is None:
+                if event.status == "opened":
+                    self.docs[event.id] = held = Alert.opened(event, now)
+                    opened.append(held)
                 continue
-            doc.update(status=alert.status, window_end=format_time(alert.window_end), updated_at=format_time(now))
+            self.docs[event.id] = replace(held, status=event.status, window_end=event.window_end, updated_at=now)
         return opened
 
-    def pending(self) -> list[dict]:
-        return [d for d in self.docs.values() if d["delivery"] == "pending"]
+    def pending(self) -> list[Alert]:
+        return [a for a in self.docs.values() if a.delivery == "pending"]
 
     def attempt(self, alert_id: str, error: str | None = None) -> None:
-        doc = self.docs[alert_id]
-        doc["attempts"] += 0 if error else 1
-        if error:
-            doc["last_error"] = error
+        held = self.docs[alert_id]
+        self.docs[alert_id] = replace(held, last_error=error) if error else replace(held, attempts=held.attempts + 1)
 
     def mark_sent(self, alert_id: str, ts: str) -> None:
-        self.docs[alert_id].update(delivery="sent", slack_ts=ts, notified=self.docs[alert_id]["status"])
+        held = self.docs[alert_id]
+        self.docs[alert_id] = replace(held, delivery="sent", slack_ts=ts, notified=held.status)
 
-    def ended_unnotified(self) -> list[dict]:
-        return [
-            d
-            for d in self.docs.values()
-            if d["delivery"] == "sent" and d["status"] == "ended" and d.get("notified") != "ended"
-        ]
+    def ended_unnotified(self) -> list[Alert]:
+        return [a for a in self.docs.values() if a.delivery == "sent" and a.status == "ended" and a.notified != "ended"]
 
     def mark_notified(self, alert_id: str, status: str) -> None:
-        self.docs[alert_id]["notified"] = status
+        self.docs[alert_id] = replace(self.docs[alert_id], notified=status)
 
 
 def deliver_pending(
@@ -112,33 +88,32 @@ def deliver_pending(
     """Deliver every pending alert once, and edit sent ones whose episode ended; returns (sent, still pending)."""
     from monitor.alerting.message import kibana_link
 
-    def render(doc: dict) -> tuple[str, list]:
-        start = datetime.fromisoformat(doc["window_start"].replace("Z", "+00:00"))
-        end = datetime.fromisoformat(doc["window_end"].replace("Z", "+00:00"))
-        return alert_blocks(doc, headlines(doc.get("headline_ids", [])), kibana_link(kibana, doc["key"], start, end))
+    def render(alert: Alert) -> tuple[str, list]:
+        link = kibana_link(kibana, alert.key, alert.window_start, alert.window_end)
+        return alert_blocks(alert, headlines(list(alert.headline_ids)), link)
 
     sent = failed = 0
-    for doc in outbox.pending():
+    for alert in outbox.pending():
         try:
-            if doc.get("attempts", 0) > 0 and already_posted is not None:
-                created = datetime.fromisoformat(doc["created_at"].replace("Z", "+00:00")).timestamp()
-                ts = already_posted(doc["id"], created - 60)
+            if alert.attempts > 0 and already_posted is not None:
+                ts = already_posted(alert.id, alert.created_at.timestamp() - 60)
                 if ts:
-                    outbox.mark_sent(doc["id"], ts)
+                    outbox.mark_sent(alert.id, ts)
                     sent += 1
                     continue
-            outbox.attempt(doc["id"])  # durably, before the post: a crash after it is detectable
-            outbox.mark_sent(doc["id"], post(doc["id"], *render(doc)))
+            outbox.attempt(alert.id)  # durably, before the post: a crash after it is detectable
+            outbox.mark_sent(alert.id, post(alert.id, *render(alert)))
             sent += 1
         except DeliveryFailed as exc:
             log.warning("%s (stays pending)", exc)
-            outbox.attempt(doc["id"], str(exc))
+            outbox.attempt(alert.id, str(exc))
             failed += 1
     if update is not None:
-        for doc in outbox.ended_unnotified():
+        for alert in outbox.ended_unnotified():
             try:
-                update(doc["slack_ts"], *render(doc))  # the same message, now saying the episode ended
-                outbox.mark_notified(doc["id"], "ended")
+                assert alert.slack_ts is not None  # it was sent
+                update(alert.slack_ts, *render(alert))  # the same message, now saying the episode ended
+                outbox.mark_notified(alert.id, "ended")
             except DeliveryFailed as exc:
                 log.warning("%s (will retry)", exc)
     return sent, failed

@@ -6,10 +6,9 @@ import logging
 from collections.abc import Sequence
 from datetime import datetime
 
-from monitor.alerting.outbox import alert_document
 from monitor.elastic.client import call
 from monitor.errors import StoreUnavailable
-from monitor.records import AlertEvent
+from monitor.records import Alert, AlertEvent
 from monitor.schema import format_time
 
 log = logging.getLogger("bearwatch.alerts")
@@ -34,16 +33,16 @@ class ElasticsearchOutbox:
             call("refresh", self.client.indices.refresh, index=self.index)
             self._dirty = False
 
-    def record(self, alerts: Sequence[AlertEvent], now: datetime) -> list[dict]:
+    def record(self, alerts: Sequence[AlertEvent], now: datetime) -> list[Alert]:
         """All of a batch's alert events in one bulk request.
         Opening an episode that is already there (a replay) is skipped; any other refusal raises,
         and the caller keeps the events to record them again."""
         operations: list[dict] = []
-        docs: list[dict | None] = []  # the created document of each operation (None: an update)
+        docs: list[Alert | None] = []  # the episode each operation creates (None: an update)
         for alert in alerts:
             if alert.status == "opened":
-                doc = alert_document(alert, now)
-                operations += [{"create": {"_index": self.index, "_id": alert.id}}, doc]
+                doc = Alert.opened(alert, now)
+                operations += [{"create": {"_index": self.index, "_id": alert.id}}, doc.to_json()]
                 docs.append(doc)
             else:
                 fields = {
@@ -56,7 +55,8 @@ class ElasticsearchOutbox:
         if not operations:
             return []
         result = self._write("alert writes", self.client.bulk, operations=operations)
-        opened, failed = [], []
+        opened: list[Alert] = []
+        failed: list[str] = []
         for created, item in zip(docs, result["items"]):
             ((op, outcome),) = item.items()
             status = outcome.get("status", 500)
@@ -75,7 +75,7 @@ class ElasticsearchOutbox:
             raise StoreUnavailable(f"Elasticsearch refused alert writes: {'; '.join(failed[:5])}")
         return opened
 
-    def pending(self) -> list[dict]:
+    def pending(self) -> list[Alert]:
         self._fresh()
         response = call(
             "pending alerts",
@@ -85,7 +85,7 @@ class ElasticsearchOutbox:
             sort=[{"created_at": "asc"}],
             size=100,
         )
-        return [h["_source"] for h in response["hits"]["hits"]]
+        return [Alert.from_json(h["_source"]) for h in response["hits"]["hits"]]
 
     def attempt(self, alert_id: str, error: str | None = None) -> None:
         if error:
@@ -112,7 +112,7 @@ class ElasticsearchOutbox:
             doc={"delivery": "sent", "slack_ts": ts, "notified": status},
         )
 
-    def ended_unnotified(self) -> list[dict]:
+    def ended_unnotified(self) -> list[Alert]:
         query = {
             "bool": {
                 "filter": [{"term": {"delivery": "sent"}}, {"term": {"status": "ended"}}],
@@ -121,7 +121,7 @@ class ElasticsearchOutbox:
         }
         self._fresh()
         response = call("ended alerts", self.client.search, index=self.index, query=query, size=100)
-        return [h["_source"] for h in response["hits"]["hits"]]
+        return [Alert.from_json(h["_source"]) for h in response["hits"]["hits"]]
 
     def mark_notified(self, alert_id: str, status: str) -> None:
         self._write("alert notified", self.client.update, index=self.index, id=alert_id, doc={"notified": status})
