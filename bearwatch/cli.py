@@ -236,7 +236,7 @@ def cmd_model(args: argparse.Namespace) -> int:
     if args.model_command == "list":
         print(f"{'':2}{'version':<28}{'status':<12}{'sentiment acc/F1':<18}{'topic acc/F1':<14}")
         for version in registry.versions():
-            m = registry.load(version).manifest.get("metrics", {}).get("validation", {})
+            m = registry.load(version).manifest.metrics.get("validation", {})
             cells = [
                 f"{100 * m[t]['encoder_only']['accuracy']:.1f}/{100 * m[t]['encoder_only']['macro_f1']:.1f}"
                 if t in m
@@ -250,7 +250,7 @@ def cmd_model(args: argparse.Namespace) -> int:
         print(
             (artifact.path / "MODEL_CARD.md").read_text()
             if (artifact.path / "MODEL_CARD.md").exists()
-            else json.dumps(artifact.manifest, indent=2)
+            else json.dumps(artifact.manifest.to_json(), indent=2)
         )
     elif args.model_command == "promote":
         registry.promote(args.version, reason=args.reason or "promoted by an operator")

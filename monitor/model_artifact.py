@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from monitor.errors import ModelArtifactError
 
@@ -35,9 +37,74 @@ class ContextSettings:
 
 
 @dataclass(frozen=True)
+class Manifest:
+    """A model directory's ``manifest.json``: typed where serving depends on it; the descriptive rest
+    (data, training, metrics, speed, notes, ...) is kept as written, in `document`."""
+
+    version: str
+    created_at: datetime | None  # when it was trained (a hand-made test model may not say)
+    labels: dict[str, tuple[str, ...]]  # per task (topic, sentiment), in the model's output order
+    context: ContextSettings
+    near_duplicate: float  # retrieval leakage rule: neighbours at least this similar are never used
+    history: str | None  # the labelled pool it retrieves from (history.npz), if any
+    fusion: dict[str, str]  # task -> fusion layer file
+    onnx_serve: str | None  # the variant to serve (fp32, int8); None before export
+    onnx_files: dict[str, str]  # variant -> file
+    document: dict[str, Any]
+
+    @property
+    def metrics(self) -> dict[str, Any]:
+        return self.document.get("metrics") or {}
+
+    @classmethod
+    def from_json(cls, doc: dict[str, Any], where: str = MANIFEST) -> Manifest:
+        if doc.get("format_version") != FORMAT_VERSION:
+            raise ModelArtifactError(f"{where}: unsupported format_version {doc.get('format_version')!r}")
+        try:
+            c, onnx = doc["context"], doc.get("onnx") or {}
+            return cls(
+                version=str(doc["version"]),
+                created_at=datetime.fromisoformat(doc["created_at"]) if doc.get("created_at") else None,
+                labels={task: tuple(names) for task, names in doc["labels"].items()},
+                context=ContextSettings(
+                    mode=c["mode"], k=c["k"], max_length=c["max_length"], context_budget=c.get("context_budget", 0)
+                ),
+                near_duplicate=float(c.get("near_duplicate", 0.97)),
+                history=c.get("history"),
+                fusion=dict(c.get("fusion", {})),
+                onnx_serve=onnx.get("serve"),
+                onnx_files=dict(onnx.get("files", {})),
+                document=doc,
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ModelArtifactError(f"{where}: not a valid manifest ({type(exc).__name__}: {exc})") from None
+
+    def to_json(self) -> dict[str, Any]:
+        doc = json.loads(json.dumps(self.document))  # a copy; the typed fields win
+        doc["version"] = self.version
+        if self.created_at is not None:
+            doc["created_at"] = self.created_at.isoformat()
+        doc["labels"] = {task: list(names) for task, names in self.labels.items()}
+        context = doc.setdefault("context", {})
+        context.update(mode=self.context.mode, k=self.context.k, max_length=self.context.max_length)
+        if self.context.context_budget or "context_budget" in context:
+            context["context_budget"] = self.context.context_budget
+        if self.near_duplicate != 0.97 or "near_duplicate" in context:
+            context["near_duplicate"] = self.near_duplicate
+        for name, value in (("history", self.history), ("fusion", self.fusion or None)):
+            if value is None:
+                context.pop(name, None)
+            else:
+                context[name] = value
+        if self.onnx_serve is not None:
+            doc.setdefault("onnx", {}).update(serve=self.onnx_serve, files=dict(self.onnx_files))
+        return doc
+
+
+@dataclass(frozen=True)
 class ModelArtifact:
     path: Path
-    manifest: dict
+    manifest: Manifest
 
     @classmethod
     def load(cls, path: str | Path) -> ModelArtifact:
@@ -46,12 +113,10 @@ class ModelArtifact:
         if not file.is_file():
             raise ModelArtifactError(f"{path} is not a bearwatch model directory (no {MANIFEST})")
         try:
-            manifest = json.loads(file.read_text(encoding="utf-8"))
+            doc = json.loads(file.read_text(encoding="utf-8"))
         except json.JSONDecodeError as exc:
             raise ModelArtifactError(f"{file} is not valid JSON: {exc}") from exc
-        if manifest.get("format_version") != FORMAT_VERSION:
-            raise ModelArtifactError(f"{file}: unsupported format_version {manifest.get('format_version')!r}")
-        artifact = cls(path, manifest)
+        artifact = cls(path, Manifest.from_json(doc, str(file)))
         for name in (
             "tokenizer.json",
             *artifact.fusion_files.values(),
@@ -63,42 +128,38 @@ class ModelArtifact:
 
     @property
     def version(self) -> str:
-        return self.manifest["version"]
+        return self.manifest.version
 
     def labels(self, task: str) -> tuple[str, ...]:
-        return tuple(self.manifest["labels"][task])
+        return self.manifest.labels[task]
 
     @property
     def context(self) -> ContextSettings:
-        c = self.manifest["context"]
-        return ContextSettings(
-            mode=c["mode"], k=c["k"], max_length=c["max_length"], context_budget=c.get("context_budget", 0)
-        )
+        return self.manifest.context
 
     @property
     def near_duplicate(self) -> float:
-        return float(self.manifest["context"].get("near_duplicate", 0.97))
+        return self.manifest.near_duplicate
 
     @property
     def history_file(self) -> str | None:
-        return self.manifest["context"].get("history")
+        return self.manifest.history
 
     @property
     def fusion_files(self) -> dict[str, str]:
-        return dict(self.manifest["context"].get("fusion", {}))
+        return dict(self.manifest.fusion)
 
     def onnx_file(self, variant: str | None = None) -> Path:
         """The ONNX file to serve: `variant` ("fp32", "int8") or the manifest's choice."""
-        onnx = self.manifest.get("onnx")
-        if not onnx:
+        m = self.manifest
+        if m.onnx_serve is None:
             raise ModelArtifactError(
                 f"{self.path}: the model has not been exported to ONNX (run bearwatch export --model {self.path})"
             )
-        variant = variant or onnx["serve"]
-        files = onnx["files"]
-        if variant not in files:
-            raise ModelArtifactError(f"{self.path}: no {variant} ONNX model (have: {', '.join(files)})")
-        path = self.path / files[variant]
+        variant = variant or m.onnx_serve
+        if variant not in m.onnx_files:
+            raise ModelArtifactError(f"{self.path}: no {variant} ONNX model (have: {', '.join(m.onnx_files)})")
+        path = self.path / m.onnx_files[variant]
         if not path.is_file():
             raise ModelArtifactError(f"{path} is missing")
         return path

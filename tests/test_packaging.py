@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import venv
@@ -20,6 +21,7 @@ ROOT = Path(__file__).resolve().parent.parent
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("wheel")
+    had_build = (ROOT / "build").exists()
     subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(out), str(ROOT)],
         check=True,
@@ -27,6 +29,8 @@ def wheel(tmp_path_factory) -> Path:
         text=True,
         timeout=300,
     )
+    if not had_build:  # setuptools builds in the source tree: leave the checkout as it was
+        shutil.rmtree(ROOT / "build", ignore_errors=True)
     (found,) = out.glob("bearwatch-*.whl")
     return found
 

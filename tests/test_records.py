@@ -111,3 +111,20 @@ def test_an_alert_reads_back_and_the_alerts_mapping_has_its_fields() -> None:
     sent = Alert.from_json({**doc, "delivery": "sent", "slack_ts": "1.2", "notified": "opened", "last_error": "x"})
     assert Alert.from_json(sent.to_json()) == sent
     assert set(alerts_mapping()["properties"]) == set(ALERT_FIELDS) >= set(sent.to_json())
+
+
+def test_the_shipped_manifest_reads_back_unchanged_and_a_broken_one_says_why() -> None:
+    from monitor.errors import ModelArtifactError
+    from monitor.model_artifact import Manifest
+    from monitor.resources import shipped_model
+
+    doc = json.loads((shipped_model() / "manifest.json").read_text())
+    manifest = Manifest.from_json(doc)
+    assert manifest.to_json() == doc
+    assert manifest.onnx_serve == "int8" and set(manifest.labels["sentiment"]) == {"bearish", "neutral", "bullish"}
+    assert manifest.metrics["validation"]
+    broken = {k: v for k, v in doc.items() if k != "context"}
+    with pytest.raises(ModelArtifactError, match="not a valid manifest .*context"):
+        Manifest.from_json(broken)
+    with pytest.raises(ModelArtifactError, match="unsupported format_version"):
+        Manifest.from_json({**doc, "format_version": 99})

@@ -24,7 +24,7 @@ def package_model(
     out = Path(out)
     staging = out.with_name(out.name + ".partial")
     shutil.rmtree(staging, ignore_errors=True)
-    dropped = {TORCH_DIR, *[f for v, f in source.manifest["onnx"]["files"].items() if v != variant]}
+    dropped = {TORCH_DIR, *[f for v, f in source.manifest.onnx_files.items() if v != variant]}
     shutil.copytree(
         model_dir, staging, ignore=lambda d, names: [n for n in names if Path(d) == Path(model_dir) and n in dropped]
     )

@@ -232,9 +232,7 @@ def _cycle(settings: TrainerSettings, registry: ModelRegistry, labels, train, no
     from training.train import TrainConfig
 
     current = registry.current() if registry.current_version() else None
-    since = (
-        datetime.fromisoformat(current.manifest["created_at"]) if current else datetime(1970, 1, 1, tzinfo=timezone.utc)
-    )
+    since = (current.manifest.created_at if current else None) or datetime(1970, 1, 1, tzinfo=timezone.utc)
     new = labels.since(since)
     if new < settings.min_new_labels:
         return CycleResult("skipped", f"{new} new label(s) since the current model (need {settings.min_new_labels})")
