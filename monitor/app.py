@@ -144,14 +144,14 @@ class ScoringApp:
             except SourceUnavailable as exc:
                 self._failed(exc)
                 continue
-            if time.monotonic() - last_lag > 5 and hasattr(self.source, "lag"):
+            if time.monotonic() - last_lag > 5:
                 lag = self.source.lag()
                 if lag is not None:
                     self.metrics.lag.set(lag)
                 last_lag = time.monotonic()
             if not messages:
                 self._announce_caught_up()
-                waiting_for_partitions = hasattr(self.source, "has_assignment") and not self.source.has_assignment()
+                waiting_for_partitions = not self.source.has_assignment()
                 if waiting_for_partitions:
                     idle_since = time.monotonic()
                 elif idle_timeout_s is not None and time.monotonic() - idle_since > idle_timeout_s:
@@ -230,17 +230,15 @@ class ScoringApp:
         self._dead_sent.update(_position(r) for r in again)
 
     def _partitions(self, topics) -> dict[str, int]:
-        count = getattr(self.source, "partition_count", None)
-        return {t: count(t) if count else 1 for t in topics}
+        return {t: self.source.partition_count(t) for t in topics}
 
     def _announce_caught_up(self) -> None:
         """Tell the detection stage which news partitions this instance has read to their end, once
         per end offset: their event-time watermark then holds no bucket open (monitor.detection)."""
-        done = getattr(self.source, "caught_up_partitions", None)
-        if done is None or time.monotonic() - self._announce_checked < 1.0:
+        if time.monotonic() - self._announce_checked < 1.0:
             return
         self._announce_checked = time.monotonic()
-        fresh = [(tp, end) for tp, end in done() if self._announced.get(tp) != end]
+        fresh = [(tp, end) for tp, end in self.source.caught_up_partitions() if self._announced.get(tp) != end]
         if not fresh:
             return
         partitions = self._partitions({topic for (topic, _), _ in fresh})

@@ -132,8 +132,22 @@ def test_the_detection_loop_reports_its_health() -> None:
     from monitor.observability import Health
 
     class Idle:  # a scored topic with nothing new
+        topic = "scored"
+
+        def start(self, offsets):
+            pass
+
         def poll(self, n, timeout):
             return []
+
+        def commit(self, offsets):
+            pass
+
+        def lag(self):
+            return 0
+
+        def close(self):
+            pass
 
     health = Health(stale_after_s=0.5)
     health.last_loop -= 10  # as if the loop had stalled

@@ -21,7 +21,7 @@ from monitor.alerting.outbox import Outbox
 from monitor.detection.tracker import NewsTracker, TrackerConfig
 from monitor.errors import StoreUnavailable
 from monitor.records import AlertEvent, ScoredEvent, Watermark
-from monitor.sources.base import caught_up
+from monitor.sources.base import TopicReader, caught_up
 
 log = logging.getLogger("bearwatch.detect")
 
@@ -59,7 +59,7 @@ class DetectionStats:
 class DetectionStage:
     def __init__(
         self,
-        source,
+        source: TopicReader,
         tracker: NewsTracker,
         outbox: Outbox,
         snapshots: Snapshots | None = None,
@@ -83,7 +83,9 @@ class DetectionStage:
         self._stop = threading.Event()
 
     @classmethod
-    def resume(cls, source, config: TrackerConfig, outbox: Outbox, snapshots: Snapshots | None, **kw) -> DetectionStage:
+    def resume(
+        cls, source: TopicReader, config: TrackerConfig, outbox: Outbox, snapshots: Snapshots | None, **kw
+    ) -> DetectionStage:
         """Start from the last snapshot (tracker + offsets), or from the beginning of the topic."""
         saved = snapshots.load() if snapshots else None
         tracker = NewsTracker.restore(saved["tracker"], config) if saved else NewsTracker(config)

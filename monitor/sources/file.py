@@ -34,6 +34,13 @@ class FileSource:
     def partition_count(self, topic: str) -> int:
         return 1  # a file is one ordered partition
 
+    def lag(self) -> int | None:
+        """0 once the end of the file was reached; before that, unknown (it is not counted ahead)."""
+        return 0 if self._eof else None
+
+    def has_assignment(self) -> bool:
+        return True
+
     def caught_up_partitions(self) -> list[tuple[tuple[str, int], int]]:
         """At the end of the file: its one partition is read to the end."""
         return [((self.name, 0), self._line)] if self._eof else []

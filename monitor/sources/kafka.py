@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from typing import Any
 
 from monitor.errors import SourceUnavailable
 from monitor.settings import KafkaSettings
@@ -47,30 +48,10 @@ def ensure_topics(settings: KafkaSettings, topics: list[str], partitions: int | 
         admin.close()
 
 
-class KafkaSource:
-    def __init__(
-        self,
-        settings: KafkaSettings,
-        topic: str | None = None,
-        group: str | None = None,
-        client_id: str = "bearwatch-monitor",
-    ) -> None:
-        from kafka import KafkaConsumer
-        from kafka.errors import KafkaError
+class _ConsumerReads:
+    """What both Kafka readers do the same way with their consumer: poll, commit, lag, close."""
 
-        try:
-            self.consumer = KafkaConsumer(
-                topic or settings.news_topic,
-                group_id=group or settings.group,
-                client_id=client_id,
-                enable_auto_commit=False,  # offsets are committed after the batch's writes, never on a timer
-                auto_offset_reset="earliest",
-                max_poll_interval_ms=600_000,
-                **settings.client_options(),
-            )
-        except KafkaError as exc:
-            raise SourceUnavailable(f"cannot connect to Kafka at {settings.bootstrap}: {exc}") from exc
-        self._partitions: dict[str, int] = {}
+    consumer: Any
 
     def poll(self, max_records: int, timeout_s: float) -> list[Message]:
         from kafka.errors import KafkaError
@@ -97,6 +78,49 @@ class KafkaSource:
         except KafkaError as exc:
             # CommitFailedError after a rebalance: the new owner replays the batch; writes are idempotent.
             raise SourceUnavailable(f"Kafka commit failed: {exc}") from exc
+
+    def lag(self) -> int | None:
+        """Messages behind the end of the assigned partitions, or None when unknown."""
+        from kafka.errors import KafkaError
+
+        try:
+            assigned = list(self.consumer.assignment())
+            if not assigned:
+                return 0
+            ends = self.consumer.end_offsets(assigned, timeout_ms=2000)  # a down broker must not stall the loop
+            return sum(max(0, ends[tp] - self.consumer.position(tp)) for tp in assigned)
+        except KafkaError as exc:  # lag is informational (a rebalance, a slow broker): never stop scoring for it
+            log.info("consumer lag unknown for now: %s", exc)
+            return None
+
+    def close(self) -> None:
+        self.consumer.close(autocommit=False)
+
+
+class KafkaSource(_ConsumerReads):
+    def __init__(
+        self,
+        settings: KafkaSettings,
+        topic: str | None = None,
+        group: str | None = None,
+        client_id: str = "bearwatch-monitor",
+    ) -> None:
+        from kafka import KafkaConsumer
+        from kafka.errors import KafkaError
+
+        try:
+            self.consumer = KafkaConsumer(
+                topic or settings.news_topic,
+                group_id=group or settings.group,
+                client_id=client_id,
+                enable_auto_commit=False,  # offsets are committed after the batch's writes, never on a timer
+                auto_offset_reset="earliest",
+                max_poll_interval_ms=600_000,
+                **settings.client_options(),
+            )
+        except KafkaError as exc:
+            raise SourceUnavailable(f"cannot connect to Kafka at {settings.bootstrap}: {exc}") from exc
+        self._partitions: dict[str, int] = {}
 
     def rewind(self, first_offsets: Mapping[tuple[str, int], int]) -> None:
         from kafka import TopicPartition
@@ -131,25 +155,8 @@ class KafkaSource:
         """False while the group is still (re)balancing: idle time does not count then."""
         return bool(self.consumer.assignment())
 
-    def lag(self) -> int | None:
-        """Messages behind the end of the assigned partitions, or None when unknown."""
-        from kafka.errors import KafkaError
 
-        try:
-            assigned = list(self.consumer.assignment())
-            if not assigned:
-                return 0
-            ends = self.consumer.end_offsets(assigned, timeout_ms=2000)  # a down broker must not stall the loop
-            return sum(max(0, ends[tp] - self.consumer.position(tp)) for tp in assigned)
-        except KafkaError as exc:  # lag is informational (a rebalance, a slow broker): never stop scoring for it
-            log.info("consumer lag unknown for now: %s", exc)
-            return None
-
-    def close(self) -> None:
-        self.consumer.close(autocommit=False)
-
-
-class KafkaTopicReader:
+class KafkaTopicReader(_ConsumerReads):
     """Every partition of one topic, assigned by hand (no rebalancing), from offsets it is given.
 
     For the detection stage, whose state spans all partitions and carries its own offsets; it still
@@ -191,10 +198,3 @@ class KafkaTopicReader:
                 self.consumer.seek(tp, offsets[tp.partition])
             else:
                 self.consumer.seek_to_beginning(tp)
-
-    poll = KafkaSource.poll
-    commit = KafkaSource.commit
-    lag = KafkaSource.lag
-
-    def close(self) -> None:
-        self.consumer.close(autocommit=False)
