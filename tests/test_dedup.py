@@ -123,6 +123,21 @@ def test_elasticsearch_dedup_sees_the_previous_batch_before_any_refresh(scorer, 
         assert got == {k: v for k, v in reference(first + more).items() if k.startswith("m")}
 
 
+def replay(pipeline: ScoringPipeline, messages: list[Message], bounds: list[int], interrupted: dict) -> dict:
+    """The flags of `messages` processed in batches between `bounds`; a batch starting at a key of
+    `interrupted` first wrote only what that function picks of its documents (a crash), then ran whole."""
+    got = {}
+    for lo, hi in zip(bounds, bounds[1:]):
+        if lo in interrupted:
+            pipeline.store.add(interrupted[lo](pipeline.process(messages[lo:hi]).documents))
+            pipeline.store.flush()
+        result = pipeline.process(messages[lo:hi])
+        pipeline.store.add(result.documents)
+        pipeline.store.flush()
+        got.update({d["id"]: (d["duplicate"], d["duplicate_of"]) for d in result.documents})
+    return got
+
+
 def test_a_replayed_batch_does_not_mistake_a_stored_redelivery_for_its_own_write(scorer) -> None:
     """A batch holding a redelivery (n20 again at offset 60) was interrupted after writing only that
     copy; replayed, n29 still matches n20 (stored from offset 20, earlier) and points at n20's
@@ -132,18 +147,9 @@ def test_a_replayed_batch_does_not_mistake_a_stored_redelivery_for_its_own_write
     assert json.loads(messages[60].value) == json.loads(messages[20].value)
     want = reference(messages)
     assert want["n29"] == (True, "n4")
-    store = EmbeddedHistory()
-    pipeline = ScoringPipeline(scorer, store, PipelineSettings("scored", "dlq", related_method="off"))
-    got = {}
-    for lo, hi in ((0, 6), (6, 28), (28, 62)):
-        if lo == 28:
-            store.add([d for d in pipeline.process(messages[lo:hi]).documents if d["id"] == "n20"])
-            store.flush()
-        result = pipeline.process(messages[lo:hi])
-        store.add(result.documents)
-        store.flush()
-        got.update({d["id"]: (d["duplicate"], d["duplicate_of"]) for d in result.documents})
-    assert got == want
+    pipeline = ScoringPipeline(scorer, EmbeddedHistory(), PipelineSettings("scored", "dlq", related_method="off"))
+    written = {28: lambda docs: [d for d in docs if d["id"] == "n20"]}  # only the redelivery's copy
+    assert replay(pipeline, messages, [0, 6, 28, 62], written) == want
 
 
 def test_duplicate_flags_do_not_depend_on_where_batches_begin_or_on_replays(scorer) -> None:
@@ -161,23 +167,16 @@ def test_duplicate_flags_do_not_depend_on_where_batches_begin_or_on_replays(scor
     def check(cuts: set[int], rng: random.Random) -> None:
         bounds = [0, *sorted(cuts), len(messages)]
         pipeline.store = store = EmbeddedHistory()
-        got = {}
-        for lo, hi in zip(bounds, bounds[1:]):
-            if rng.random() < 0.5:  # an attempt that wrote only some documents before the crash
-                written = pipeline.process(messages[lo:hi]).documents
-                # Not covered: an interrupted write of a new version of a stored id (a correction)
-                # overwrites the old text, which items before it in the batch would have matched.
-                written = [
-                    d
-                    for d in written
-                    if d["id"] not in store.docs or store.docs[d["id"]]["content_hash"] == d["content_hash"]
-                ]
-                store.add(rng.sample(written, rng.randrange(len(written) + 1)))
-                store.flush()
-            result = pipeline.process(messages[lo:hi])
-            store.add(result.documents)
-            store.flush()
-            got.update({d["id"]: (d["duplicate"], d["duplicate_of"]) for d in result.documents})
-        assert got == want
+
+        def some(docs: list[dict]) -> list[dict]:
+            # Not covered: an interrupted write of a new version of a stored id (a correction)
+            # overwrites the old text, which items before it in the batch would have matched.
+            docs = [
+                d for d in docs if d["id"] not in store.docs or store.docs[d["id"]]["content_hash"] == d["content_hash"]
+            ]
+            return rng.sample(docs, rng.randrange(len(docs) + 1))
+
+        interrupted = {lo: some for lo in bounds[:-1] if rng.random() < 0.5}
+        assert replay(pipeline, messages, bounds, interrupted) == want
 
     check()

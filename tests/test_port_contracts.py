@@ -14,7 +14,11 @@ import pytest
 
 from monitor.alerting.outbox import MemoryOutbox
 from monitor.detection.stage import MemorySnapshots
+from monitor.elastic.labels import ElasticsearchLabels
+from monitor.elastic.outbox import ElasticsearchOutbox
+from monitor.elastic.snapshots import SnapshotStore
 from monitor.errors import StoreUnavailable
+from monitor.indices import ALERTS, LABELS, STATE
 from monitor.labels_store import Label, MemoryLabels
 from monitor.records import AlertEvent
 from monitor.sinks.base import Record
@@ -43,10 +47,19 @@ def es(unique_name: str):
     return client, settings
 
 
-def drop(client, settings) -> None:
+def on_both(request, unique_name: str, memory, real):
+    """The fixture body of an Elasticsearch-backed port: the in-process implementation, or the real
+    one on fresh indices (deleted afterwards)."""
+    if request.param == "memory":
+        yield memory()
+        return
     from monitor.indices import mappings
 
-    client.indices.delete(index=",".join(settings.index(name) for name in mappings()))
+    client, settings = es(unique_name)
+    try:
+        yield real(client, settings)
+    finally:
+        client.indices.delete(index=",".join(settings.index(name) for name in mappings()))
 
 
 # --- Source: poll in order, commit, resume after a restart, rewind, say when caught up -------------
@@ -198,17 +211,7 @@ def alert(status: str, key: str = "ticker:ACME", minutes: int = 0) -> AlertEvent
 
 @pytest.fixture(params=BOTH)
 def outbox(request, unique_name):
-    if request.param == "memory":
-        yield MemoryOutbox()
-        return
-    from monitor.elastic.outbox import ElasticsearchOutbox
-    from monitor.indices import ALERTS
-
-    client, settings = es(unique_name)
-    try:
-        yield ElasticsearchOutbox(client, settings.index(ALERTS))
-    finally:
-        drop(client, settings)
+    yield from on_both(request, unique_name, MemoryOutbox, lambda c, s: ElasticsearchOutbox(c, s.index(ALERTS)))
 
 
 def test_an_outbox_keeps_an_alert_pending_until_it_is_marked_sent(outbox) -> None:
@@ -243,17 +246,7 @@ def test_an_outbox_reports_an_episode_that_ended_after_its_message_was_sent(outb
 
 @pytest.fixture(params=BOTH)
 def labels(request, unique_name):
-    if request.param == "memory":
-        yield MemoryLabels()
-        return
-    from monitor.elastic.labels import ElasticsearchLabels
-    from monitor.indices import LABELS
-
-    client, settings = es(unique_name)
-    try:
-        yield ElasticsearchLabels(client, settings.index(LABELS))
-    finally:
-        drop(client, settings)
+    yield from on_both(request, unique_name, MemoryLabels, lambda c, s: ElasticsearchLabels(c, s.index(LABELS)))
 
 
 def test_a_labels_store_keeps_the_last_label_and_the_history(labels, tmp_path) -> None:
@@ -277,17 +270,9 @@ def test_a_labels_store_keeps_the_last_label_and_the_history(labels, tmp_path) -
 
 @pytest.fixture(params=BOTH)
 def snapshots(request, unique_name):
-    if request.param == "memory":
-        yield MemorySnapshots()
-        return
-    from monitor.elastic.snapshots import SnapshotStore
-    from monitor.indices import STATE
-
-    client, settings = es(unique_name)
-    try:
-        yield SnapshotStore(client, settings.index(STATE), "detector:test")
-    finally:
-        drop(client, settings)
+    yield from on_both(
+        request, unique_name, MemorySnapshots, lambda c, s: SnapshotStore(c, s.index(STATE), "detector:t")
+    )
 
 
 def test_a_snapshot_store_loads_the_last_snapshot_saved(snapshots) -> None:
