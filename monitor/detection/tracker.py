@@ -28,11 +28,29 @@ import math
 from collections import defaultdict
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
+from typing import NamedTuple
 
 from monitor.detection.counts import CountSpike, CountSpikeConfig
 from monitor.records import AlertEvent, ScoredEvent
 
 ALERT_KINDS = ("negative_volume", "negative_share", "volume_burst")
+
+
+class WindowTest(NamedTuple):
+    """One test on one completed window of one key."""
+
+    flag: bool
+    p_value: float
+    observed: float  # in the test's unit: items, or the negative share
+    expected: float
+
+
+class Flagged(NamedTuple):
+    """A test that flagged, with the window it flagged in (the most significant per kind wins)."""
+
+    test: WindowTest
+    ids: list[tuple[float, str]]  # (p_bearish, id) of the window's top negative items
+    window_start: datetime
 
 
 @dataclass(frozen=True)
@@ -281,8 +299,8 @@ class NewsTracker:
         order = sorted(self.keys.items(), key=lambda kv: (not kv[0].startswith("ticker:"), kv[0]))
         for key, state in order:
             b = buckets.get(key, _Bucket())
-            flagged: dict[str, tuple] = {}
-            shortest = None
+            flagged: dict[str, Flagged] = {}
+            shortest: tuple[WindowTest, _Bucket] | None = None  # the shortest window's negative test
             for scale, sc in zip(self.config.scales, state.scales):
                 w = sc.window
                 w.items, w.negatives, w.mass = w.items + b.items, w.negatives + b.negatives, w.mass + b.mass
@@ -294,32 +312,34 @@ class NewsTracker:
                 tests = self._window_tests(sc, w, window_start.hour, global_share)
                 shortest = shortest or (tests["negative_volume"], w)
                 if key != "all":  # a volume burst is an alert for the news flow overall, not per key
-                    tests["volume_burst"] = (False, *tests["volume_burst"][1:])
+                    tests["volume_burst"] = tests["volume_burst"]._replace(flag=False)
                 if key.startswith("ticker:"):
                     # A ticker that flags now, or whose episode is still open, explains its negatives
                     # (the story goes on after its first window: still one alert, not one per topic).
-                    if any(t[0] for k, t in tests.items() if k != "volume_burst") or "episode" in state.episodes:
+                    if any(t.flag for k, t in tests.items() if k != "volume_burst") or "episode" in state.episodes:
                         explained[scale].update(w.all_negative_ids)
                 elif len(explained[scale] & set(w.all_negative_ids)) * 2 >= max(1, w.negatives):
-                    tests = {k: (False, *t[1:]) for k, t in tests.items()}  # mostly one ticker's story
+                    tests = {k: t._replace(flag=False) for k, t in tests.items()}  # mostly one ticker's story
                 for kind, test in tests.items():
-                    if test[0] and (kind not in flagged or test[1] < flagged[kind][1]):
-                        flagged[kind] = (*test, w.negative_ids, window_start)
+                    if test.flag and (kind not in flagged or test.p_value < flagged[kind].test.p_value):
+                        flagged[kind] = Flagged(test, w.negative_ids, window_start)
                 sc.window = _Bucket()
             alert = self._episode(key, state, start, flagged, shortest)
             if alert is not None:
                 alerts.append(alert)
         return alerts
 
-    def _window_tests(self, sc: _Scale, w: _Bucket, slot: int, global_share: float) -> dict[str, tuple]:
-        """kind -> (flag, p-value, observed, expected) for one completed window."""
+    def _window_tests(self, sc: _Scale, w: _Bucket, slot: int, global_share: float) -> dict[str, WindowTest]:
+        """Every test on one completed window; each baseline then learns the window."""
         baseline_share = self._baseline_share(sc, global_share)
         neg, vol = sc.negatives.update(w.negatives, slot), sc.volume.update(w.items, slot)
         share_up = w.items > 0 and w.negatives / w.items >= self.config.volume_share_lift * baseline_share
+        share = self._share_test(sc, w, global_share)
+        self._learn_share(sc, w, share)
         return {
-            "negative_volume": (neg.flag and share_up, neg.p_value, neg.count, neg.expected),
-            "volume_burst": (vol.flag, vol.p_value, vol.count, vol.expected),
-            "negative_share": self._share_test(sc, w, global_share),
+            "negative_volume": WindowTest(neg.flag and share_up, neg.p_value, neg.count, neg.expected),
+            "volume_burst": WindowTest(vol.flag, vol.p_value, vol.count, vol.expected),
+            "negative_share": share,
         }
 
     def _baseline_share(self, sc: _Scale, global_share: float) -> float:
@@ -330,28 +350,36 @@ class NewsTracker:
         s = self.keys.get(key)
         return (s.scales[0].share_neg + 1) / (s.scales[0].share_all + 4) if s else 0.25
 
-    def _share_test(self, state: _Scale, b: _Bucket, global_share: float):
+    def _share_test(self, state: _Scale, b: _Bucket, global_share: float) -> WindowTest:
+        """The window's negative share against the key's baseline share (a binomial test)."""
         c = self.config
         baseline = self._baseline_share(state, global_share)
         p = binomial_sf(b.negatives, b.items, baseline) if b.items else 1.0
         warm = state.negatives.seen > state.negatives.config.warmup
         share = b.negatives / b.items if b.items else 0.0
         flag = warm and p < c.share_alpha and b.negatives >= c.share_min_negatives and share >= 2 * baseline
+        return WindowTest(flag, p, share, baseline)
+
+    @staticmethod
+    def _learn_share(state: _Scale, b: _Bucket, test: WindowTest) -> None:
+        """The baseline share learns the window; a flagged window counts at most twice the baseline,
+        so one spike does not become the norm."""
         decay = 0.5 ** (1 / state.negatives.config.halflife)
-        capped = min(b.negatives, math.ceil(2 * baseline * b.items)) if flag else b.negatives
+        capped = min(b.negatives, math.ceil(2 * test.expected * b.items)) if test.flag else b.negatives
         state.share_neg = decay * state.share_neg + capped
         state.share_all = decay * state.share_all + b.items
-        return flag, p, share, baseline
 
-    def _episode(self, key: str, state: _KeyState, start: datetime, flagged: dict, shortest) -> AlertEvent | None:
+    def _episode(
+        self, key: str, state: _KeyState, start: datetime, flagged: dict[str, Flagged], shortest
+    ) -> AlertEvent | None:
         """One episode per key, whatever tests or scales flag it: opened, updated while flagged, ended when quiet."""
         end = start + self.config.bucket
         episode = state.episodes.get("episode")
         if flagged:
             # The headline kind: a negative one if any flagged, then the most significant.
-            kind, (_, p, observed, expected, ids, window_start) = min(
-                flagged.items(), key=lambda kv: (kv[0] == "volume_burst", kv[1][1], kv[0])
-            )
+            kind, top = min(flagged.items(), key=lambda kv: (kv[0] == "volume_burst", kv[1].test.p_value, kv[0]))
+            _, p, observed, expected = top.test
+            ids, window_start = top.ids, top.window_start
             status = "opened" if episode is None else "updated"
             since = window_start if episode is None else episode[0]  # the episode began with the window that showed it
             state.episodes["episode"] = (since, 0)
