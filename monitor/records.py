@@ -19,12 +19,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from monitor.schema import NewsItem, format_time
-
-
-def parse_time(value: str) -> datetime:
-    """A time as bearwatch writes it (RFC 3339, ``Z`` or an offset)."""
-    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+from monitor.schema import NewsItem, format_time, parse_stored_time
 
 
 @dataclass(frozen=True)
@@ -119,7 +114,7 @@ class ScoredItem:
     def from_json(cls, doc: dict[str, Any]) -> ScoredItem:
         item = NewsItem(
             id=doc["id"],
-            published_at=parse_time(doc["published_at"]),
+            published_at=parse_stored_time(doc["published_at"]),
             headline=doc["headline"],
             body=doc.get("body"),
             source=doc.get("source"),
@@ -265,7 +260,7 @@ class ScoredEvent:
         position = Position.from_json(k) if k else None
         return cls(
             id=str(doc["id"]),
-            published_at=parse_time(doc["published_at"]),
+            published_at=parse_stored_time(doc["published_at"]),
             negative=bool(doc.get("negative")),
             p_bearish=float(doc.get("p_bearish", 0.0)),
             topic=doc.get("topic"),
@@ -394,8 +389,8 @@ class Alert:
     def from_json(cls, doc: dict[str, Any]) -> Alert:
         return cls(
             id=doc["id"], key=doc["key"], kind=doc["kind"], severity=doc["severity"], status=doc["status"],
-            window_start=parse_time(doc["window_start"]), window_end=parse_time(doc["window_end"]),
-            created_at=parse_time(doc["created_at"]), updated_at=parse_time(doc["updated_at"]),
+            window_start=parse_stored_time(doc["window_start"]), window_end=parse_stored_time(doc["window_end"]),
+            created_at=parse_stored_time(doc["created_at"]), updated_at=parse_stored_time(doc["updated_at"]),
             observed=float(doc["observed"]), baseline=float(doc["baseline"]), score=float(doc["score"]),
             headline_ids=tuple(doc.get("headline_ids") or ()), delivery=doc.get("delivery", "pending"),
             attempts=int(doc.get("attempts", 0)), notified=doc.get("notified"), slack_ts=doc.get("slack_ts"),

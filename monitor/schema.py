@@ -69,6 +69,11 @@ def format_time(t: datetime) -> str:
     return t.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+def parse_stored_time(value: str) -> datetime:
+    """A time as bearwatch writes it (RFC 3339, as format_time writes it, or with an offset)."""
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
 def parse_time(value: Any, now: datetime | None = None) -> datetime:
     if not isinstance(value, str):
         raise InvalidItem(f"published_at must be an RFC 3339 string, got {type(value).__name__}")

@@ -24,7 +24,7 @@ import numpy as np
 
 from monitor.errors import StoreUnavailable, check_disk_error
 from monitor.jsonl import append_batch, dumps_line, read_objects
-from monitor.schema import format_time
+from monitor.schema import format_time, parse_stored_time
 
 _TOKEN = re.compile(r"[\w]+", re.UNICODE)
 TICKER_BOOST = 2.0
@@ -93,11 +93,6 @@ class HistoryStore(Protocol):
         """Make everything added durable, or raise StoreUnavailable (an outage: the batch is retried).
         Returns the documents refused for good, by position in the order added → the reason: a
         failure that belongs to one document, which the caller dead-letters."""
-
-
-def parse_stored_time(value: str) -> datetime:
-    """A stored document's ``published_at`` (RFC 3339, as format_time writes it) as a datetime."""
-    return datetime.fromisoformat(value.replace("Z", "+00:00"))
 
 
 def tokens(text: str) -> list[str]:
