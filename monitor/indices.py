@@ -83,6 +83,7 @@ def alerts_mapping() -> dict:
             "baseline": {"type": "float"},
             "score": {"type": "float"},
             "headline_ids": {"type": "keyword"},
+            "shared_items": {"type": "integer"},  # negatives filed under many tickers, weighted down
             "slack_ts": {"type": "keyword"},
             "attempts": {"type": "integer"},
             "last_error": {"type": "text"},

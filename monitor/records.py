@@ -311,6 +311,7 @@ class AlertEvent:
     score: float
     item_ids: tuple[str, ...]
     kinds: tuple[str, ...] = ()  # every test that flagged this bucket
+    shared: int = 0  # of the window's negatives, those filed under many tickers (each counted for a share)
 
 
 @dataclass(frozen=True)
@@ -354,6 +355,7 @@ class Alert:
     baseline: float
     score: float
     headline_ids: tuple[str, ...]
+    shared_items: int = 0  # negatives in the window filed under many tickers (each counted for a share)
     delivery: str = "pending"  # the Slack message: pending | sent
     attempts: int = 0  # posts begun (counted before each post: a crash after it is detectable)
     notified: str | None = None  # the episode status the Slack message last showed
@@ -370,6 +372,7 @@ class Alert:
             id=event.id, key=event.key, kind=event.kind, severity=event.severity, status=event.status,
             window_start=event.window_start, window_end=event.window_end, created_at=now, updated_at=now,
             observed=event.observed, baseline=event.baseline, score=event.score, headline_ids=event.item_ids,
+            shared_items=event.shared,
         )  # fmt: skip
 
     def to_json(self) -> dict[str, Any]:
@@ -378,7 +381,8 @@ class Alert:
             "status": self.status, "delivery": self.delivery, "window_start": format_time(self.window_start),
             "window_end": format_time(self.window_end), "created_at": format_time(self.created_at),
             "updated_at": format_time(self.updated_at), "observed": self.observed, "baseline": self.baseline,
-            "score": self.score, "headline_ids": list(self.headline_ids), "attempts": self.attempts,
+            "score": self.score, "headline_ids": list(self.headline_ids), "shared_items": self.shared_items,
+            "attempts": self.attempts,
         }  # fmt: skip
         for name in ("notified", "slack_ts", "last_error"):
             if getattr(self, name) is not None:
@@ -392,7 +396,8 @@ class Alert:
             window_start=parse_stored_time(doc["window_start"]), window_end=parse_stored_time(doc["window_end"]),
             created_at=parse_stored_time(doc["created_at"]), updated_at=parse_stored_time(doc["updated_at"]),
             observed=float(doc["observed"]), baseline=float(doc["baseline"]), score=float(doc["score"]),
-            headline_ids=tuple(doc.get("headline_ids") or ()), delivery=doc.get("delivery", "pending"),
+            headline_ids=tuple(doc.get("headline_ids") or ()), shared_items=int(doc.get("shared_items") or 0),
+            delivery=doc.get("delivery", "pending"),
             attempts=int(doc.get("attempts", 0)), notified=doc.get("notified"), slack_ts=doc.get("slack_ts"),
             last_error=doc.get("last_error"),
         )  # fmt: skip
@@ -401,5 +406,6 @@ class Alert:
 # Every field an alert document can have (the alerts index mapping is checked against it).
 ALERT_FIELDS = (
     "id", "key", "key_kind", "kind", "severity", "status", "delivery", "notified", "window_start", "window_end",
-    "created_at", "updated_at", "observed", "baseline", "score", "headline_ids", "slack_ts", "attempts", "last_error",
+    "created_at", "updated_at", "observed", "baseline", "score", "headline_ids", "shared_items", "slack_ts", "attempts",
+    "last_error",
 )  # fmt: skip

@@ -175,4 +175,5 @@ def test_a_snapshot_of_the_previous_version_restores_and_counts_its_open_buckets
         state.pop(name)
     tracker = NewsTracker.restore(state)
     tracker.add(ScoredEvent("b", START + timedelta(minutes=40), False, 0.1))
-    assert tracker.closed_buckets >= 1 and tracker.keys["ticker:AAA"].scales[0].share_all > 0  # AAA's count made it
+    row = tracker.keys["ticker:AAA"]
+    assert tracker.closed_buckets >= 1 and tracker.scales[0].share_all[row] > 0  # AAA's count made it

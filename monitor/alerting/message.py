@@ -60,7 +60,10 @@ def describe(alert: Alert) -> str:
     if alert.kind == "negative_share":
         return f"{alert.observed:.0%} of items negative vs {alert.baseline:.0%} usually"
     noun = "negative items" if alert.kind == "negative_volume" else "items"
-    return f"{alert.observed:.0f} {noun} in the bucket vs {alert.baseline:.1f} expected"
+    said = f"{alert.observed:.0f} {noun} in the window vs {alert.baseline:.1f} expected"
+    if alert.shared_items:
+        said += f" ({alert.shared_items} of them name several tickers and count for a share)"
+    return said
 
 
 def alert_blocks(alert: Alert, headlines: Sequence[Headline], kibana: str | None = None) -> tuple[str, list[dict]]:

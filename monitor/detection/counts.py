@@ -19,9 +19,10 @@ Each ``update(count, slot)`` tests the new bucket's count against the series' ow
 
 from __future__ import annotations
 
-import copy
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+
+import numpy as np
 
 FACTOR_MIN, FACTOR_MAX = 0.25, 4.0
 
@@ -37,6 +38,10 @@ class CountSpikeConfig:
     seasonal_halflife: float = 14.0  # cycles over which a slot's factor forgets half its past
     min_rate: float = 0.2  # floor of the expected count, so an empty series is not infinitely sensitive
     spike_cap: float = 1.5  # a flagged bucket updates the baseline with at most cap × expected
+    # The smallest negative-binomial size r: the most over-dispersion a baseline may claim. Real
+    # sparse keys look wildly over-dispersed from a handful of bursts, and at r 0.5 four items
+    # where 0.1 is usual would never be significant.
+    min_size: float = 0.5
 
     def __post_init__(self) -> None:
         if not 0 < self.alpha < 1:
@@ -56,78 +61,151 @@ class Decision:
     flag: bool
 
 
-@dataclass
-class CountSpike:
-    config: CountSpikeConfig = field(default_factory=CountSpikeConfig)
-    seen: int = 0
-    level: float = 0.0  # weighted mean of de-seasonalised counts
-    second_moment: float = 0.0
-    factors: list[float] = field(default_factory=list)
+class Baselines:
+    """The count-spike state of many series at once (one row per key), updated together: the
+    tracker keeps one per window length and measure, so a bucket close costs a few array operations
+    for every key, however many are quiet. `CountSpike` is one row of it.
 
-    def __post_init__(self) -> None:
-        if self.config.seasonal_period and not self.factors:
-            self.factors = [1.0] * self.config.seasonal_period
+    Seasonal factors are kept unnormalised (``g``); a slot's factor is its value over the row's
+    mean, so learning one slot does not rewrite the others."""
 
-    def _factor(self, slot: int) -> float:
+    def __init__(self, config: CountSpikeConfig, rows: int = 0) -> None:
+        self.config = config
+        period = config.seasonal_period
+        self.seen = np.zeros(rows, dtype=np.int64)
+        self.level = np.zeros(rows)
+        self.second = np.zeros(rows)
+        self.g = np.ones((rows, period))
+        self._w = 1 - 0.5 ** (1 / config.halflife)
+        self._ws = 1 - 0.5 ** (1 / config.seasonal_halflife)
+
+    def __len__(self) -> int:
+        return len(self.level)
+
+    def grow(self, rows: int, seen: int = 0) -> None:
+        """Add rows (new keys), as if they had been zero for `seen` updates."""
+        if rows <= len(self):
+            return
+        extra = rows - len(self)
+        self.seen = np.concatenate([self.seen, np.full(extra, seen, dtype=np.int64)])
+        self.level = np.concatenate([self.level, np.zeros(extra)])
+        self.second = np.concatenate([self.second, np.zeros(extra)])
+        self.g = np.concatenate([self.g, np.ones((extra, self.g.shape[1]))])
+
+    def factor(self, slot: int) -> np.ndarray:
+        if not self.g.shape[1]:
+            return np.ones(len(self))
+        mean = self.g.mean(axis=1)
+        ratio = np.divide(self.g[:, slot % self.g.shape[1]], mean, out=np.ones(len(self)), where=mean > 0)
         # Clamped: a slot that has only ever been empty must not make its first item look infinite.
-        return min(FACTOR_MAX, max(FACTOR_MIN, self.factors[slot % len(self.factors)])) if self.factors else 1.0
+        return np.clip(ratio, FACTOR_MIN, FACTOR_MAX)
+
+    def expected(self, slot: int = 0) -> np.ndarray:
+        return np.maximum(self.config.min_rate, self.level * self.factor(slot))
+
+    def dispersion(self, row: int) -> float:
+        """Negative-binomial size r of one row from its variance (Poisson when not over-dispersed)."""
+        level = float(self.level[row])
+        excess = max(0.0, float(self.second[row]) - level**2) - level
+        return math.inf if excess <= 1e-9 or self.seen[row] < 3 else max(self.config.min_size, level**2 / excess)
+
+    def tail(self, row: int, count: float, mean: float) -> float:
+        """P(X >= count) under the row's baseline (fractional counts are rounded down)."""
+        k = math.floor(count + 1e-9)
+        if k <= 0:
+            return 1.0
+        r = self.dispersion(row)
+        return poisson_sf(k, mean) if math.isinf(r) else negbin_sf(k, mean, r)
+
+    def candidates(self, counts: np.ndarray, expected: np.ndarray) -> np.ndarray:
+        """Rows whose count could flag (warm, enough items, enough above the expected): only these
+        need a tail probability."""
+        c = self.config
+        return (self.seen >= c.warmup) & (counts >= c.min_count) & (counts >= c.min_ratio * expected)
+
+    def update(
+        self, counts: np.ndarray, slot: int = 0, tails: bool = False, also=()
+    ) -> tuple[np.ndarray, np.ndarray, dict[int, float]]:
+        """Test every row's count, then learn it. Returns (expected, flags, p-values of the rows that
+        were tested: the candidates, every warm row with `tails`, and the warm rows in `also`)."""
+        c = self.config
+        expected = self.expected(slot)
+        test = (self.seen >= c.warmup) if tails else self.candidates(counts, expected)
+        rows = set(np.flatnonzero(test).tolist()) | {r for r in also if self.seen[r] >= c.warmup}
+        p_values = {int(i): self.tail(int(i), float(counts[i]), float(expected[i])) for i in sorted(rows)}
+        flags = np.zeros(len(self), dtype=bool)
+        for i, p in p_values.items():
+            flags[i] = p < c.alpha and counts[i] >= c.min_count and counts[i] >= c.min_ratio * expected[i]
+        learned = np.where(flags, np.minimum(counts, c.spike_cap * expected), counts)
+        self.learn(learned, slot)
+        return expected, flags, p_values
+
+    def learn(self, counts: np.ndarray, slot: int) -> None:
+        c = self.config
+        deseasonalised = counts / self.factor(slot)
+        w = np.where(self.seen < c.warmup, 1.0 / (self.seen + 1), self._w)
+        self.level += w * (deseasonalised - self.level)
+        self.second += w * (deseasonalised**2 - self.second)
+        if self.g.shape[1]:
+            i = slot % self.g.shape[1]
+            mean = self.g.mean(axis=1)
+            live = self.level > 0
+            target = np.divide(counts * mean, self.level, out=np.zeros(len(self)), where=live)
+            self.g[:, i] = np.where(live, self.g[:, i] + self._ws * (target - self.g[:, i]), self.g[:, i])
+            mean = self.g.mean(axis=1, keepdims=True)
+            np.divide(self.g, mean, out=self.g, where=mean > 0)  # keep the mean at one: no drift
+        self.seen += 1
+
+    def row_state(self, row: int) -> dict:
+        return {
+            "seen": int(self.seen[row]),
+            "level": float(self.level[row]),
+            "second_moment": float(self.second[row]),
+            "factors": [float(x) for x in self.g[row]],
+        }
+
+    def set_row(self, row: int, state: dict) -> None:
+        self.seen[row] = state["seen"]
+        self.level[row] = state["level"]
+        self.second[row] = state["second_moment"]
+        factors = list(state.get("factors") or [])
+        if self.g.shape[1] and len(factors) == self.g.shape[1]:
+            self.g[row] = factors
+
+
+class CountSpike:
+    """One series' count-spike detector (one row of :class:`Baselines`)."""
+
+    def __init__(self, config: CountSpikeConfig | None = None) -> None:
+        self.config = config or CountSpikeConfig()
+        self.rows = Baselines(self.config, 1)
+
+    @property
+    def seen(self) -> int:
+        return int(self.rows.seen[0])
 
     def expected(self, slot: int = 0) -> float:
-        return max(self.config.min_rate, self.level * self._factor(slot))
+        return float(self.rows.expected(slot)[0])
 
     def update(self, count: float, slot: int = 0) -> Decision:
         """Test this bucket's count, then learn from it. `slot` is its place in the seasonal cycle."""
-        c = self.config
-        expected = self.expected(slot)
-        if self.seen < c.warmup:
-            decision = Decision(count, expected, 1.0, 0.0, False)
-        else:
-            p = self._tail(count, expected)
-            flag = p < c.alpha and count >= c.min_count and count >= c.min_ratio * expected
-            decision = Decision(count, expected, p, 1.0 - p, flag)
-        self._learn(min(count, c.spike_cap * expected) if decision.flag else count, slot)
-        return decision
-
-    def _dispersion(self) -> float:
-        """Negative-binomial size r from the series' variance (Poisson when not over-dispersed)."""
-        variance = max(0.0, self.second_moment - self.level**2)
-        excess = variance - self.level
-        return math.inf if excess <= 1e-9 or self.seen < 3 else max(0.5, self.level**2 / excess)
-
-    def _tail(self, count: float, mean: float) -> float:
-        k = math.ceil(count)
-        if k <= 0:
-            return 1.0
-        r = self._dispersion()
-        return poisson_sf(k, mean) if math.isinf(r) else negbin_sf(k, mean, r)
-
-    def _learn(self, count: float, slot: int) -> None:
-        c = self.config
-        deseasonalised = count / self._factor(slot)
-        w = 1.0 / (self.seen + 1) if self.seen < c.warmup else 1 - 0.5 ** (1 / c.halflife)
-        self.level += w * (deseasonalised - self.level)
-        self.second_moment += w * (deseasonalised**2 - self.second_moment)
-        if self.factors and self.level > 0:
-            ws = 1 - 0.5 ** (1 / c.seasonal_halflife)
-            i = slot % len(self.factors)
-            self.factors[i] += ws * (count / self.level - self.factors[i])
-            mean = sum(self.factors) / len(self.factors)
-            if mean > 0:  # factors average to one, so the level keeps its meaning
-                self.factors = [f / mean for f in self.factors]
-        self.seen += 1
+        warm = self.seen >= self.config.warmup
+        expected, flags, p_values = self.rows.update(np.array([float(count)]), slot, tails=True)
+        p = p_values.get(0, 1.0)
+        return Decision(count, float(expected[0]), p, (1.0 - p) if warm else 0.0, bool(flags[0]))
 
     def clone(self) -> CountSpike:
         """A fresh detector with the same configuration."""
         return CountSpike(self.config)
 
     def snapshot(self) -> dict:
-        return copy.deepcopy(
-            {"seen": self.seen, "level": self.level, "second_moment": self.second_moment, "factors": self.factors}
-        )
+        return self.rows.row_state(0)
 
     @classmethod
     def restore(cls, config: CountSpikeConfig, state: dict) -> CountSpike:
-        return cls(config, state["seen"], state["level"], state["second_moment"], list(state["factors"]))
+        d = cls(config)
+        d.rows.set_row(0, state)
+        return d
 
 
 _DIRECT = 700.0  # exp(-700) is still a normal double; past ~745 it is 0 and the direct sum breaks

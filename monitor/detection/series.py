@@ -3,11 +3,18 @@
 One configuration for every series: the step is inferred (median gap between rows), and the
 seasonal slot is the hour of the day for sub-daily steps or the day of the week for daily ones.
 The decision at a row uses only rows up to it.
+
+Like the alerting daemon, it raises one alert per episode: `flag` is 1 only on the row where an
+episode opens (its first significant row); later significant rows continue the episode, which ends
+after a quiet day (a week for daily series) without one. `anomaly_score`, for every row, is the
+significance on a 0–1 scale: ``s / (s + s_alpha)`` with ``s = -log10(p)``, so 0.5 is exactly the
+detector's α, 1 is certainty, 0 an ordinary row (and every warm-up row).
 """
 
 from __future__ import annotations
 
 import csv
+import math
 import statistics
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
@@ -76,15 +83,34 @@ def slot_of(t: datetime, step_s: float) -> int:
     return t.hour if step_s <= 3600 else t.weekday() if step_s < 7 * 86400 else 0
 
 
+def quiet_steps(step_s: float) -> int:
+    """Rows without a significant one that end an episode: a day, or a week for daily series."""
+    return max(2, round((86400 if step_s < 86400 else 7 * 86400) / step_s))
+
+
+def anomaly_score(p_value: float, alpha: float) -> float:
+    """Significance on 0–1: 0.5 at p = α, towards 1 as p → 0, 0 at p = 1."""
+    s = -math.log10(max(p_value, 1e-300))
+    return s / (s + -math.log10(alpha)) if s > 0 else 0.0
+
+
 def detect(
     points: Iterable[Point], step_s: float, config: CountSpikeConfig | None = None
 ) -> list[tuple[Point, float, bool]]:
+    """(point, anomaly score, whether an alert opens at this row) for every row, causally."""
     config = config or config_for_step(step_s)
     detector = CountSpike(config)
+    quiet_after, quiet = quiet_steps(step_s), None  # None: no episode open
     out = []
     for point in points:
         decision = detector.update(point.value, slot_of(point.timestamp, step_s))
-        out.append((point, round(decision.score, 6), decision.flag))
+        score = anomaly_score(decision.p_value, config.alpha) if detector.seen > config.warmup else 0.0
+        opens = decision.flag and quiet is None
+        if decision.flag:
+            quiet = 0
+        elif quiet is not None:
+            quiet = None if quiet + 1 >= quiet_after else quiet + 1
+        out.append((point, round(score, 6), opens))
     return out
 
 

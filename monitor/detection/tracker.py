@@ -25,12 +25,14 @@ outbox refuses to write or send one twice.
 from __future__ import annotations
 
 import math
-from collections import defaultdict
+from collections import defaultdict, deque
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from typing import NamedTuple
 
-from monitor.detection.counts import CountSpike, CountSpikeConfig
+import numpy as np
+
+from monitor.detection.counts import Baselines, CountSpikeConfig
 from monitor.records import AlertEvent, ScoredEvent
 
 ALERT_KINDS = ("negative_volume", "negative_share", "volume_burst")
@@ -66,53 +68,89 @@ class TrackerConfig:
     # usual mix (an earnings day) is a volume burst, not bad news.
     volume_share_lift: float = 1.5
     # Three negatives about one key in a window is the smallest signal worth a page (two is not).
+    # Chosen on the real StockNet suite (docs/detection.md): an over-dispersion floor of r = 2 and
+    # an expected-count floor of 0.1 a window, so four bearish tweets in a day on a name that
+    # usually gets one a week are significant.
     counts: CountSpikeConfig = field(
-        default_factory=lambda: CountSpikeConfig(min_count=3, seasonal_period=24, warmup=4 * 24, halflife=4 * 24 * 3)
+        default_factory=lambda: CountSpikeConfig(
+            min_count=3, seasonal_period=24, warmup=4 * 24, halflife=4 * 24 * 3, min_size=2.0, min_rate=0.1
+        )
     )
-    # Windows of 1, 4 and 16 buckets (15 min, 1 h, 4 h): a burst shows in the short one, a slow
-    # build-up only in the long ones. Each scale has its own baseline; any of them can open an episode.
-    scales: tuple[int, ...] = (1, 4, 16)
+    # Trailing windows of 1, 4, 16 and 96 buckets (15 min, 1 h, 4 h, 24 h), each tested at every
+    # bucket against its own baseline: a burst shows in the short one at the end of its first
+    # bucket, a slow wave on a sparse key (a few items an hour over a day) only in the long ones.
+    scales: tuple[int, ...] = (1, 4, 16, 96)
+    # An item filed under more than this many tickers (a market wrap, cashtag spam) counts
+    # shared_tickers / n for each of them, so it cannot make every one of them spike.
+    shared_tickers: int = 2
 
     def counts_for(self, scale: int) -> CountSpikeConfig:
+        """A scale's baseline: it learns at every bucket (the windows slide), so its memory is in
+        buckets; a window of a day or longer has no hour of the day."""
         c = self.counts
-        return replace(c, warmup=max(8, c.warmup // scale), halflife=max(8.0, c.halflife / scale))
+        daily = scale * self.bucket >= timedelta(days=1)
+        return replace(
+            c,
+            warmup=max(c.warmup, 2 * scale),
+            halflife=max(c.halflife, 4.0 * scale),
+            seasonal_period=0 if daily else c.seasonal_period,
+            seasonal_halflife=c.seasonal_halflife * max(1, round(timedelta(hours=1) / self.bucket)),
+        )
+
+    def weight(self, tickers: int) -> float:
+        """What one item counts for each ticker it names."""
+        return 1.0 if tickers <= self.shared_tickers else self.shared_tickers / tickers
 
 
 @dataclass
 class _Bucket:
-    items: int = 0
-    negatives: int = 0
+    """One key's counts in one closed bucket (or, from an earlier version's snapshot, an open one)."""
+
+    items: float = 0.0
+    negatives: float = 0.0
     mass: float = 0.0
-    negative_ids: list[tuple[float, str]] = field(default_factory=list)  # (p_bearish, id); top 5 in windows
-    all_negative_ids: list[str] = field(default_factory=list)  # in windows: every negative id
+    negative_ids: list[tuple[float, str]] = field(default_factory=list)  # (p_bearish, id)
+    shared: int = 0  # negatives that named more than `shared_tickers` tickers (weighted down)
+    age: int = 0  # in a window: how many buckets back its first negative lies
 
-
-@dataclass
-class _Scale:
-    """One window length of one key: its baselines and the window being filled."""
-
-    negatives: CountSpike
-    volume: CountSpike
-    share_neg: float = 0.0  # decayed negative count
-    share_all: float = 0.0  # decayed item count
-    window: _Bucket = field(default_factory=_Bucket)
-
-
-@dataclass
-class _KeyState:
-    scales: list[_Scale]
-    episodes: dict[str, tuple[datetime, int]] = field(
-        default_factory=dict
-    )  # "episode" -> (opened bucket, quiet buckets)
+    def add(self, event: ScoredEvent, weight: float, shared: bool) -> None:
+        self.items += weight
+        self.mass += weight * event.p_bearish
+        if event.negative:
+            self.negatives += weight
+            self.negative_ids.append((event.p_bearish, event.id))
+            self.shared += shared
 
 
 def _bucket_state(b: _Bucket) -> list:
-    return [b.items, b.negatives, b.mass, [list(x) for x in b.negative_ids], list(b.all_negative_ids)]
+    return [b.items, b.negatives, b.mass, [list(x) for x in b.negative_ids], b.shared]
 
 
 def _bucket_from(state: list) -> _Bucket:
-    items, negatives, mass, ids, all_ids = state
-    return _Bucket(items, negatives, mass, [tuple(x) for x in ids], list(all_ids))
+    items, negatives, mass, ids, extra = state[:5]
+    return _Bucket(items, negatives, mass, [tuple(x) for x in ids], extra if isinstance(extra, int) else 0)
+
+
+class _Scale:
+    """One window length, every key: the trailing window's sums, and the baselines it is tested against."""
+
+    def __init__(self, scale: int, config: CountSpikeConfig) -> None:
+        self.scale = scale
+        self.negatives = Baselines(config)
+        self.volume = Baselines(config, 1)  # key `all` only: a volume burst is about the news flow overall
+        self.items = np.zeros(0)
+        self.negative_sum = np.zeros(0)
+        self.share_neg = np.zeros(0)  # decayed negative count
+        self.share_all = np.zeros(0)  # decayed item count
+        self.decay = 0.5 ** (1 / config.halflife)
+
+    def grow(self, rows: int, seen: int) -> None:
+        extra = rows - len(self.items)
+        if extra > 0:
+            self.negatives.grow(rows, seen)
+            z = np.zeros(extra)
+            self.items, self.negative_sum = np.concatenate([self.items, z]), np.concatenate([self.negative_sum, z])
+            self.share_neg, self.share_all = np.concatenate([self.share_neg, z]), np.concatenate([self.share_all, z])
 
 
 def binomial_sf(k: int, n: int, p: float) -> float:
@@ -146,7 +184,11 @@ def severity(p_value: float, ratio: float) -> str:
 class NewsTracker:
     def __init__(self, config: TrackerConfig | None = None) -> None:
         self.config = config or TrackerConfig()
-        self.keys: dict[str, _KeyState] = {}
+        self.keys: dict[str, int] = {}  # key -> its row in every scale's arrays
+        self.names: list[str] = []
+        self.scales = [_Scale(scale, self.config.counts_for(scale)) for scale in self.config.scales]
+        self.ring: deque[dict[int, _Bucket]] = deque(maxlen=max(self.config.scales))  # the last closed buckets
+        self.episodes: dict[str, tuple[datetime, int]] = {}  # key -> (opened at, quiet buckets since)
         # Items of the buckets not yet closed: counted when their bucket closes, in event-time order.
         self.open: dict[datetime, list[ScoredEvent]] = defaultdict(list)
         self.last_of_key: dict[str, datetime] = {}  # dedup key -> event time of its latest item (counted or not)
@@ -257,7 +299,8 @@ class NewsTracker:
         """A closing bucket's items counted per key, in (event time, id) order; an item is a
         near-duplicate (not counted) when an earlier item with its dedup key lies within the window,
         as the scoring stage flags it when items come in order (here: whatever order they came in).
-        `counted`: what an earlier version's snapshot had already counted in this bucket."""
+        An item filed under many tickers counts `weight` for each. `counted`: what an earlier
+        version's snapshot had already counted in this bucket."""
         buckets: dict[str, _Bucket] = defaultdict(_Bucket, counted or {})
         window = self.config.dedup_window
         for event in sorted(events, key=lambda e: (e.published_at, e.id)):
@@ -266,115 +309,169 @@ class NewsTracker:
                 self.last_of_key[event.dedup_key] = event.published_at
                 if last is not None and event.published_at - last <= window:
                     continue
+            n = len(event.tickers)
+            weight, shared = self.config.weight(n), n > self.config.shared_tickers
             for key in self.keys_of(event):
-                bucket = buckets[key]
-                bucket.items += 1
-                if event.negative:
-                    bucket.negatives += 1
-                    bucket.negative_ids.append((event.p_bearish, event.id))
-                bucket.mass += event.p_bearish
+                ticker = key.startswith("ticker:")
+                buckets[key].add(event, weight if ticker else 1.0, shared and ticker)
         return buckets
 
-    def _state(self, key: str) -> _KeyState:
-        if key not in self.keys:
+    def _row(self, key: str) -> int:
+        row = self.keys.get(key)
+        if row is None:
             # A key seen for the first time had zero items in every window closed so far.
-            scales = []
-            for scale in self.config.scales:
-                config = self.config.counts_for(scale)
-                negatives, volume = CountSpike(config), CountSpike(config)
-                negatives.seen = volume.seen = self.closed_buckets // scale
-                scales.append(_Scale(negatives, volume))
-            self.keys[key] = _KeyState(scales)
-        return self.keys[key]
+            row = self.keys[key] = len(self.names)
+            self.names.append(key)
+            for sc in self.scales:
+                sc.grow(len(self.names), self.closed_buckets)
+        return row
+
+    def _window(self, current: dict[int, _Bucket], row: int, scale: int) -> _Bucket:
+        """One key's trailing window of `scale` buckets (the one closing now included)."""
+        w = _Bucket()
+        parts = [current.get(row)] + [self.ring[-i].get(row) for i in range(1, min(scale, len(self.ring) + 1))]
+        w.age = 0
+        for age, b in enumerate(parts):
+            if b is not None:
+                if b.negatives:
+                    w.age = age
+                w.items, w.negatives, w.shared = w.items + b.items, w.negatives + b.negatives, w.shared + b.shared
+                w.negative_ids += b.negative_ids
+        w.negative_ids.sort(key=lambda x: (-x[0], x[1]))
+        return w
+
+    def _slide(self, current: dict[int, _Bucket]) -> None:
+        """Each scale's window sums: the closing bucket in, the one `scale` buckets back out."""
+        for sc in self.scales:
+            out = self.ring[-sc.scale] if len(self.ring) >= sc.scale else {}
+            for row, b in current.items():
+                sc.items[row] += b.items
+                sc.negative_sum[row] += b.negatives
+            for row, b in out.items():
+                sc.items[row] -= b.items
+                sc.negative_sum[row] -= b.negatives
+                if sc.items[row] < 1e-9:  # fractional weights leave rounding dust behind
+                    sc.items[row] = sc.negative_sum[row] = 0.0
+                elif sc.negative_sum[row] < 1e-9:
+                    sc.negative_sum[row] = 0.0
 
     def _close(self, start: datetime, buckets: dict[str, _Bucket]) -> list[AlertEvent]:
-        for key in buckets:
-            self._state(key)
-        index = self.closed_buckets  # this bucket's number since the tracker started
+        current = {self._row(key): b for key, b in buckets.items()}
+        self._slide(current)
         global_share = self._share("all")
+        slot = start.hour  # the hour the window ends in
+        ending = [self.keys[k] for k in self.episodes]  # open episodes: their shortest window's test is needed
+        tests: dict[int, dict[int, dict[str, WindowTest]]] = defaultdict(dict)  # row -> scale -> kind -> test
+        shortest: dict[int, WindowTest] = {}
+        fresh = np.zeros(len(self.names), dtype=bool)  # keys with a negative in the closing bucket
+        fresh[[row for row, b in current.items() if b.negatives > 0]] = True
+        for i, sc in enumerate(self.scales):
+            flagging, probed = self._window_tests(sc, slot, global_share, fresh, ending if i == 0 else [])
+            for row, found in flagging.items():
+                tests[row][i] = found
+            shortest.update(probed)
         alerts = []
         # Tickers first: negatives that flagged tickers explain do not page again for the topic or
         # the whole market (one company's bad day is one alert, not three).
         explained: dict[int, set[str]] = defaultdict(set)  # scale -> negative item ids of flagged tickers
-        order = sorted(self.keys.items(), key=lambda kv: (not kv[0].startswith("ticker:"), kv[0]))
-        for key, state in order:
-            b = buckets.get(key, _Bucket())
+        rows = set(tests) | {self.keys[k] for k in self.episodes}
+        order = sorted(rows, key=lambda r: (not self.names[r].startswith("ticker:"), self.names[r]))
+        for row in order:
+            key = self.names[row]
             flagged: dict[str, Flagged] = {}
-            shortest: tuple[WindowTest, _Bucket] | None = None  # the shortest window's negative test
-            for scale, sc in zip(self.config.scales, state.scales):
-                w = sc.window
-                w.items, w.negatives, w.mass = w.items + b.items, w.negatives + b.negatives, w.mass + b.mass
-                w.negative_ids = sorted(w.negative_ids + b.negative_ids, key=lambda x: (-x[0], x[1]))[:5]
-                w.all_negative_ids = w.all_negative_ids + [i for _, i in b.negative_ids]
-                if (index + 1) % scale:
-                    continue  # this scale's window is not complete yet
-                window_start = start - (scale - 1) * self.config.bucket
-                tests = self._window_tests(sc, w, window_start.hour, global_share)
-                shortest = shortest or (tests["negative_volume"], w)
-                if key != "all":  # a volume burst is an alert for the news flow overall, not per key
-                    tests["volume_burst"] = tests["volume_burst"]._replace(flag=False)
-                if key.startswith("ticker:"):
+            shared = 0
+            for i, sc in enumerate(self.scales):
+                kinds = tests.get(row, {}).get(i)
+                ticker = key.startswith("ticker:")
+                if kinds is None and not (ticker and key in self.episodes):
+                    continue
+                w = self._window(current, row, sc.scale)
+                ids = {x[1] for x in w.negative_ids}
+                if ticker:
                     # A ticker that flags now, or whose episode is still open, explains its negatives
                     # (the story goes on after its first window: still one alert, not one per topic).
-                    if any(t.flag for k, t in tests.items() if k != "volume_burst") or "episode" in state.episodes:
-                        explained[scale].update(w.all_negative_ids)
-                elif len(explained[scale] & set(w.all_negative_ids)) * 2 >= max(1, w.negatives):
-                    tests = {k: t._replace(flag=False) for k, t in tests.items()}  # mostly one ticker's story
-                for kind, test in tests.items():
+                    explained[i] |= ids
+                elif kinds and len(explained[i] & ids) * 2 >= max(1, len(ids)):
+                    continue  # mostly one ticker's story
+                window_start = start - w.age * self.config.bucket  # where its negatives begin
+                for kind, test in (kinds or {}).items():
                     if test.flag and (kind not in flagged or test.p_value < flagged[kind].test.p_value):
-                        flagged[kind] = Flagged(test, w.negative_ids, window_start)
-                sc.window = _Bucket()
-            alert = self._episode(key, state, start, flagged, shortest)
+                        flagged[kind] = Flagged(test, w.negative_ids[:5], window_start)
+                        shared = max(shared, w.shared) if kind != "volume_burst" else shared
+            alert = self._episode(key, row, start, flagged, shortest.get(row), current, shared)
             if alert is not None:
                 alerts.append(alert)
+        self.ring.append(current)
         return alerts
 
-    def _window_tests(self, sc: _Scale, w: _Bucket, slot: int, global_share: float) -> dict[str, WindowTest]:
-        """Every test on one completed window; each baseline then learns the window."""
-        baseline_share = self._baseline_share(sc, global_share)
-        neg, vol = sc.negatives.update(w.negatives, slot), sc.volume.update(w.items, slot)
-        share_up = w.items > 0 and w.negatives / w.items >= self.config.volume_share_lift * baseline_share
-        share = self._share_test(sc, w, global_share)
-        self._learn_share(sc, w, share)
-        return {
-            "negative_volume": WindowTest(neg.flag and share_up, neg.p_value, neg.count, neg.expected),
-            "volume_burst": WindowTest(vol.flag, vol.p_value, vol.count, vol.expected),
-            "negative_share": share,
-        }
+    def _window_tests(
+        self, sc: _Scale, slot: int, global_share: float, fresh: np.ndarray, also: list[int]
+    ) -> tuple[dict[int, dict[str, WindowTest]], dict[int, WindowTest]]:
+        """Every test on one scale's current windows, for every key at once; each baseline then
+        learns its window. A negative test flags only where the closing bucket brought a negative
+        (`fresh`): a long window does not keep paging for what it already said, so an episode ends
+        once its news stops. Returns the tests of the
+        rows where one flagged, and the negative-volume test of the rows in `also`."""
+        c = self.config
+        items, negatives = sc.items, sc.negative_sum
+        baseline = (sc.share_neg + c.share_prior * global_share) / (sc.share_all + c.share_prior)
+        share = np.divide(negatives, items, out=np.zeros(len(items)), where=items > 0)
+        warm = sc.negatives.seen >= sc.negatives.config.warmup
+        expected, flags, p_values = sc.negatives.update(negatives, slot, also=also)
+        volume_row = self.keys.get("all")
+        volume = WindowTest(False, 1.0, 0.0, 0.0)
+        if volume_row is not None:
+            v_expected, v_flags, v_p = sc.volume.update(items[volume_row : volume_row + 1], slot)
+            volume = WindowTest(bool(v_flags[0]), v_p.get(0, 1.0), float(items[volume_row]), float(v_expected[0]))
+        # The share test: the window's negatives against the key's baseline share (binomial).
+        share_flags = np.zeros(len(items), dtype=bool)
+        share_tests: dict[int, WindowTest] = {}
+        candidates = fresh & warm & (negatives >= c.share_min_negatives) & (share >= 2 * baseline)
+        for j in np.flatnonzero(candidates).tolist():
+            k, n = math.floor(negatives[j] + 1e-9), max(math.floor(negatives[j] + 1e-9), round(items[j]))
+            p = binomial_sf(k, n, float(baseline[j]))
+            share_flags[j] = p < c.share_alpha
+            share_tests[j] = WindowTest(bool(share_flags[j]), p, float(share[j]), float(baseline[j]))
+        capped = np.where(share_flags, np.minimum(negatives, np.ceil(2 * baseline * items)), negatives)
+        sc.share_neg = sc.decay * sc.share_neg + capped
+        sc.share_all = sc.decay * sc.share_all + items
+        share_up = fresh & (share >= c.volume_share_lift * baseline)
 
-    def _baseline_share(self, sc: _Scale, global_share: float) -> float:
-        prior = self.config.share_prior
-        return (sc.share_neg + prior * global_share) / (sc.share_all + prior)
+        def negative_volume(i: int) -> WindowTest:
+            return WindowTest(
+                bool(flags[i] and share_up[i]), p_values.get(i, 1.0), float(negatives[i]), float(expected[i])
+            )
+
+        out: dict[int, dict[str, WindowTest]] = {}
+        for row in np.flatnonzero(flags & share_up).tolist():
+            out[row] = {"negative_volume": negative_volume(row)}
+        for row, test in share_tests.items():
+            if test.flag:
+                out.setdefault(row, {"negative_volume": negative_volume(row)})["negative_share"] = test
+        if volume_row is not None and volume.flag:
+            out.setdefault(volume_row, {"negative_volume": negative_volume(volume_row)})["volume_burst"] = volume
+        return out, {i: negative_volume(i) for i in also}
 
     def _share(self, key: str) -> float:
-        s = self.keys.get(key)
-        return (s.scales[0].share_neg + 1) / (s.scales[0].share_all + 4) if s else 0.25
-
-    def _share_test(self, state: _Scale, b: _Bucket, global_share: float) -> WindowTest:
-        """The window's negative share against the key's baseline share (a binomial test)."""
-        c = self.config
-        baseline = self._baseline_share(state, global_share)
-        p = binomial_sf(b.negatives, b.items, baseline) if b.items else 1.0
-        warm = state.negatives.seen > state.negatives.config.warmup
-        share = b.negatives / b.items if b.items else 0.0
-        flag = warm and p < c.share_alpha and b.negatives >= c.share_min_negatives and share >= 2 * baseline
-        return WindowTest(flag, p, share, baseline)
-
-    @staticmethod
-    def _learn_share(state: _Scale, b: _Bucket, test: WindowTest) -> None:
-        """The baseline share learns the window; a flagged window counts at most twice the baseline,
-        so one spike does not become the norm."""
-        decay = 0.5 ** (1 / state.negatives.config.halflife)
-        capped = min(b.negatives, math.ceil(2 * test.expected * b.items)) if test.flag else b.negatives
-        state.share_neg = decay * state.share_neg + capped
-        state.share_all = decay * state.share_all + b.items
+        row = self.keys.get(key)
+        if row is None:
+            return 0.25
+        sc = self.scales[0]
+        return float((sc.share_neg[row] + 1) / (sc.share_all[row] + 4))
 
     def _episode(
-        self, key: str, state: _KeyState, start: datetime, flagged: dict[str, Flagged], shortest
+        self,
+        key: str,
+        row: int,
+        start: datetime,
+        flagged: dict[str, Flagged],
+        shortest: WindowTest | None,
+        current: dict[int, _Bucket],
+        shared: int,
     ) -> AlertEvent | None:
         """One episode per key, whatever tests or scales flag it: opened, updated while flagged, ended when quiet."""
         end = start + self.config.bucket
-        episode = state.episodes.get("episode")
+        episode = self.episodes.get(key)
         if flagged:
             # The headline kind: a negative one if any flagged, then the most significant.
             kind, top = min(flagged.items(), key=lambda kv: (kv[0] == "volume_burst", kv[1].test.p_value, kv[0]))
@@ -382,16 +479,16 @@ class NewsTracker:
             ids, window_start = top.ids, top.window_start
             status = "opened" if episode is None else "updated"
             since = window_start if episode is None else episode[0]  # the episode began with the window that showed it
-            state.episodes["episode"] = (since, 0)
+            self.episodes[key] = (since, 0)
         elif episode is not None:
             quiet = episode[1] + 1
             if quiet < self.config.end_after:
-                state.episodes["episode"] = (episode[0], quiet)
+                self.episodes[key] = (episode[0], quiet)
                 return None
-            del state.episodes["episode"]
+            del self.episodes[key]
             since, status, kind = episode[0], "ended", "negative_volume"
-            (_, p, observed, expected), window = shortest
-            ids = window.negative_ids
+            _, p, observed, expected = shortest or WindowTest(False, 1.0, 0.0, 0.0)
+            ids = self._window(current, row, self.scales[0].scale).negative_ids[:5]
         else:
             return None
         ratio = observed / expected if expected > 0 else math.inf
@@ -408,6 +505,7 @@ class NewsTracker:
             round(1 - p, 6),
             tuple(i for _, i in ids),
             tuple(sorted(flagged)),
+            shared,
         )
 
     # --- persistence: the whole state as JSON, so a restart resumes exactly where it was --------
@@ -416,6 +514,7 @@ class NewsTracker:
             return x.isoformat() if x else None
 
         return {
+            "version": 2,
             "watermark": t(self.watermark),
             "next_close": t(self.next_close),
             "late": self.late,
@@ -433,21 +532,26 @@ class NewsTracker:
                 k: {
                     "scales": [
                         {
-                            "negatives": sc.negatives.snapshot(),
-                            "volume": sc.volume.snapshot(),
-                            "share": [sc.share_neg, sc.share_all],
-                            "window": _bucket_state(sc.window),
+                            "negatives": sc.negatives.row_state(row),
+                            "share": [float(sc.share_neg[row]), float(sc.share_all[row])],
+                            "window": [float(sc.items[row]), float(sc.negative_sum[row])],
                         }
-                        for sc in s.scales
+                        for sc in self.scales
                     ],
-                    "episodes": {kind: [t(v[0]), v[1]] for kind, v in s.episodes.items()},
+                    "episodes": {"episode": [t(self.episodes[k][0]), self.episodes[k][1]]}
+                    if k in self.episodes
+                    else {},
                 }
-                for k, s in self.keys.items()
+                for k, row in self.keys.items()
             },
+            "volume": [sc.volume.row_state(0) for sc in self.scales],
+            "recent": [{self.names[r]: _bucket_state(b) for r, b in bucket.items()} for bucket in self.ring],
         }
 
     @classmethod
     def restore(cls, state: dict, config: TrackerConfig | None = None) -> NewsTracker:
+        """A tracker from its snapshot; a snapshot of the previous version (tumbling windows) keeps
+        its baselines and episodes, and starts its windows empty."""
         tracker = cls(config)
         parse = datetime.fromisoformat
         tracker.watermark = parse(state["watermark"]) if state["watermark"] else None
@@ -469,20 +573,23 @@ class NewsTracker:
         tracker.last_of_key = {k: parse(v) for k, v in state.get("last_of_key", {}).items()}
         for start, keys in state.get("counted", {}).items():
             tracker.counted[parse(start)] = {k: _bucket_from(b) for k, b in keys.items()}
+        current = state.get("version", 1) >= 2
         for k, s in state["keys"].items():
-            scales = []
-            for scale, sc in zip(tracker.config.scales, s["scales"]):
-                counts = tracker.config.counts_for(scale)
-                scales.append(
-                    _Scale(
-                        CountSpike.restore(counts, sc["negatives"]),
-                        CountSpike.restore(counts, sc["volume"]),
-                        sc["share"][0],
-                        sc["share"][1],
-                        _bucket_from(sc["window"]),
-                    )
-                )
-            tracker.keys[k] = _KeyState(scales, {kind: (parse(v[0]), v[1]) for kind, v in s["episodes"].items()})
+            row = tracker._row(k)
+            for sc, saved in zip(tracker.scales, s["scales"]):
+                sc.negatives.set_row(row, saved["negatives"])
+                sc.share_neg[row], sc.share_all[row] = saved["share"]
+                if current:
+                    sc.items[row], sc.negative_sum[row] = saved["window"]
+            if k == "all" and not current:
+                for sc, saved in zip(tracker.scales, s["scales"]):
+                    sc.volume.set_row(0, saved["volume"])
+            for _, v in s["episodes"].items():
+                tracker.episodes[k] = (parse(v[0]), v[1])
+        for sc, saved in zip(tracker.scales, state.get("volume", [])):
+            sc.volume.set_row(0, saved)
+        for bucket in state.get("recent", []):
+            tracker.ring.append({tracker._row(k): _bucket_from(b) for k, b in bucket.items()})
         return tracker
 
     def flush(self, until: datetime) -> list[AlertEvent]:
