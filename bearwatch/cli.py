@@ -213,13 +213,31 @@ def cmd_detect_run(args: argparse.Namespace) -> int:
 
 
 def cmd_detect_evaluate(args: argparse.Namespace) -> int:
-    """Recall, precision, false alarms and delay on synthetic streams with planted episodes."""
+    """The detector scored: on synthetic streams with planted episodes, or on the real StockNet
+    stream against its tickers' price moves (with the naive daily rules in the same run)."""
     import json
 
     from monitor.detection.evaluate import candidates, format_table, summary
 
-    seeds = list(range(args.seeds))
     configs = candidates() if args.compare else dict(list(candidates().items())[:1])
+    if args.suite == "stocknet":
+        from monitor.detection.stocknet import format_suite, suite
+
+        data = Path(args.data) if args.data else Path.cwd().parent / "shared" / "data"
+        tweets = Path(args.tweets or data / "stocknet-tweets" / "tweets_stream.csv")
+        prices = Path(args.prices or data / "stocknet-prices" / "prices_daily.csv")
+        for path in (tweets, prices):
+            if not path.exists():
+                raise SystemExit(f"bearwatch: {path} does not exist (give --tweets and --prices, or --data)")
+
+        def progress(done: int, total: int) -> None:
+            if done % 10240 < 256 or done == total:
+                print(f"scoring the stream once (cached after): {done}/{total}", file=sys.stderr, flush=True)
+
+        rows = suite(tweets, prices, configs, model=args.model, min_tweets=args.min_tweets, progress=progress)
+        print(json.dumps(rows, indent=2) if args.json else format_suite(rows))
+        return 0
+    seeds = list(range(args.seeds))
     rows = {name: summary(seeds, config) for name, config in configs.items()}
     print(json.dumps(rows, indent=2) if args.json else format_table(rows))
     return 0
@@ -395,9 +413,23 @@ def build_parser() -> argparse.ArgumentParser:
     drun.add_argument("--max-batches", type=int)
     drun.add_argument("--idle-exit", type=float, help="stop after N seconds without scored items (tests, drills)")
     devaluate = detect_commands.add_parser(
-        "evaluate", help="score the detector on synthetic streams with planted episodes"
+        "evaluate",
+        help="score the detector: on the real StockNet stream against price moves, or on synthetic streams",
     )
     devaluate.set_defaults(handler=cmd_detect_evaluate)
+    devaluate.add_argument(
+        "--suite",
+        choices=("stocknet", "synthetic"),
+        default="synthetic",
+        help="stocknet: real tweets against real price-move days (docs/detection.md); synthetic: planted episodes",
+    )
+    devaluate.add_argument("--data", help="the folder holding stocknet-tweets/ and stocknet-prices/ (../shared/data)")
+    devaluate.add_argument("--tweets", help="StockNet tweets_stream.csv (overrides --data)")
+    devaluate.add_argument("--prices", help="StockNet prices_daily.csv (overrides --data)")
+    devaluate.add_argument("--model", help="model directory that scores the stream (default: the shipped one)")
+    devaluate.add_argument(
+        "--min-tweets", type=int, default=5, help="a price-move day counts for recall with this many tweets"
+    )
     devaluate.add_argument(
         "--seeds", type=int, default=10, help="streams per configuration (two weeks, 30 tickers, 8 episodes each)"
     )

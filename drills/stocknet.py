@@ -8,11 +8,12 @@ the whole stream (96,826 items) is read from the shared data folder's `stocknet-
 
 from __future__ import annotations
 
-import csv
 import gzip
 import json
 import os
 from pathlib import Path
+
+from monitor.detection.stocknet import stream_items
 
 HERE = Path(__file__).resolve().parent
 SLICE = HERE / "data" / "stocknet-slice.jsonl.gz"
@@ -26,28 +27,7 @@ def csv_path() -> Path:
 
 
 def from_csv(path: Path, limit: int | None = None) -> list[bytes]:
-    items: dict[str, dict] = {}
-    with path.open(encoding="utf-8", newline="") as fh:
-        for row in csv.DictReader(fh):
-            key = row["tweet_id"]
-            if key in items:
-                if row["ticker"] not in items[key]["tickers"]:
-                    items[key]["tickers"].append(row["ticker"])
-                continue
-            if limit is not None and len(items) >= limit:
-                break
-            items[key] = {
-                "id": f"stocknet-{key}",
-                "published_at": row["created_at"],
-                "headline": row["text"],
-                "tickers": [row["ticker"]],
-                "source": "stocknet",
-                "lang": row["lang"] or None,
-            }
-    return [
-        json.dumps({k: v for k, v in item.items() if v is not None}, ensure_ascii=False).encode()
-        for item in items.values()
-    ]
+    return [json.dumps(item, ensure_ascii=False).encode() for item in stream_items(path, limit)]
 
 
 def stream(limit: int | None = None) -> list[bytes]:

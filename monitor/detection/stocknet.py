@@ -1,0 +1,398 @@
+"""The real-data suite of `bearwatch detect evaluate`: the StockNet tweet stream against the real
+price moves of its 87 tickers (Xu & Cohen 2018, MIT; both in the shared data folder).
+
+Ground truth, from prices alone (no text involved): a **negative event** is a ticker-day whose
+close-to-close return minus the cross-section median return of that day is ≤ −4 % and ≤ −3 standard
+deviations of that ticker's own such residuals (its usual day-to-day noise). News about it should
+show in the ticker's tweets on the *relevant span*, "on the day or the evening before": from the
+previous trading day's close (16:00 New York) to the end of the event day (midnight New York). An
+event is *covered* when that span holds at least ``min_tweets`` distinct tweets filed under the
+ticker (5 by default): below that, no count detector can see it.
+
+An alert (a ticker-level alert with a negative test, `opened`) is **relevant** when it is raised
+(the end of the bucket that opened it) inside an event's span of the same ticker.
+Precision = relevant alerts / alerts; recall = covered events with a relevant alert / covered events;
+delay = from the event's first negative tweet in its span to the end of the bucket that raised the
+alert (when it could be sent). Alerts per ticker-week say how loud the channel is.
+
+The stream is scored once with the serving model (the same validation, text and dedup keys as the
+scoring stage; the model's argmax decides `negative`) and cached per model version, so that the
+detector's comparisons take a minute each. Two naive baselines in the same run: per ticker and day,
+the day's negative count (every scored item, copies included) against the mean + 3 standard
+deviations of that ticker's previous 30 days, at least 3, raised when the day ends; days are
+calendar days (UTC), or trading sessions (from one close to the next: a rule that knows the
+market's calendar and so is never late for the close).
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import hashlib
+import json
+import math
+import statistics
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import date, datetime, time, timedelta, timezone
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+from monitor.detection.tracker import NewsTracker, TrackerConfig
+from monitor.records import AlertEvent, ScoredEvent
+
+NEW_YORK = ZoneInfo("America/New_York")
+NEGATIVE_KINDS = {"negative_volume", "negative_share"}
+SCORED_FORMAT = 1  # bump when the cached fields change
+
+
+# --- the stream ---------------------------------------------------------------------------------
+def stream_items(path: str | Path, limit: int | None = None) -> list[dict]:
+    """StockNet's tweet CSV as news items: one per distinct tweet, with every ticker it was filed
+    under, in the stream's own order (by created_at)."""
+    items: dict[str, dict] = {}
+    with open(path, encoding="utf-8", newline="") as fh:
+        for row in csv.DictReader(fh):
+            key = row["tweet_id"]
+            if key in items:
+                if row["ticker"] not in items[key]["tickers"]:
+                    items[key]["tickers"].append(row["ticker"])
+                continue
+            if limit is not None and len(items) >= limit:
+                break
+            items[key] = {
+                "id": f"stocknet-{key}",
+                "published_at": row["created_at"],
+                "headline": row["text"],
+                "tickers": [row["ticker"]],
+                "source": "stocknet",
+                "lang": row["lang"] or None,
+            }
+    return [{k: v for k, v in item.items() if v is not None} for item in items.values()]
+
+
+def _digest(path: Path) -> str:
+    h = hashlib.blake2b(digest_size=8)
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def score_stream(
+    tweets: str | Path, model: str | Path | None = None, cache_dir: str | Path | None = None, progress=None
+) -> list[ScoredEvent]:
+    """Every item of the stream as the detector sees it (scored topic record), cached per model
+    version and input file: the first run scores ~97k tweets (minutes on a laptop), later ones read
+    the cache."""
+    from monitor.model_artifact import ModelArtifact
+    from monitor.resources import shipped_model
+    from monitor.schema import parse_item
+    from monitor.scoring.onnx import OnnxScorer
+    from monitor.text import dedup_key
+
+    tweets = Path(tweets)
+    artifact = ModelArtifact.load(Path(model) if model else shipped_model())
+    cache = Path(cache_dir or Path.home() / ".cache" / "bearwatch") / (
+        f"stocknet-scored-v{SCORED_FORMAT}-{artifact.version}-{_digest(tweets)}.jsonl.gz"
+    )
+    if cache.exists():
+        with gzip.open(cache, "rt", encoding="utf-8") as fh:
+            return [_from_cached(json.loads(line)) for line in fh if line.strip()]
+    scorer = OnnxScorer(artifact)
+    items = [parse_item(json.dumps(raw).encode()) for raw in stream_items(tweets)]
+    events: list[ScoredEvent] = []
+    batch = 256
+    for start in range(0, len(items), batch):
+        part = items[start : start + batch]
+        scores = scorer.score_texts([i.text for i in part])
+        sentiment = scores.probabilities["sentiment"]
+        topics = scores.predicted("topic")
+        labels = scores.labels["sentiment"]
+        bearish = labels.index("bearish")
+        for j, item in enumerate(part):
+            events.append(
+                ScoredEvent(
+                    id=item.id,
+                    published_at=item.published_at,
+                    negative=int(sentiment[j].argmax()) == bearish,
+                    p_bearish=round(float(sentiment[j][bearish]), 6),
+                    topic=topics[j],
+                    tickers=item.tickers,
+                    dedup_key=dedup_key(item.headline),
+                    headline=item.headline,
+                )
+            )
+        if progress:
+            progress(len(events), len(items))
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    partial = cache.with_suffix(".partial")
+    with gzip.open(partial, "wt", encoding="utf-8") as fh:
+        for e in events:
+            fh.write(json.dumps([*e.state(), e.headline], ensure_ascii=False) + "\n")
+    partial.replace(cache)
+    return events
+
+
+def _from_cached(row: list) -> ScoredEvent:
+    return replace(ScoredEvent.from_state(row[:7]), headline=row[7])
+
+
+# --- the ground truth ---------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Event:
+    """A ticker's real bad day, from prices: the span its news should show in."""
+
+    ticker: str
+    day: date
+    residual: float  # the day's return minus the market's (cross-section median)
+    span_start: datetime  # the previous trading day's close
+    span_end: datetime  # the end of the day (midnight, New York)
+    tweets: int = 0  # distinct tweets filed under the ticker in the span
+    first_negative: datetime | None = None  # the span's first negative tweet
+
+
+def _close(day: date) -> datetime:
+    return datetime.combine(day, time(16), NEW_YORK).astimezone(timezone.utc)
+
+
+def _day_end(day: date) -> datetime:
+    return datetime.combine(day + timedelta(days=1), time(), NEW_YORK).astimezone(timezone.utc)
+
+
+def price_events(path: str | Path, drop: float = 0.04, sigmas: float = 3.0) -> list[Event]:
+    """Ticker-days that fell ≥ `drop` more than the market and ≥ `sigmas` of the ticker's own residuals."""
+    closes: dict[str, list[tuple[date, float]]] = defaultdict(list)
+    with open(path, encoding="utf-8", newline="") as fh:
+        for row in csv.DictReader(fh):
+            try:
+                closes[row["ticker"]].append((date.fromisoformat(row["date"]), float(row["adj_close"])))
+            except ValueError:
+                continue  # a malformed row of the published file: no price, no event
+    returns: dict[date, dict[str, float]] = defaultdict(dict)
+    previous: dict[tuple[str, date], date] = {}
+    for ticker, rows in closes.items():
+        rows.sort()
+        for (d0, c0), (d1, c1) in zip(rows, rows[1:]):
+            if c0 > 0:
+                returns[d1][ticker] = c1 / c0 - 1
+                previous[(ticker, d1)] = d0
+    residuals: dict[str, list[tuple[date, float]]] = defaultdict(list)
+    for day, by_ticker in returns.items():
+        market = statistics.median(by_ticker.values())
+        for ticker, r in by_ticker.items():
+            residuals[ticker].append((day, r - market))
+    events = []
+    for ticker, rows in residuals.items():
+        sd = statistics.pstdev([r for _, r in rows]) if len(rows) > 1 else math.inf
+        for day, r in rows:
+            if r <= -drop and r <= -sigmas * sd:
+                events.append(Event(ticker, day, r, _close(previous[(ticker, day)]), _day_end(day)))
+    return sorted(events, key=lambda e: (e.day, e.ticker))
+
+
+def with_tweets(events: Sequence[Event], stream: Sequence[ScoredEvent]) -> list[Event]:
+    """Each event with its span's tweet count and first negative tweet."""
+    by_ticker: dict[str, list[ScoredEvent]] = defaultdict(list)
+    for e in stream:
+        for t in e.tickers:
+            by_ticker[t].append(e)
+    out = []
+    for ev in events:
+        inside = [e for e in by_ticker.get(ev.ticker, ()) if ev.span_start < e.published_at <= ev.span_end]
+        negatives = [e.published_at for e in inside if e.negative]
+        out.append(replace(ev, tweets=len(inside), first_negative=min(negatives, default=None)))
+    return out
+
+
+# --- alerts and their score ---------------------------------------------------------------------
+@dataclass(frozen=True)
+class Raised:
+    """A ticker-level negative alert: when it could be sent, and the window that raised it."""
+
+    ticker: str
+    at: datetime
+    window_start: datetime
+
+
+def tracker_alerts(stream: Iterable[ScoredEvent], config: TrackerConfig | None = None) -> list[Raised]:
+    """The detector's opened ticker alerts with a negative test, as the daemon would raise them."""
+    tracker = NewsTracker(config)
+    opened: list[AlertEvent] = []
+    last = None
+    for e in stream:
+        opened += [a for a in tracker.add(e) if a.status == "opened"]
+        last = e.published_at
+    if last is not None:
+        opened += [a for a in tracker.flush(last + timedelta(hours=6)) if a.status == "opened"]
+    return [
+        Raised(a.key.removeprefix("ticker:"), a.window_end, a.window_start)
+        for a in opened
+        if a.key.startswith("ticker:") and set(a.kinds) & NEGATIVE_KINDS
+    ]
+
+
+def trading_closes(prices: str | Path) -> list[datetime]:
+    with open(prices, encoding="utf-8", newline="") as fh:
+        days = {row["date"] for row in csv.DictReader(fh)}
+    return sorted(_close(date.fromisoformat(d)) for d in days)
+
+
+def calendar_days(stream: Sequence[ScoredEvent]) -> list[datetime]:
+    """The ends (midnight UTC) of every calendar day the stream spans."""
+    first = datetime.combine(stream[0].published_at.date(), time(), timezone.utc)
+    days = (stream[-1].published_at - first).days + 2
+    return [first + timedelta(days=i) for i in range(1, days)]
+
+
+def naive_alerts(
+    stream: Sequence[ScoredEvent], closes: Sequence[datetime], history: int = 30, sigmas: float = 3.0, minimum: int = 3
+) -> list[Raised]:
+    """Per ticker and day (`closes`: each day's end; calendar days, or trading sessions from one
+    close to the next): the day's negatives against the mean + 3 standard deviations of the
+    previous 30 days, at least 3; raised when the day ends."""
+    import bisect
+
+    counts: dict[str, dict[int, int]] = defaultdict(lambda: defaultdict(int))
+    for e in stream:
+        if e.negative:
+            day = bisect.bisect_left(closes, e.published_at)
+            if day < len(closes):
+                for t in e.tickers:
+                    counts[t][day] += 1
+    raised = []
+    for ticker, by_day in counts.items():
+        for day in range(history, len(closes)):
+            n = by_day.get(day, 0)
+            if n < minimum:
+                continue
+            past = [by_day.get(d, 0) for d in range(day - history, day)]
+            if n > statistics.fmean(past) + sigmas * statistics.pstdev(past):
+                raised.append(Raised(ticker, closes[day], closes[day - 1]))
+    return sorted(raised, key=lambda r: (r.at, r.ticker))
+
+
+@dataclass
+class SuiteScore:
+    alerts: int = 0
+    relevant: int = 0
+    covered: int = 0
+    detected: int = 0
+    delays_min: list[float] = field(default_factory=list)
+    ticker_weeks: float = 1.0
+
+    @property
+    def precision(self) -> float:
+        return self.relevant / self.alerts if self.alerts else 0.0
+
+    @property
+    def recall(self) -> float:
+        return self.detected / self.covered if self.covered else 0.0
+
+    def as_dict(self) -> dict:
+        d = self.delays_min
+        return {
+            "alerts": self.alerts,
+            "relevant": self.relevant,
+            "precision": round(self.precision, 3),
+            "covered_events": self.covered,
+            "detected": self.detected,
+            "recall": round(self.recall, 3),
+            "alerts_per_ticker_week": round(self.alerts / self.ticker_weeks, 4),
+            "delay_minutes_median": round(statistics.median(d)) if d else None,
+            "delay_minutes_p90": round(sorted(d)[int(0.9 * (len(d) - 1))]) if d else None,
+        }
+
+
+def score(
+    raised: Sequence[Raised],
+    events: Sequence[Event],
+    tickers: int,
+    weeks: float,
+    min_tweets: int = 5,
+    period: tuple[datetime, datetime] | None = None,
+) -> SuiteScore:
+    """Precision of the alerts against every event, recall of the covered events, delay, loudness;
+    `period`: only alerts raised and events ending inside it."""
+    if period:
+        raised = [r for r in raised if period[0] <= r.at < period[1]]
+        events = [e for e in events if period[0] <= e.span_end < period[1]]
+    by_ticker: dict[str, list[Event]] = defaultdict(list)
+    for ev in events:
+        by_ticker[ev.ticker].append(ev)
+    s = SuiteScore(alerts=len(raised), ticker_weeks=max(1e-9, tickers * weeks))
+    hits: dict[Event, list[Raised]] = defaultdict(list)
+    for r in raised:
+        on = [ev for ev in by_ticker.get(r.ticker, ()) if ev.span_start < r.at <= ev.span_end]
+        s.relevant += bool(on)
+        for ev in on:
+            hits[ev].append(r)
+    for ev in events:
+        if ev.tweets < min_tweets:
+            continue
+        s.covered += 1
+        if hits.get(ev):
+            s.detected += 1
+            first = min(r.at for r in hits[ev])
+            if ev.first_negative is not None:
+                s.delays_min.append(max(0.0, (first - ev.first_negative).total_seconds() / 60))
+    return s
+
+
+# --- the suite ----------------------------------------------------------------------------------
+SPLIT = datetime(2015, 1, 1, tzinfo=timezone.utc)  # the two halves reported beside the whole
+
+
+def suite(
+    tweets: str | Path,
+    prices: str | Path,
+    configs: dict[str, TrackerConfig],
+    model: str | Path | None = None,
+    min_tweets: int = 5,
+    progress=None,
+) -> dict[str, dict]:
+    """Every configuration and the two naive daily rules, scored on the same scored stream in one
+    run: the whole stream, and 2014 / 2015–16 apart (a choice that holds on one half only is luck)."""
+    stream = score_stream(tweets, model, progress=progress)
+    events = with_tweets(price_events(prices), stream)
+    tickers = len({t for e in stream for t in e.tickers})
+    first, last = stream[0].published_at, stream[-1].published_at
+    periods = {
+        "all": (first, last + timedelta(days=1)),
+        "2014": (first, SPLIT),
+        "2015-16": (SPLIT, last + timedelta(days=1)),
+    }
+    runs: dict[str, list[Raised]] = {name: tracker_alerts(stream, config) for name, config in configs.items()}
+    runs["naive: daily 3-sigma, calendar days"] = naive_alerts(stream, calendar_days(stream))
+    runs["naive: daily 3-sigma, trading sessions"] = naive_alerts(stream, trading_closes(prices))
+    return {
+        name: {
+            period: score(
+                raised, events, tickers, (end - start) / timedelta(weeks=1), min_tweets, (start, end)
+            ).as_dict()
+            for period, (start, end) in periods.items()
+        }
+        for name, raised in runs.items()
+    }
+
+
+def format_suite(rows: dict[str, dict]) -> str:
+    head = (
+        f"{'configuration':<44}{'precision':>10}{'recall':>8}{'found':>8}{'alerts':>8}{'/tkr-wk':>9}"
+        f"{'delay p50':>11}{'p90':>7}   2014 P/R    2015-16 P/R"
+    )
+    lines = [head]
+    for name, r in rows.items():
+        a, h1, h2 = r["all"], r["2014"], r["2015-16"]
+        delay = (
+            f"{a['delay_minutes_median']:>10}m{a['delay_minutes_p90']:>6}m"
+            if a["delay_minutes_median"] is not None
+            else f"{'-':>11}{'-':>7}"
+        )
+        lines.append(
+            f"{name:<44}{a['precision']:>10.2f}{a['recall']:>8.2f}{a['detected']:>4}/{a['covered_events']:<3}"
+            f"{a['alerts']:>8}{a['alerts_per_ticker_week']:>9.3f}{delay}"
+            f"   {h1['precision']:.2f}/{h1['recall']:.2f}   {h2['precision']:.2f}/{h2['recall']:.2f}"
+        )
+    return "\n".join(lines)

@@ -1,0 +1,208 @@
+"""The real-data suite's pieces (ground truth from prices, scoring, the naive rule) on small
+constructed inputs, and the detector's behaviour that real data asked for: busy keys stay
+sighted, multi-ticker items count for a share, `detect series` raises one flag per episode."""
+
+from __future__ import annotations
+
+import csv
+import random
+from datetime import date, datetime, timedelta, timezone
+
+from monitor.detection.counts import CountSpike, CountSpikeConfig
+from monitor.detection.series import Point, anomaly_score, detect
+from monitor.detection.stocknet import (
+    Event,
+    Raised,
+    calendar_days,
+    naive_alerts,
+    price_events,
+    score,
+    stream_items,
+    with_tweets,
+)
+from monitor.detection.tracker import NewsTracker, TrackerConfig
+from monitor.records import ScoredEvent
+
+START = datetime(2026, 1, 5, tzinfo=timezone.utc)
+
+
+def write_prices(path, drops: dict[tuple[str, int], float], market: dict[int, float] | None = None) -> list[date]:
+    rng = random.Random(0)
+    days = [
+        date(2015, 1, 1) + timedelta(days=i) for i in range(120) if (date(2015, 1, 1) + timedelta(days=i)).weekday() < 5
+    ]
+    with path.open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["date", "ticker", "open", "high", "low", "close", "adj_close", "volume"])
+        for ticker in ("AAA", "BBB", "CCC", "DDD", "EEE"):
+            price = 100.0
+            for i, d in enumerate(days):
+                if i:
+                    price *= 1 + rng.gauss(0, 0.005) + (market or {}).get(i, 0.0) + drops.get((ticker, i), 0.0)
+                w.writerow([d.isoformat(), ticker, price, price, price, price, f"{price:.6f}", 1000])
+    return days
+
+
+def test_a_ticker_that_falls_far_more_than_the_market_is_an_event_and_a_market_wide_fall_is_not(tmp_path) -> None:
+    days = write_prices(tmp_path / "p.csv", {("CCC", 40): -0.10}, market={60: -0.06})
+    events = price_events(tmp_path / "p.csv")
+    assert [(e.ticker, e.day) for e in events] == [("CCC", days[40])]
+    e = events[0]
+    assert e.residual < -0.08
+    # the span: from the previous session's close (16:00 New York) to the end of the day in New York
+    assert e.span_start == datetime(days[39].year, days[39].month, days[39].day, 21, tzinfo=timezone.utc)
+    assert e.span_end - e.span_start > timedelta(hours=24)
+
+
+def test_precision_recall_and_delay_against_events() -> None:
+    span = (START, START + timedelta(hours=32))
+    events = [
+        Event("AAA", date(2026, 1, 6), -0.08, *span, tweets=12, first_negative=START + timedelta(hours=2)),
+        Event("BBB", date(2026, 1, 6), -0.07, *span, tweets=12, first_negative=START + timedelta(hours=3)),
+        Event("CCC", date(2026, 1, 6), -0.09, *span, tweets=2),  # too few tweets to be seen: not in recall
+    ]
+    raised = [
+        Raised("AAA", START + timedelta(hours=3), START),  # relevant, 60 minutes after the first negative
+        Raised("CCC", START + timedelta(hours=5), START),  # relevant (precision counts every event)
+        Raised("AAA", START + timedelta(days=3), START),  # after the span: a false alarm
+        Raised("DDD", START + timedelta(hours=1), START),  # no event at all
+    ]
+    s = score(raised, events, tickers=4, weeks=1.0)
+    assert (s.alerts, s.relevant, s.covered, s.detected) == (4, 2, 2, 1)
+    assert s.precision == 0.5 and s.recall == 0.5 and s.delays_min == [60.0]
+    assert s.as_dict()["alerts_per_ticker_week"] == 1.0
+
+
+def test_the_naive_rule_needs_three_negatives_above_three_sigma_of_its_month() -> None:
+    stream = [
+        ScoredEvent(f"q{d}", START + timedelta(days=d, hours=12), d % 7 == 0, 0.9, "Macro", ("AAA",)) for d in range(35)
+    ]
+    burst = [
+        ScoredEvent(f"b{i}", START + timedelta(days=35, hours=10 + i), True, 0.9, "Macro", ("AAA",)) for i in range(3)
+    ]
+    pair = [
+        ScoredEvent(f"p{i}", START + timedelta(days=37, hours=10 + i), True, 0.9, "Macro", ("BBB",)) for i in range(2)
+    ]
+    days = calendar_days(stream + burst + pair)
+    raised = naive_alerts(stream + burst + pair, days)
+    assert [(r.ticker, r.at) for r in raised] == [("AAA", datetime(2026, 2, 10, tzinfo=timezone.utc))]
+
+
+def test_the_stream_keeps_one_item_per_tweet_with_all_its_tickers(tmp_path) -> None:
+    path = tmp_path / "t.csv"
+    path.write_text(
+        "created_at,ticker,tweet_id,text,lang,is_retweet,file_date\n"
+        "2014-01-01T10:00:00Z,AAPL,1,$AAPL $GOOG down,en,false,2014-01-01\n"
+        "2014-01-01T10:00:00Z,GOOG,1,$AAPL $GOOG down,en,false,2014-01-01\n"
+        "2014-01-01T11:00:00Z,MSFT,2,$MSFT up,,false,2014-01-01\n"
+    )
+    items = stream_items(path)
+    assert [(i["id"], i["tickers"]) for i in items] == [("stocknet-1", ["AAPL", "GOOG"]), ("stocknet-2", ["MSFT"])]
+    assert "lang" not in items[1]
+    negative = ScoredEvent(
+        "stocknet-1", datetime(2014, 1, 1, 10, tzinfo=timezone.utc), True, 0.9, "Macro", ("AAPL", "GOOG")
+    )
+    span = (datetime(2013, 12, 31, 21, tzinfo=timezone.utc), datetime(2014, 1, 2, 5, tzinfo=timezone.utc))
+    (e,) = with_tweets([Event("AAPL", date(2014, 1, 1), -0.05, *span)], [negative])
+    assert e.tweets == 1 and e.first_negative == negative.published_at
+
+
+# --- the detector on what real data asked for ---------------------------------------------------
+def run(events: list[ScoredEvent], config: TrackerConfig | None = None) -> list:
+    tracker = NewsTracker(config)
+    alerts = []
+    for e in sorted(events, key=lambda e: (e.published_at, e.id)):
+        alerts += tracker.add(e)
+    return alerts + tracker.flush(events[-1].published_at + timedelta(hours=3))
+
+
+def quiet_market(days: int = 5) -> list[ScoredEvent]:
+    """One neutral item a quarter-hour about a market without tickers: the tickers below are quiet."""
+    return [ScoredEvent(f"m{i}", START + timedelta(minutes=15 * i + 3), False, 0.05, "Macro") for i in range(days * 96)]
+
+
+def burst(tickers: tuple[str, ...], n: int, at: timedelta) -> list[ScoredEvent]:
+    return [
+        ScoredEvent(f"x{i}-{'-'.join(tickers)}", START + at + timedelta(minutes=4 * i), True, 0.95, "Macro", tickers)
+        for i in range(n)
+    ]
+
+
+def test_items_naming_many_tickers_count_for_a_share_and_the_alert_says_so() -> None:
+    spam = ("AAA", "BBB", "CCC", "DDD", "EEE", "FFF", "GGG", "HHH")
+    alerts = run(quiet_market() + burst(spam, 5, timedelta(days=4, hours=15)))
+    assert not [a for a in alerts if a.key.startswith("ticker:")]  # 5 × 2/8 = 1.25 each: not a spike of any
+    alerts = run(quiet_market() + burst(("AAA",), 5, timedelta(days=4, hours=15)))
+    opened = [a for a in alerts if a.key == "ticker:AAA" and a.status == "opened"]
+    assert len(opened) == 1 and opened[0].shared == 0
+    alerts = run(quiet_market() + burst(("AAA", "BBB", "CCC"), 8, timedelta(days=4, hours=15)))
+    opened = [a for a in alerts if a.key == "ticker:AAA" and a.status == "opened"]
+    assert len(opened) == 1 and opened[0].shared >= 3  # 2/3 each: still a spike, and it says why it counts less
+
+
+def test_a_burst_on_a_quiet_ticker_alerts_in_the_window_it_happens_and_the_episode_ends() -> None:
+    alerts = run(quiet_market() + burst(("AAA",), 6, timedelta(days=4, hours=15, minutes=1)))
+    aaa = [a for a in alerts if a.key == "ticker:AAA"]
+    opened = [a for a in aaa if a.status == "opened"]
+    assert len(opened) == 1
+    assert opened[0].window_end <= START + timedelta(days=4, hours=15, minutes=30)  # by its second bucket
+    assert [a.status for a in aaa][-1] == "ended"
+
+
+def test_a_slow_wave_over_a_day_is_seen_by_the_day_window() -> None:
+    """Seven bearish items spread over eighteen hours, never more than one an hour, on a ticker
+    that gets about one a week (MSFT on 2015-01-27 had this shape): only the 24-hour window sees it."""
+    background = [
+        ScoredEvent(f"w{d}", START + timedelta(days=d, hours=14), d % 7 == 3, 0.6, "Macro", ("AAA",)) for d in range(14)
+    ]
+    wave = [
+        ScoredEvent(f"v{i}", START + timedelta(days=14, hours=2 + 2.5 * i), True, 0.9, "Macro", ("AAA",))
+        for i in range(7)
+    ]
+    events = quiet_market(16) + background + wave
+    assert [a for a in run(events) if a.key == "ticker:AAA" and a.status == "opened"]
+    short = TrackerConfig(scales=(1, 4, 16))
+    assert not [a for a in run(events, short) if a.key == "ticker:AAA" and a.status == "opened"]
+
+
+def test_no_key_goes_blind_at_ten_thousand_items_a_bucket() -> None:
+    """A busy key's expected count is far past where exp(-mean) underflows (745): a burst still
+    flags (the tail used to read 1.0 there), the ordinary noise still does not. (A burst must still
+    be at least `min_ratio` = 2 times the usual count: significance alone is not news.)"""
+    rng = random.Random(3)
+    d = CountSpike(CountSpikeConfig(warmup=20))
+    ordinary = [d.update(10_000 + rng.gauss(0, 100)).flag for _ in range(60)]
+    assert not any(ordinary)
+    assert d.update(25_000).flag
+
+    config = TrackerConfig(scales=(1,), counts=CountSpikeConfig(min_count=3, warmup=8, halflife=24.0))
+    events = []
+    for b in range(14):
+        n, negatives = (10_000, 1_000) if b < 13 else (10_000, 2_500)
+        t0 = START + timedelta(minutes=15 * b)
+        events += [
+            ScoredEvent(f"{b}-{i}", t0 + timedelta(seconds=i * 0.08), i < negatives, 0.9 if i < negatives else 0.1)
+            for i in range(n)
+        ]
+    alerts = run(events, config)
+    opened = [a for a in alerts if a.key == "all" and a.status == "opened"]
+    assert len(opened) == 1 and opened[0].window_start == START + timedelta(minutes=15 * 13)
+    assert set(opened[0].kinds) & {"negative_volume", "negative_share"}
+
+
+# --- detect series --------------------------------------------------------------------------------
+def test_detect_series_flags_one_row_per_episode_and_scores_every_row() -> None:
+    rng = random.Random(5)
+    values = [rng.choice([3, 4, 5, 4, 3, 6]) for _ in range(24 * 10)]
+    for h in range(120, 126):
+        values[h] = 40  # an episode of six hours: significant at every row
+    for h in range(200, 202):
+        values[h] = 45  # a second one, three days later
+    points = [Point(START + timedelta(hours=h), float(v), "") for h, v in enumerate(values)]
+    rows = detect(points, 3600.0)
+    flagged = [i for i, (_, _, flag) in enumerate(rows) if flag]
+    assert flagged == [120, 200]
+    scores = [s for _, s, _ in rows]
+    assert all(0.0 <= s <= 1.0 for s in scores) and min(scores[120:126]) > 0.5
+    assert len({round(s, 3) for s in scores[30:]}) > 20  # continuous, not a 0/1 flag in disguise
+    assert anomaly_score(1e-3, 1e-3) == 0.5 and anomaly_score(1.0, 1e-3) == 0.0
