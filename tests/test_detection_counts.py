@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 from datetime import datetime, timedelta, timezone
 
@@ -38,6 +39,28 @@ def test_tails_stay_exact_for_busy_keys() -> None:
     assert abs(negbin_sf(900, 800, 1e9) - poisson_sf(900, 800)) < 1e-7
     # a long window's sum: 16 buckets of 60 expected items each, 1,400 observed
     assert poisson_sf(1400, 16 * 60) < 1e-30
+
+
+def upper_sum(log_pmf, k: int, terms: int = 5000) -> float:
+    """P(X >= k) summed term by term from k upwards (no 1 - cdf, so tiny tails stay exact)."""
+    logs = [log_pmf(i) for i in range(k, k + terms)]
+    top = max(logs)
+    return math.exp(top) * sum(math.exp(x - top) for x in logs)
+
+
+def test_tiny_tails_are_exact_and_match_term_by_term_sums() -> None:
+    """1 - cdf floored tiny tails at about 1e-16; the incomplete gamma and beta functions do not."""
+    pois = lambda m: lambda i: -m + i * math.log(m) - math.lgamma(i + 1)  # noqa: E731
+    for k, m in [(50, 10.0), (12, 0.1), (1500, 1200.0), (3, 0.2)]:
+        assert math.isclose(poisson_sf(k, m), upper_sum(pois(m), k), rel_tol=1e-9)
+    assert poisson_sf(50, 10.0) < 1e-18
+
+    def nb(m: float, r: float):
+        p = r / (r + m)
+        return lambda i: math.lgamma(i + r) - math.lgamma(r) - math.lgamma(i + 1) + r * math.log(p) + i * math.log1p(-p)
+
+    for k, m, r in [(40, 10.0, 2.0), (4, 0.2, 2.0), (3000, 800.0, 5.0), (25_000, 20_000.0, 3.0), (60, 3.0, 50.0)]:
+        assert math.isclose(negbin_sf(k, m, r), upper_sum(nb(m, r), k, 200_000), rel_tol=1e-9)
 
 
 def test_no_flag_during_warm_up_even_for_a_huge_count() -> None:

@@ -208,60 +208,84 @@ class CountSpike:
         return d
 
 
-_DIRECT = 700.0  # exp(-700) is still a normal double; past ~745 it is 0 and the direct sum breaks
-
-
 def poisson_sf(k: int, mean: float) -> float:
-    """P(X >= k) for X ~ Poisson(mean). Past a mean of 700 in log space: exp(-mean) alone underflows
-    past 745, which made every key that expects that many items (the `all` key of a busy feed, long
-    windows) blind to any burst."""
+    """P(X >= k) for X ~ Poisson(mean): the regularized lower incomplete gamma P(k, mean). It never
+    underflows (exp(-mean) alone does past 745, which made every key that expects that many items
+    blind to any burst), keeps tiny tails exact (no 1 - cdf), and costs O(sqrt k) at any volume."""
     if k <= 0:
         return 1.0
     if mean <= 0:
         return 0.0
-    if mean < _DIRECT:  # the usual case: the direct sum, fast and exact enough
-        term = cdf = math.exp(-mean)
-        for i in range(1, k):
-            term *= mean / i
-            cdf += term
-        return max(0.0, min(1.0, 1.0 - cdf))
-    log_mean = math.log(mean)
-    return _tail(lambda i: -mean + i * log_mean - math.lgamma(i + 1), k, mean)
+    return _gamma_p(float(k), mean)
 
 
 def negbin_sf(k: int, mean: float, r: float) -> float:
-    """P(X >= k) for a negative binomial with this mean and size r (variance mean + mean²/r)."""
+    """P(X >= k) for a negative binomial with this mean and size r (variance mean + mean²/r): the
+    regularized incomplete beta I_q(k, r) with q = mean / (r + mean)."""
     if k <= 0:
         return 1.0
     if mean <= 0:
         return 0.0
-    p = r / (r + mean)
-    log_p = math.log(p)
-    if r * log_p > -_DIRECT:  # P(X = 0) does not underflow: the direct sum
-        term = cdf = p**r
-        for i in range(1, k):
-            term *= (i - 1 + r) / i * (1 - p)
-            cdf += term
-        return max(0.0, min(1.0, 1.0 - cdf))
-    log_q, base = math.log1p(-p), -math.lgamma(r)
-    return _tail(lambda i: math.lgamma(i + r) + base - math.lgamma(i + 1) + r * log_p + i * log_q, k, mean)
+    if r > 1e6 * max(1.0, mean):  # indistinguishable from a Poisson, where the fraction converges slowly
+        return poisson_sf(k, mean)
+    return _beta_i(float(k), r, mean / (r + mean))
 
 
-def _tail(log_pmf, k: int, mode: float) -> float:
-    """P(X >= k) from a unimodal log-pmf: past the mode the upper tail is summed directly (no
-    cancellation against 1, so tiny p-values stay exact), below it one minus the lower tail."""
-    if k > mode:
-        logs = [log_pmf(k)]
-        i = k + 1
-        while True:  # terms fall from here on; stop once they no longer change the sum
-            logs.append(log_pmf(i))
-            if logs[-1] < logs[0] - 40:
-                break
-            i += 1
-        return min(1.0, math.exp(_log_sum(logs)))
-    return max(0.0, min(1.0, 1.0 - math.exp(_log_sum([log_pmf(i) for i in range(k)]))))
+def _gamma_p(a: float, x: float) -> float:
+    """The regularized lower incomplete gamma P(a, x) (Numerical Recipes' series and continued
+    fraction): the series where it is a small tail (x < a + 1), one minus the fraction elsewhere."""
+    log_front = -x + a * math.log(x) - math.lgamma(a)
+    if x < a + 1:
+        term = total = 1.0 / a
+        n = a
+        while abs(term) > abs(total) * 1e-16:
+            n += 1
+            term *= x / n
+            total += term
+        return max(0.0, min(1.0, total * math.exp(log_front)))
+    return max(
+        0.0,
+        min(1.0, 1.0 - math.exp(log_front) / _lentz(lambda i: -i * (i - a), lambda i: x + 2 * i + 1 - a, x + 1 - a)),
+    )
 
 
-def _log_sum(logs: list[float]) -> float:
-    top = max(logs)
-    return top + math.log(sum(math.exp(x - top) for x in logs))
+def _beta_i(a: float, b: float, x: float) -> float:
+    """The regularized incomplete beta I_x(a, b), by its continued fraction on the side where it
+    converges (one minus the other side's tail when x is past the mean)."""
+    if x <= 0:
+        return 0.0
+    if x >= 1:
+        return 1.0
+    log_front = math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x)
+    if x < (a + 1) / (a + b + 2):
+        return max(0.0, min(1.0, math.exp(log_front) * _beta_fraction(a, b, x) / a))
+    return max(0.0, min(1.0, 1.0 - math.exp(log_front) * _beta_fraction(b, a, 1 - x) / b))
+
+
+def _beta_fraction(a: float, b: float, x: float) -> float:
+    def numerator(i: int) -> float:
+        m = i // 2
+        if i % 2:  # odd terms
+            return -(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 2 * m + 1))
+        return m * (b - m) * x / ((a + 2 * m - 1) * (a + 2 * m))
+
+    return 1.0 / _lentz(numerator, lambda i: 1.0, 1.0)
+
+
+def _lentz(a_of, b_of, start: float, limit: int = 100_000) -> float:
+    """The continued fraction start + a1/(b1 + a2/(b2 + ...)) by the modified Lentz method."""
+    tiny = 1e-300
+    f = c = start if abs(start) > tiny else tiny
+    d = 0.0
+    for i in range(1, limit):
+        an, b = a_of(i), b_of(i)
+        d = b + an * d
+        d = tiny if abs(d) < tiny else d
+        c = b + an / c
+        c = tiny if abs(c) < tiny else c
+        d = 1.0 / d
+        delta = c * d
+        f *= delta
+        if abs(delta - 1.0) < 1e-15:
+            break
+    return f
