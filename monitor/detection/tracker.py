@@ -14,12 +14,14 @@ Whether an item is late depends only on its own partition's order, and a bucket 
 nothing on time can still reach it, so the buckets, and the alerts, are the same whatever the
 number of partitions, the drain order or the batch boundaries.
 
-Three tests per key on each closed bucket, each a :class:`CountSpike` or a binomial test:
+At each closed bucket, every key's trailing windows (15 min to 24 h) are tested, for all keys at
+once (a :class:`~monitor.detection.counts.Baselines` per window length, and a binomial test):
 negative volume, negative share (against the key's own baseline share), overall volume burst.
-An episode is one alert per key (``opened``, whichever tests flag it), ``updated`` while buckets
-keep flagging and ``ended`` after ``end_after`` quiet buckets: the quiet period is the cooldown.
-Alert id = key + the bucket the episode opened in, so a replay produces the same ids and the
-outbox refuses to write or send one twice.
+An item filed under many tickers counts for a share of each. An episode is one alert per key
+(``opened``, whichever tests or windows flag it), ``updated`` while buckets keep flagging and
+``ended`` after ``end_after`` quiet buckets: the quiet period is the cooldown. Alert id = key + the
+bucket the episode's first negative fell in, so a replay produces the same ids and the outbox
+refuses to write or send one twice.
 """
 
 from __future__ import annotations
@@ -86,7 +88,8 @@ class TrackerConfig:
 
     def counts_for(self, scale: int) -> CountSpikeConfig:
         """A scale's baseline: it learns at every bucket (the windows slide), so its memory is in
-        buckets; a window of a day or longer has no hour of the day."""
+        buckets; a window of a day or longer has no hour of the day. An hour-of-day slot learns at
+        each of its buckets (4 a day at 15 minutes), so its half-life is counted in those."""
         c = self.counts
         daily = scale * self.bucket >= timedelta(days=1)
         return replace(
@@ -330,7 +333,6 @@ class NewsTracker:
         """One key's trailing window of `scale` buckets (the one closing now included)."""
         w = _Bucket()
         parts = [current.get(row)] + [self.ring[-i].get(row) for i in range(1, min(scale, len(self.ring) + 1))]
-        w.age = 0
         for age, b in enumerate(parts):
             if b is not None:
                 if b.negatives:
@@ -410,8 +412,8 @@ class NewsTracker:
         """Every test on one scale's current windows, for every key at once; each baseline then
         learns its window. A negative test flags only where the closing bucket brought a negative
         (`fresh`): a long window does not keep paging for what it already said, so an episode ends
-        once its news stops. Returns the tests of the
-        rows where one flagged, and the negative-volume test of the rows in `also`."""
+        once its news stops. Returns the tests of the rows where one flagged, and the
+        negative-volume test of the rows in `also`."""
         c = self.config
         items, negatives = sc.items, sc.negative_sum
         baseline = (sc.share_neg + c.share_prior * global_share) / (sc.share_all + c.share_prior)
@@ -432,6 +434,8 @@ class NewsTracker:
             p = binomial_sf(k, n, float(baseline[j]))
             share_flags[j] = p < c.share_alpha
             share_tests[j] = WindowTest(bool(share_flags[j]), p, float(share[j]), float(baseline[j]))
+        # The baseline share learns the window; a flagged window counts at most twice the baseline,
+        # so one spike does not become the norm.
         capped = np.where(share_flags, np.minimum(negatives, np.ceil(2 * baseline * items)), negatives)
         sc.share_neg = sc.decay * sc.share_neg + capped
         sc.share_all = sc.decay * sc.share_all + items
