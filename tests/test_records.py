@@ -113,6 +113,23 @@ def test_an_alert_reads_back_and_the_alerts_mapping_has_its_fields() -> None:
     assert set(alerts_mapping()["properties"]) == set(ALERT_FIELDS) >= set(sent.to_json())
 
 
+def test_an_alert_says_how_many_of_its_negatives_named_many_tickers() -> None:
+    from dataclasses import replace
+    from datetime import datetime, timedelta, timezone
+
+    from monitor.alerting.message import alert_blocks, describe
+
+    t0 = datetime(2026, 11, 2, 9, 0, tzinfo=timezone.utc)
+    event = AlertEvent("ticker:ACME|x", "ticker:ACME", "negative_volume", "opened", "high", t0,
+                       t0 + timedelta(minutes=15), 4.5, 0.2, 1e-5, ("a1",), ("negative_volume",), 3)  # fmt: skip
+    alert = Alert.opened(event, t0)
+    assert alert.shared_items == 3 and Alert.from_json(json.loads(json.dumps(alert.to_json()))) == alert
+    assert "3 of them name several tickers" in describe(alert)
+    assert "3 of them" in json.dumps(alert_blocks(alert, [])[1])
+    assert "several tickers" not in describe(replace(alert, shared_items=0))
+    assert Alert.from_json({k: v for k, v in alert.to_json().items() if k != "shared_items"}).shared_items == 0
+
+
 def test_the_shipped_manifest_reads_back_unchanged_and_a_broken_one_says_why() -> None:
     from monitor.errors import ModelArtifactError
     from monitor.model_artifact import Manifest
