@@ -16,11 +16,12 @@ from __future__ import annotations
 import math
 import random
 import statistics
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 
 from monitor.detection.tracker import NewsTracker, TrackerConfig
-from monitor.records import ScoredEvent
+from monitor.records import AlertEvent, ScoredEvent
 
 START = datetime(2026, 1, 5, tzinfo=timezone.utc)  # a Monday
 NEGATIVE_KINDS = {"negative_volume", "negative_share"}
@@ -116,6 +117,18 @@ def synthetic_stream(
     return events, planted
 
 
+def negative_ticker_alerts(events: Sequence[ScoredEvent], config: TrackerConfig | None = None) -> list[AlertEvent]:
+    """The openings of ticker episodes with a negative test, as the daemon would raise them from
+    these events (in event-time order), with enough quiet time after the last one to close it."""
+    tracker = NewsTracker(config)
+    opened: list[AlertEvent] = []
+    for e in events:
+        opened += [a for a in tracker.add(e) if a.status == "opened"]
+    if events:
+        opened += [a for a in tracker.flush(events[-1].published_at + timedelta(hours=6)) if a.status == "opened"]
+    return [a for a in opened if a.key.startswith("ticker:") and set(a.kinds) & NEGATIVE_KINDS]
+
+
 @dataclass
 class Score:
     episodes: int = 0
@@ -130,12 +143,7 @@ class Score:
 
 def evaluate(seed: int, config: TrackerConfig | None = None, days: int = 14) -> Score:
     events, planted = synthetic_stream(seed, days=days)
-    tracker = NewsTracker(config)
-    opened = []
-    for e in events:
-        opened += [a for a in tracker.add(e) if a.status == "opened"]
-    opened += [a for a in tracker.flush(events[-1].published_at + timedelta(hours=6)) if a.status == "opened"]
-    negative = [a for a in opened if a.key.startswith("ticker:") and set(a.kinds) & NEGATIVE_KINDS]
+    negative = negative_ticker_alerts(events, config)
     score = Score(episodes=len(planted), alerts=len(negative), delays_min=[], by_shape={s: [0, 0] for s in SHAPES})
     matched: set[str] = set()
     for ep in planted:

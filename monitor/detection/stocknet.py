@@ -33,17 +33,17 @@ import json
 import math
 import statistics
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, time, timedelta, timezone
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from monitor.detection.tracker import NewsTracker, TrackerConfig
-from monitor.records import AlertEvent, ScoredEvent
+from monitor.detection.evaluate import negative_ticker_alerts
+from monitor.detection.tracker import TrackerConfig
+from monitor.records import ScoredEvent
 
 NEW_YORK = ZoneInfo("America/New_York")
-NEGATIVE_KINDS = {"negative_volume", "negative_share"}
 SCORED_FORMAT = 1  # bump when the cached fields change
 
 
@@ -216,20 +216,11 @@ class Raised:
     window_start: datetime
 
 
-def tracker_alerts(stream: Iterable[ScoredEvent], config: TrackerConfig | None = None) -> list[Raised]:
+def tracker_alerts(stream: Sequence[ScoredEvent], config: TrackerConfig | None = None) -> list[Raised]:
     """The detector's opened ticker alerts with a negative test, as the daemon would raise them."""
-    tracker = NewsTracker(config)
-    opened: list[AlertEvent] = []
-    last = None
-    for e in stream:
-        opened += [a for a in tracker.add(e) if a.status == "opened"]
-        last = e.published_at
-    if last is not None:
-        opened += [a for a in tracker.flush(last + timedelta(hours=6)) if a.status == "opened"]
     return [
         Raised(a.key.removeprefix("ticker:"), a.window_end, a.window_start)
-        for a in opened
-        if a.key.startswith("ticker:") and set(a.kinds) & NEGATIVE_KINDS
+        for a in negative_ticker_alerts(stream, config)
     ]
 
 
