@@ -79,6 +79,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
         model=replace(settings.model, path=args.model or settings.model.path, device=args.device),
         metrics=replace(settings.metrics, port=0),
     )
+    labels: list = []
+    if args.labels:
+        from monitor.evaluation import memory_labels
+
+        labels, rejected = memory_labels(args.labels, "sentiment")
+        for line, reason in rejected:
+            print(f"{args.labels}:{line}: {reason}", file=sys.stderr)
     out = Path(args.out)
     if out.exists() and not args.resume:
         shutil.rmtree(out)
@@ -90,7 +97,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
         announce=lambda app: print(
             f"bearwatch demo: scoring {args.input or 'the bundled synthetic stream (fictional companies)'} with "
             f"model {app.models.scorer.version} on {app.models.scorer.provider}"
+            + (f", {len(labels)} labelled items in the retrieval memory" if labels else "")
         ),
+        labels=labels,
     )
     print(run.summary)
     print(f"report (the dashboards' charts, no Kibana needed): {run.page}")
@@ -331,12 +340,26 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     """Metrics of one head of a model directory on a labelled file."""
     import json
 
-    from monitor.evaluation import evaluate_file, format_report
+    from monitor.evaluation import evaluate_file, format_report, memory_labels
     from monitor.model_artifact import ModelArtifact
+    from monitor.retrieval.memory import InProcessMemory
     from monitor.scoring.onnx import OnnxScorer
 
     scorer = OnnxScorer(ModelArtifact.load(args.model), device=args.device, threads=args.threads, variant=args.variant)
-    report = evaluate_file(scorer, args.data, args.task)
+    memory = None
+    if args.labels:
+        labels, rejected = memory_labels(args.labels, args.task)
+        for line, reason in rejected:
+            print(f"{args.labels}:{line}: {reason}", file=sys.stderr)
+        if not labels:
+            print(f"bearwatch: error: no usable label in {args.labels}", file=sys.stderr)
+            return 1
+        if scorer.memory_fusion is None:
+            print(f"bearwatch: warning: model {scorer.version} does not use the retrieval memory", file=sys.stderr)
+        memory = InProcessMemory(labels)
+    report = evaluate_file(scorer, args.data, args.task, memory)
+    if args.labels:
+        report.update(memory_labels_file=str(args.labels), memory_rows_rejected=len(rejected))
     print(json.dumps(report) if args.json else format_report(report))
     return 0
 
@@ -390,6 +413,11 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     demo.add_argument("--config", help="settings TOML (optional)")
     demo.add_argument("--resume", action="store_true", help="keep --out and continue where the last run stopped")
+    demo.add_argument(
+        "--labels",
+        help="labelled items (CSV/JSONL: text plus sentiment and/or topic, or text,label for sentiment) for the "
+        "retrieval memory, as analysts' labels would be",
+    )
 
     monitor = commands.add_parser("monitor", help="the scoring daemon", description="the scoring daemon")
     monitor_commands = monitor.add_subparsers(dest="monitor_command", metavar="COMMAND")
@@ -556,6 +584,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     evaluate.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     evaluate.add_argument("--threads", type=int, default=0)
+    evaluate.add_argument(
+        "--labels",
+        help="CSV (text,label) or JSONL of labelled items to put in the model's retrieval memory first, as "
+        "analysts' labels would be (an item never retrieves its own text or a near-duplicate)",
+    )
 
     training_cli, missing = _training_commands()
     if training_cli is not None:

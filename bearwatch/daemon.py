@@ -10,10 +10,12 @@ import json
 import logging
 import signal
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from monitor.app import ModelProvider, ScoringApp
+from monitor.labels_store import Label
 from monitor.observability import Health, ScoringMetrics
 from monitor.resources import demo_stream
 from monitor.settings import Settings
@@ -41,6 +43,8 @@ def install_signal_handlers(app) -> None:
 def build_kafka_app(settings: Settings, client_id: str = "bearwatch-monitor") -> ScoringApp:
     from monitor.elastic.client import connect, ensure_indices
     from monitor.elastic.history import ElasticsearchHistory
+    from monitor.elastic.memory import ElasticsearchMemory
+    from monitor.indices import LABELS
     from monitor.sinks.kafka import KafkaPublisher
     from monitor.sources.kafka import KafkaSource, ensure_topics
 
@@ -60,6 +64,11 @@ def build_kafka_app(settings: Settings, client_id: str = "bearwatch-monitor") ->
         settings=settings.monitor,
         metrics=metrics,
         health=health,
+        memory=(
+            ElasticsearchMemory(es, settings.elasticsearch.index(LABELS), settings.retrieval.memory_search)
+            if settings.retrieval.memory
+            else None
+        ),
     )
     serve_health(settings, "scoring", metrics.registry, health)
     log.info(
@@ -114,11 +123,17 @@ def _key_of(value: bytes) -> bytes | None:
 
 
 def build_embedded_app(
-    settings: Settings, input_path: str | None, out_dir: Path, on_batch=None, taps: dict | None = None
+    settings: Settings,
+    input_path: str | None,
+    out_dir: Path,
+    on_batch=None,
+    taps: dict | None = None,
+    labels: Sequence[Label] = (),
 ) -> ScoringApp:
     """The embedded default: file source, in-process history, JSONL outputs in out_dir (`taps`:
-    in-process readers of some topics, see FilePublisher)."""
+    in-process readers of some topics, see FilePublisher); `labels` are its retrieval memory."""
     from monitor.retrieval.history import EmbeddedHistory
+    from monitor.retrieval.memory import InProcessMemory
     from monitor.sinks.file import FilePublisher
     from monitor.sources.file import FileSource
 
@@ -132,6 +147,7 @@ def build_embedded_app(
         settings=settings.monitor,
         health=Health(),
         on_batch=on_batch,
+        memory=InProcessMemory(labels) if settings.retrieval.memory else None,
     )
 
 
@@ -144,7 +160,9 @@ class DemoRun:
     late: int = 0  # items older than their partition's event-time watermark: left out of detection
 
 
-def run_demo(settings: Settings, input_path: str | None, out: Path, announce=None) -> DemoRun:
+def run_demo(
+    settings: Settings, input_path: str | None, out: Path, announce=None, labels: Sequence[Label] = ()
+) -> DemoRun:
     """The embedded default end to end: score the stream in-process, detect, write the outputs and the HTML report."""
     from bearwatch.demo_report import DemoReport
     from bearwatch.report import render
@@ -153,7 +171,7 @@ def run_demo(settings: Settings, input_path: str | None, out: Path, announce=Non
     scored = MemoryTopic(settings.kafka.scored_topic)
     report = DemoReport(scored, tracker_config(settings))
     app = build_embedded_app(
-        settings, input_path or str(demo_stream()), out, on_batch=report.add, taps={scored.topic: scored}
+        settings, input_path or str(demo_stream()), out, on_batch=report.add, taps={scored.topic: scored}, labels=labels
     )
     if announce is not None:
         announce(app)

@@ -29,6 +29,7 @@ from monitor.records import Position, Watermark
 from monitor.registry import CURRENT, ModelRegistry
 from monitor.resources import shipped_model
 from monitor.retrieval.history import HistoryStore
+from monitor.retrieval.memory import RetrievalMemory
 from monitor.scoring.onnx import OnnxScorer
 from monitor.settings import ModelSettings, MonitorSettings
 from monitor.sinks.base import WATERMARK_HEADER, Publisher, Record, source_key
@@ -98,8 +99,10 @@ class ScoringApp:
         metrics: ScoringMetrics | None = None,
         health: Health | None = None,
         on_batch=None,
+        memory: RetrievalMemory | None = None,
     ) -> None:
         self.source = source
+        self.memory = memory
         self.store = store
         self.publisher = publisher
         self.models = models
@@ -111,7 +114,7 @@ class ScoringApp:
         self.stats = RunStats()
         self._stop = threading.Event()
         self._backoff = settings.retry_initial_seconds
-        self._pipeline = ScoringPipeline(models.scorer, store, pipeline_settings)
+        self._pipeline = ScoringPipeline(models.scorer, store, pipeline_settings, memory)
         self._dead_sent: set[tuple] = set()  # source positions whose dead letter this batch already published
         self._announced: dict[tuple[str, int], int] = {}  # partition -> end offset announced caught up
         self._announce_checked = 0.0
@@ -137,7 +140,7 @@ class ScoringApp:
         while not self.stopping and (max_batches is None or self.stats.batches < max_batches):
             self.health.loop_turned()
             if self.models.maybe_reload():
-                self._pipeline = ScoringPipeline(self.models.scorer, self.store, self.pipeline_settings)
+                self._pipeline = ScoringPipeline(self.models.scorer, self.store, self.pipeline_settings, self.memory)
                 self._announce_model()
             try:
                 messages = self.source.poll(self.settings.batch_size, self.settings.poll_timeout_seconds)

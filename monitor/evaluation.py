@@ -11,14 +11,38 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from monitor.errors import UnknownLabel
+from monitor.errors import InvalidLabel, LabelledFileError, UnknownLabel
 from monitor.labelled_files import read_rows
 from monitor.labels import TASKS, canonical_label
+from monitor.labels_store import Label, make_label
+from monitor.retrieval.memory import InProcessMemory, MemoryQuery
 from monitor.scoring.metrics import classification_report
 from monitor.scoring.onnx import OnnxScorer
+from monitor.text import dedup_key
 
 
-def evaluate_file(scorer: OnnxScorer, path: str | Path, task: str) -> dict:
+def memory_labels(path: str | Path, task: str) -> tuple[list[Label], list[tuple[int, str]]]:
+    """Labels for the retrieval memory from a CSV/JSONL file: `text,label` (the label of `task`),
+    or the labels store's own columns (text plus sentiment and/or topic). Bad rows are returned
+    as (line, reason)."""
+    labels: list[Label] = []
+    rejected: list[tuple[int, str]] = []
+    try:
+        for line, row in read_rows(path, required=("text",), bad_rows=rejected):
+            if row.get("label") not in (None, "") and not row.get(task):
+                row = {**row, task: row["label"]}
+            try:
+                labels.append(make_label(row, f"file:{Path(path).name}"))
+            except InvalidLabel as exc:
+                rejected.append((line, str(exc)))
+    except LabelledFileError as exc:
+        rejected.append((0, str(exc)))
+    return labels, rejected
+
+
+def evaluate_file(scorer: OnnxScorer, path: str | Path, task: str, memory: InProcessMemory | None = None) -> dict:
+    """Metrics of `task` on a labelled file; with `memory`, its labels are the retrieval memory
+    (as analysts' labels would be), never an item's own text or near-duplicate."""
     if task not in TASKS:
         raise ValueError(f"task must be one of {TASKS}")
     texts, gold = [], []
@@ -41,14 +65,26 @@ def evaluate_file(scorer: OnnxScorer, path: str | Path, task: str) -> dict:
             continue
         texts.append(text)
         gold.append(label)
+    used = 0
+    if memory is not None and scorer.memory_k:
+        memory.sync(scorer)
+        used = memory.size(scorer.version)
     started = time.perf_counter()
-    scores = scorer.score_texts(texts)
+    if used:
+        raw = scorer.encode(texts)
+        queries = [MemoryQuery(v, None, dedup_key(t)) for v, t in zip(raw["item_embedding"], texts)]
+        neighbours = scorer.search_memory(memory, queries)
+        scores = scorer.finish(texts, raw, None, neighbours)
+    else:
+        scores = scorer.score_texts(texts)
     seconds = time.perf_counter() - started
     report = classification_report(gold, scores.predicted(task), scorer.labels[task])
     report.update(
         task=task,
         model_version=scorer.version,
         context_mode=scorer.settings.mode if task in scorer.fusion else "none",
+        memory_items=used,
+        memory_fusion=scorer.memory_fusion is not None,
         onnx_provider=scorer.provider,
         rows_total=rows_total,
         unknown_labels=dict(unknown),
@@ -63,7 +99,7 @@ def evaluate_file(scorer: OnnxScorer, path: str | Path, task: str) -> dict:
 def format_report(report: dict) -> str:
     lines = [
         f"model {report['model_version']} · task {report['task']} · context {report['context_mode']} · "
-        f"{report['onnx_provider']}",
+        f"memory {report['memory_items']} labelled items · {report['onnx_provider']}",
         f"rows {report['rows_total']}, evaluated {report['n']}"
         + (
             f", label outside the set: {sum(report['unknown_labels'].values())} "

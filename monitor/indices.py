@@ -91,7 +91,9 @@ def alerts_mapping() -> dict:
     }
 
 
-def labels_mapping() -> dict:
+def labels_mapping(embedding_dims: int = EMBEDDING_DIMS) -> dict:
+    """Analysts' labels, which are also the retrieval memory (monitor/elastic/memory.py): the
+    scoring daemon adds each label's embedding by the model that serves."""
     return {
         "dynamic": "strict",
         "properties": {
@@ -101,7 +103,22 @@ def labels_mapping() -> dict:
             "sentiment": {"type": "keyword"},
             "labelled_by": {"type": "keyword"},
             "labelled_at": {"type": "date"},
+            "published_at": {"type": "date"},
             "history": {"type": "object", "enabled": False},
+            "dedup_key": {"type": "keyword"},
+            # brute-force kNN ("flat"): exact, as the in-process memory, and no graph to build
+            "embedding": {
+                "type": "dense_vector",
+                "dims": embedding_dims,
+                "index": True,
+                "similarity": "cosine",
+                "index_options": {"type": "flat"},
+            },
+            "embedding_model": {"type": "keyword"},
+            "embedded_at": {"type": "date"},
+            "embedded_by": {"type": "keyword"},  # which scoring daemon (memory mirrors follow the others)
+            "model_probabilities": {"type": "object", "enabled": False},
+            "memory_error": {"type": "text", "index": False},
         },
     }
 
@@ -118,6 +135,6 @@ def mappings(embedding_dims: int = EMBEDDING_DIMS) -> dict[str, dict]:
     return {
         NEWS: news_mapping(embedding_dims),
         ALERTS: alerts_mapping(),
-        LABELS: labels_mapping(),
+        LABELS: labels_mapping(embedding_dims),
         STATE: state_mapping(),
     }

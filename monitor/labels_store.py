@@ -14,13 +14,14 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from monitor.errors import (
+    InvalidItem,
     InvalidLabel,
     LabelledFileError,
     UnknownLabel,
 )
 from monitor.labelled_files import read_rows
 from monitor.labels import canonical_sentiment, canonical_topic
-from monitor.schema import format_time
+from monitor.schema import format_time, parse_time
 
 
 @dataclass(frozen=True)
@@ -31,9 +32,10 @@ class Label:
     labelled_at: datetime
     sentiment: str | None = None
     topic: str | None = None
+    published_at: datetime | None = None  # when the labelled text was published, if known (retrieval leakage rule)
 
     def document(self) -> dict:
-        return {
+        doc = {
             "item_id": self.item_id,
             "text": self.text,
             "sentiment": self.sentiment,
@@ -41,10 +43,13 @@ class Label:
             "labelled_by": self.labelled_by,
             "labelled_at": format_time(self.labelled_at),
         }
+        if self.published_at is not None:
+            doc["published_at"] = format_time(self.published_at)
+        return doc
 
 
 def make_label(row: dict, labelled_by: str, now: datetime | None = None) -> Label:
-    """Validate one row (text, and sentiment and/or topic; item_id optional)."""
+    """Validate one row (text, and sentiment and/or topic; item_id and published_at optional)."""
     text = " ".join(str(row.get("text") or "").split())
     if not text:
         raise InvalidLabel("text is empty")
@@ -59,7 +64,13 @@ def make_label(row: dict, labelled_by: str, now: datetime | None = None) -> Labe
     who = str(row.get("labelled_by") or labelled_by).strip()
     if not who:
         raise InvalidLabel("labelled_by is required")
-    return Label(item_id, text, who, now or datetime.now(timezone.utc), sentiment, topic)
+    published_at = None
+    if row.get("published_at"):
+        try:
+            published_at = parse_time(str(row["published_at"]))
+        except InvalidItem as exc:
+            raise InvalidLabel(str(exc)) from None
+    return Label(item_id, text, who, now or datetime.now(timezone.utc), sentiment, topic, published_at)
 
 
 HISTORY_FIELDS = ("sentiment", "topic", "labelled_by", "labelled_at")

@@ -48,6 +48,7 @@ class Manifest:
     near_duplicate: float  # retrieval leakage rule: neighbours at least this similar are never used
     history: str | None  # the labelled pool it retrieves from (history.npz), if any
     fusion: dict[str, str]  # task -> fusion layer file
+    memory: dict[str, Any] | None  # how the retrieval memory moves scores (MemoryFusion); None: not used
     onnx_serve: str | None  # the variant to serve (fp32, int8); None before export
     onnx_files: dict[str, str]  # variant -> file
     document: dict[str, Any]
@@ -72,6 +73,7 @@ class Manifest:
                 near_duplicate=float(c.get("near_duplicate", 0.97)),
                 history=c.get("history"),
                 fusion=dict(c.get("fusion", {})),
+                memory=dict(c["memory"]) if c.get("memory") else None,
                 onnx_serve=onnx.get("serve"),
                 onnx_files=dict(onnx.get("files", {})),
                 document=doc,
@@ -91,7 +93,7 @@ class Manifest:
             context["context_budget"] = self.context.context_budget
         if self.near_duplicate != 0.97 or "near_duplicate" in context:
             context["near_duplicate"] = self.near_duplicate
-        for name, value in (("history", self.history), ("fusion", self.fusion or None)):
+        for name, value in (("history", self.history), ("fusion", self.fusion or None), ("memory", self.memory)):
             if value is None:
                 context.pop(name, None)
             else:

@@ -1,4 +1,5 @@
-"""The scoring stage's work on one batch: validate → dedup → score → related history → documents.
+"""The scoring stage's work on one batch: validate → dedup → score (encoder, retrieval memory,
+heads) → related history → documents.
 
 Takes messages and returns what to write; it writes nothing itself. The scorer and the history
 store are injected, so the same code runs against Kafka + Elasticsearch and in the embedded default.
@@ -27,6 +28,7 @@ from monitor.retrieval.history import (
     Original,
     parse_stored_time,
 )
+from monitor.retrieval.memory import MemoryQuery, RetrievalMemory
 from monitor.schema import NewsItem, format_time, parse_item
 from monitor.scoring.onnx import OnnxScorer, Scores
 from monitor.sinks.base import Record, source_key
@@ -109,10 +111,17 @@ class ScoringPipeline:
     record) dead-letters that item with the reason and the stage; the rest of the batch goes on.
     Only the stores' outages (StoreUnavailable) escape, and the whole batch is retried."""
 
-    def __init__(self, scorer: OnnxScorer, store: HistoryStore, settings: PipelineSettings) -> None:
+    def __init__(
+        self,
+        scorer: OnnxScorer,
+        store: HistoryStore,
+        settings: PipelineSettings,
+        memory: RetrievalMemory | None = None,
+    ) -> None:
         self.scorer = scorer
         self.store = store
         self.settings = settings
+        self.memory = memory  # analysts' labels, searched before scoring (models with memory fusion)
 
     def process(
         self, messages: Sequence[Message], now: datetime | None = None, partitions: dict[str, int] | None = None
@@ -259,29 +268,52 @@ class ScoringPipeline:
         return to_score, flags
 
     def _score(self, items: list[NewsItem]) -> tuple[Scores | None, dict[int, str]]:
-        """Score a batch; if the batch fails, score one by one so one bad item cannot block the rest."""
+        """Score a batch: the encoder, then the retrieval memory's neighbours, then the heads. If the
+        batch fails in the model, items go one by one so one bad item cannot block the rest; a
+        memory outage (StoreUnavailable) fails the batch, which is retried."""
         if not items:
             return None, {}
+        memory_k = self.scorer.memory_k if self.memory is not None else 0
+        if memory_k:
+            self.memory.sync(self.scorer)  # type: ignore[union-attr]  # labels added since the last batch
         texts = [i.text for i in items]
+        failed: dict[int, str] = {}
         try:
-            return self.scorer.score_texts(texts), {}
+            raw, ok = self.scorer.encode(texts), list(range(len(items)))
         except Exception as exc:  # noqa: BLE001 — whatever one text does to the tokenizer or the model
             log.warning(
                 "batch of %d failed to score (%s: %s); scoring items one by one", len(items), type(exc).__name__, exc
             )
-        failed: dict[int, str] = {}
-        parts = []
-        for index, text in enumerate(texts):
-            try:
-                parts.append((index, self.scorer.score_texts([text])))
-            except ScoringError as exc:
-                failed[index] = f"scoring failed: {exc}"
-            except Exception as exc:  # noqa: BLE001
-                log.exception("scoring one item failed unexpectedly")
-                failed[index] = f"scoring failed: {unexpected(exc)}"
-        if not parts:
+            rows = [(i, r) for i, r in ((i, self._one(text, i, failed)) for i, text in enumerate(texts)) if r]
+            if not rows:
+                return None, failed
+            ok = [i for i, _ in rows]
+            raw = {name: np.concatenate([r[name] for _, r in rows]) for name in rows[0][1]}
+        memory = None
+        if memory_k:
+            queries = [
+                MemoryQuery(raw["item_embedding"][row], items[i].id, dedup_key(items[i].text), items[i].published_at)
+                for row, i in enumerate(ok)
+            ]
+            memory = self.scorer.search_memory(self.memory, queries)
+        try:
+            scores = self.scorer.finish([texts[i] for i in ok], raw, None, memory)
+        except Exception as exc:  # noqa: BLE001 — the heads on one item's numbers
+            log.exception("the heads failed on a batch of %d", len(ok))
+            for i in ok:
+                failed[i] = f"scoring failed: {unexpected(exc)}"
             return None, failed
-        return _merge_scores(parts, len(items)), failed
+        return (scores if len(ok) == len(items) else _expand(scores, ok, len(items))), failed
+
+    def _one(self, text: str, index: int, failed: dict[int, str]) -> dict[str, np.ndarray] | None:
+        try:
+            return self.scorer.encode([text])
+        except ScoringError as exc:
+            failed[index] = f"scoring failed: {exc}"
+        except Exception as exc:  # noqa: BLE001
+            log.exception("scoring one item failed unexpectedly")
+            failed[index] = f"scoring failed: {unexpected(exc)}"
+        return None
 
     def _related(self, items: list[NewsItem], vectors: list[np.ndarray]) -> list[list]:
         if self.settings.related_method == "off" or not items:
@@ -342,15 +374,15 @@ def _position(doc: dict) -> tuple | None:
     return (k.get("topic"), k.get("partition"), k.get("offset")) if k else None
 
 
-def _merge_scores(parts: list[tuple[int, Scores]], n: int) -> Scores:
-    """Single-item results placed at their rows of the batch; rows that failed stay zero (never used)."""
-    first = parts[0][1]
-    probabilities = {t: np.zeros((n, p.shape[1]), dtype=np.float32) for t, p in first.probabilities.items()}
-    embedding = np.zeros((n, first.embedding.shape[1]), dtype=np.float32)
+def _expand(scores: Scores, rows: list[int], n: int) -> Scores:
+    """Scores of some items placed at their rows of the batch; the other rows stay zero (never used)."""
+    probabilities = {}
+    for task, p in scores.probabilities.items():
+        probabilities[task] = np.zeros((n, p.shape[1]), dtype=np.float32)
+        probabilities[task][rows] = p
+    embedding = np.zeros((n, scores.embedding.shape[1]), dtype=np.float32)
+    embedding[rows] = scores.embedding
     neighbours: list[list] = [[] for _ in range(n)]
-    for row, scores in parts:
-        for task in probabilities:
-            probabilities[task][row] = scores.probabilities[task][0]
-        embedding[row] = scores.embedding[0]
-        neighbours[row] = scores.neighbours[0]
-    return Scores(probabilities, embedding, neighbours, first.labels)
+    for position, row in enumerate(rows):
+        neighbours[row] = scores.neighbours[position]
+    return Scores(probabilities, embedding, neighbours, scores.labels)

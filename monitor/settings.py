@@ -123,6 +123,8 @@ class RetrievalSettings:
     history: str = "bm25"  # off | bm25 | knn | both: related history recorded with each item
     k: int = 3
     lookback_hours: float = 72.0
+    memory: bool = True  # analysts' labels (the labels index) move the scores of models with memory fusion
+    memory_search: str = "mirror"  # mirror (in the daemon, kept current) | knn (a kNN request per item)
 
 
 @dataclass(frozen=True)
@@ -183,6 +185,8 @@ class Settings:
     def __post_init__(self) -> None:
         if self.model.device not in ("auto", "cpu", "cuda"):
             raise SettingsError(f"model.device must be auto, cpu or cuda, not {self.model.device!r}")
+        if self.retrieval.memory_search not in ("mirror", "knn"):
+            raise SettingsError(f"retrieval.memory_search must be mirror or knn, not {self.retrieval.memory_search!r}")
         if self.retrieval.history not in ("off", "bm25", "knn", "both"):
             raise SettingsError(f"retrieval.history must be off, bm25, knn or both, not {self.retrieval.history!r}")
         if self.monitor.batch_size < 1 or self.model.batch_size < 0:

@@ -80,14 +80,14 @@ def messages(values: list[bytes]):
 
 
 def test_one_item_that_breaks_the_scorer_costs_only_that_item(pipeline, monkeypatch) -> None:
-    real = pipeline.scorer.score_texts
+    real = pipeline.scorer.encode
 
     def fragile(texts):  # fault injection: the tokenizer's TypeError on one text, as \ud800 once did
         if any("poison" in t for t in texts):
             raise TypeError("TextEncodeInput must be Union[TextInputSequence, Tuple[InputSequence, InputSequence]]")
         return real(texts)
 
-    monkeypatch.setattr(pipeline.scorer, "score_texts", fragile)
+    monkeypatch.setattr(pipeline.scorer, "encode", fragile)
     result = pipeline.process(
         messages([item("p1", "Acme beats estimates"), item("p2", "poison here"), item("p3", "Globex misses")])
     )

@@ -29,6 +29,13 @@ class Neighbour:
     vector: np.ndarray | None = None  # its stored representation (fusion)
     sentiment: str | None = None  # its label or prediction, if known
     topic: str | None = None
+    predicted: dict[str, tuple[float, ...]] | None = None  # the encoder's probabilities for it, per task (memory)
+
+    def label(self, task: str) -> str | None:
+        return self.sentiment if task == "sentiment" else self.topic if task == "topic" else None
+
+    def probabilities(self, task: str) -> tuple[float, ...] | None:
+        return (self.predicted or {}).get(task)
 
 
 @dataclass(frozen=True)

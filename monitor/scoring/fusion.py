@@ -87,3 +87,90 @@ class FusionHead:
                 float(d["temperature"]),
                 bool(d["use_context"]),
             )
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+@dataclass(frozen=True)
+class MemoryFusion:
+    """How the retrieval memory (analysts' labels, embedded by the serving model) moves a score.
+
+    For each head, the k nearest labelled items give two similarity-weighted distributions: their
+    labels (what people said) and the encoder's own predictions for them (what the model says about
+    them). The correction added to the item's logits is their log ratio, scaled by `strength` and
+    gated on the nearest neighbour's similarity::
+
+        logits + strength · gate(max sim) · (log(labels + ε) − log(predicted + ε))
+
+    So the memory moves a score only where the model is known to be wrong near the item: on a base
+    domain whose labels the encoder already fits, the two distributions agree and nothing moves; on
+    a new domain whose labels disagree with the model the correction is that disagreement; with no
+    neighbour (an empty memory, a head no label carries) the logits are returned unchanged.
+    Constants are chosen on data (docs/training.md, "Retrieval memory").
+    """
+
+    k: int = 16
+    temperature: float = 0.1
+    strength: float = 2.0
+    epsilon: float = 0.2
+    threshold: float = 0.5  # similarity where the gate is half open
+    slope: float = 20.0
+    tasks: tuple[str, ...] = ("sentiment", "topic")
+    # Labelled items at least this similar are taken for the item itself (its text with a URL or
+    # case changed) and never used. Not the pool's 0.97: this encoder puts paraphrases of one kind
+    # of news ("to open 40 new stores in Texas" / "35 new stores in Ohio") at 0.96-0.995, and those
+    # are what analysts' labels are for. Same text after normalisation is excluded by its group.
+    near_duplicate: float = 0.999
+
+    def __post_init__(self) -> None:
+        if self.k < 1 or self.temperature <= 0 or self.strength < 0 or self.epsilon <= 0:
+            raise ValueError(f"invalid memory fusion settings {self}")
+
+    def logits(self, task: str, labels: Sequence[str], base_logits: np.ndarray, neighbours) -> np.ndarray:
+        """`neighbours[i]`: the MemoryNeighbours of item i (label and the model's probabilities)."""
+        if task not in self.tasks or not len(base_logits):
+            return base_logits
+        index = {label: i for i, label in enumerate(labels)}
+        gold = np.zeros((len(neighbours), len(labels)), dtype=np.float64)
+        predicted = np.zeros_like(gold)
+        gate = np.zeros(len(neighbours), dtype=np.float64)
+        for row, items in enumerate(neighbours):
+            usable = [n for n in items if n.label(task) in index and n.probabilities(task) is not None][: self.k]
+            if not usable:
+                continue
+            sims = np.array([n.score for n in usable], dtype=np.float64)
+            weights = np.exp((sims - sims.max()) / self.temperature)
+            weights /= weights.sum()
+            for w, n in zip(weights, usable):
+                gold[row, index[n.label(task)]] += w
+                predicted[row] += w * np.asarray(n.probabilities(task), dtype=np.float64)
+            gate[row] = _sigmoid(self.slope * (sims.max() - self.threshold))
+        shift = np.log(gold + self.epsilon) - np.log(predicted + self.epsilon)
+        return (base_logits + self.strength * gate[:, None] * shift).astype(base_logits.dtype)
+
+    def to_json(self) -> dict:
+        return {
+            "k": self.k,
+            "temperature": self.temperature,
+            "strength": self.strength,
+            "epsilon": self.epsilon,
+            "threshold": self.threshold,
+            "slope": self.slope,
+            "tasks": list(self.tasks),
+            "near_duplicate": self.near_duplicate,
+        }
+
+    @classmethod
+    def from_json(cls, doc: dict) -> MemoryFusion:
+        return cls(
+            k=int(doc["k"]),
+            temperature=float(doc["temperature"]),
+            strength=float(doc["strength"]),
+            epsilon=float(doc["epsilon"]),
+            threshold=float(doc.get("threshold", 0.5)),
+            slope=float(doc.get("slope", 20.0)),
+            tasks=tuple(doc.get("tasks", ("sentiment", "topic"))),
+            near_duplicate=float(doc.get("near_duplicate", 0.999)),
+        )

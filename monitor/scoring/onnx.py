@@ -26,7 +26,7 @@ from monitor.errors import DeviceUnavailable, ScoringError
 from monitor.labels import TASKS
 from monitor.model_artifact import ModelArtifact
 from monitor.retrieval.vectors import Neighbour, Query, VectorIndex
-from monitor.scoring.fusion import FusionHead
+from monitor.scoring.fusion import FusionHead, MemoryFusion
 from monitor.scoring.inputs import ModelInput, build_model_input, encode, load_tokenizer
 from monitor.text import dedup_key
 
@@ -128,6 +128,8 @@ class OnnxScorer:
         self.labels = {task: artifact.labels(task) for task in TASKS}
         self.pool = VectorIndex.load(artifact.path / artifact.history_file) if artifact.history_file else None
         self.fusion = {task: FusionHead.load(artifact.path / name) for task, name in artifact.fusion_files.items()}
+        memory = artifact.manifest.memory
+        self.memory_fusion = MemoryFusion.from_json(memory) if memory and self.settings.mode != "concat" else None
 
     @property
     def version(self) -> str:
@@ -183,26 +185,68 @@ class OnnxScorer:
         queries = [Query(vector=v, group=g) for v, g in zip(embeddings, groups)]
         return self.pool.search(queries, self.settings.k, self.artifact.near_duplicate)
 
-    def score_texts(self, texts: Sequence[str], groups: Sequence[str | None] | None = None) -> Scores:
-        """Score texts: encoder on the text alone, then (fusion models) neighbours and fusion.
+    def encode(self, texts: Sequence[str]) -> dict[str, np.ndarray]:
+        """The encoder's raw outputs for texts alone (logits per head, embedding), in input order."""
+        if self.settings.mode == "concat":
+            raise ScoringError("concat models need retrieved texts: use score_inputs")
+        return self.run_encoder([build_model_input(t, [], self.settings) for t in texts])
+
+    def embed(self, texts: Sequence[str]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """For the retrieval memory: each text's embedding and the encoder's own probabilities."""
+        raw = self.encode(texts)
+        return raw["item_embedding"], {task: _softmax(raw[f"{task}_logits"]) for task in TASKS}
+
+    def score_texts(
+        self,
+        texts: Sequence[str],
+        groups: Sequence[str | None] | None = None,
+        memory: list[list[Neighbour]] | None = None,
+    ) -> Scores:
+        """Score texts: encoder on the text alone, then (fusion models) neighbours and fusion, then
+        (models with memory fusion) the retrieval memory's neighbours, `memory[i]` for text i."""
+        return self.finish(texts, self.encode(texts), groups, memory)
+
+    def finish(
+        self,
+        texts: Sequence[str],
+        raw: dict[str, np.ndarray],
+        groups: Sequence[str | None] | None = None,
+        memory: list[list[Neighbour]] | None = None,
+    ) -> Scores:
+        """Scores from the encoder's outputs for `texts` (see score_texts).
 
         Neighbours never include the text's own near-duplicate group (`groups`, by default the
         texts' dedup keys): the same leakage rule as in training.
         """
-        if self.settings.mode == "concat":
-            raise ScoringError("concat models need retrieved texts: use score_inputs")
-        inputs = [build_model_input(t, [], self.settings) for t in texts]
-        raw = self.run_encoder(inputs)
         neighbours = self.retrieve_pool(raw["item_embedding"], groups or [dedup_key(t) for t in texts])
         if self.settings.mode == "fusion":
             inputs = [build_model_input(t, n, self.settings) for t, n in zip(texts, neighbours)]
-        return self._scores(raw, [list(i.neighbours) for i in inputs] if self.settings.mode == "fusion" else neighbours)
+            neighbours = [list(i.neighbours) for i in inputs]
+        return self._scores(raw, neighbours, memory)
 
-    def _scores(self, raw: dict[str, np.ndarray], neighbours: list[list[Neighbour]]) -> Scores:
+    def search_memory(self, memory, queries: Sequence) -> list[list[Neighbour]]:
+        """The retrieval memory's neighbours of each query (MemoryQuery) as this model uses them."""
+        f = self.memory_fusion
+        if f is None:
+            return [[] for _ in queries]
+        return memory.search(queries, f.k, self.version, f.near_duplicate)
+
+    @property
+    def memory_k(self) -> int:
+        """How many memory neighbours an item needs (0: the model does not use the memory)."""
+        return self.memory_fusion.k if self.memory_fusion is not None else 0
+
+    def _scores(
+        self, raw: dict[str, np.ndarray], neighbours: list[list[Neighbour]], memory: list[list[Neighbour]] | None = None
+    ) -> Scores:
         probabilities = {}
         for task in TASKS:
             logits = raw[f"{task}_logits"]
             if task in self.fusion and len(logits):
                 logits = self.fusion[task].logits(logits, neighbours)
+            if self.memory_fusion is not None and memory is not None:
+                logits = self.memory_fusion.logits(task, self.labels[task], logits, memory)
             probabilities[task] = _softmax(logits) if len(logits) else logits
+        if memory is not None and self.memory_fusion is not None:
+            neighbours = [list(p) + list(m) for p, m in zip(neighbours, memory)]
         return Scores(probabilities, raw["item_embedding"], neighbours, self.labels)
