@@ -37,8 +37,13 @@ def test_model_directory_is_self_describing(tiny_run) -> None:
         manifest["metrics"]["validation"]["sentiment"]
     )
     assert manifest["training"]["history"], "no validation entry was recorded"
+    # every run serves with the retrieval memory and reports what it does on the validation split
+    assert manifest["context"]["memory"]["k"] > 0
+    memory = manifest["metrics"]["memory"]["sentiment"]
+    assert memory["memory_items"] > 0 and memory["with_memory"]["n"] == memory["without"]["n"] > 0
     card = (model_dir / "MODEL_CARD.md").read_text()
     assert manifest["version"] in card and "| head | variant | accuracy | macro-F1 | n |" in card
+    assert "## Retrieval memory" in card and f"{memory['memory_items']} training labels" in card
 
 
 def test_export_parity_is_recorded_within_tolerance(tiny_run) -> None:

@@ -94,6 +94,7 @@ def render(manifest: dict) -> str:
         + ".",
         "",
     ]
+    out += _memory_section(manifest)
     onnx = manifest.get("onnx")
     if onnx:
         parity = onnx["parity"]["fp32_vs_torch"]
@@ -136,6 +137,50 @@ def render(manifest: dict) -> str:
     if manifest.get("notes"):
         out += ["## Notes", "", manifest["notes"], ""]
     return "\n".join(out)
+
+
+def _memory_section(manifest: dict) -> list[str]:
+    memory = manifest["context"].get("memory")
+    if not memory:
+        return []
+    metrics = manifest.get("metrics", {})
+    out = [
+        "## Retrieval memory",
+        "",
+        "Analysts' labels move this model's scores at serving, with no retraining: each item's "
+        f"{memory['k']} nearest labelled items by the model's embedding correct its logits by "
+        f"{memory['strength']:g} × the log ratio of their labels to the model's own predictions for them "
+        f"(ε {memory['epsilon']:g}, gated on the nearest similarity at {memory['threshold']:g}); with no "
+        'neighbour the score is the encoder\'s. See docs/training.md, "Retrieval memory".',
+        "",
+    ]
+    base = metrics.get("memory")
+    if base:
+        out += [
+            "On the validation split, with the training split's labels in memory:",
+            "",
+            "| head | memory | accuracy | macro-F1 | n |",
+            "|---|---|---|---|---|",
+        ]
+        for task, m in base.items():
+            for name, key in (("empty", "without"), (f"{m['memory_items']} training labels", "with_memory")):
+                r = m[key]
+                out.append(f"| {task} | {name} | {_pct(r['accuracy'])} | {_pct(r['macro_f1'])} | {r['n']} |")
+        out.append("")
+    adaptation = metrics.get("memory_adaptation")
+    if adaptation:
+        sizes = list(next(iter(adaptation["domains"].values())))
+        out += [
+            f"New domains ({adaptation['how']}): sentiment accuracy / macro-F1 by labels of the domain in memory:",
+            "",
+            "| domain | " + " | ".join(sizes) + " |",
+            "|---|" + "---|" * len(sizes),
+        ]
+        for domain, curve in adaptation["domains"].items():
+            cells = " | ".join(f"{_pct(c['accuracy'])} / {_pct(c['macro_f1'])}" for c in curve.values())
+            out.append(f"| {domain} | {cells} |")
+        out.append("")
+    return out
 
 
 def write_model_card(model_dir: str | Path) -> Path:

@@ -23,9 +23,10 @@ from monitor.model_artifact import (
     ModelArtifact,
 )
 from monitor.retrieval.vectors import Query, VectorIndex
+from monitor.scoring.fusion import MemoryFusion
 from monitor.scoring.onnx import OnnxScorer
 from training.export import export_model, save_torch
-from training.fusion import measure_fusion
+from training.fusion import measure_fusion, measure_memory
 from training.model_card import write_model_card
 from training.train import (
     LABELS,
@@ -95,7 +96,23 @@ def train_model(config: TrainConfig, export: bool = True) -> Path:
             temperature=config.temperature,
         )
 
+    memory = None
+    if config.memory and context["mode"] != "concat":
+        # Analysts' labels move this model's scores at serving (monitor/retrieval/memory.py); what
+        # the memory does on the validation split with the training labels in it is measured here.
+        fusion_rule = MemoryFusion()
+        context["memory"] = fusion_rule.to_json()
+        memory = measure_memory(fusion_rule, LABELS, data.train, pool_out, data.valid, valid_out)
+        for task, m in memory.items():
+            log.info(
+                "%s: retrieval memory (training labels) %.4f -> %.4f accuracy on validation",
+                task,
+                m["without"]["accuracy"],
+                m["with_memory"]["accuracy"],
+            )
     manifest = _manifest(config, data, result, fusion, context, base_dir, model_dir, time.monotonic() - started)
+    if memory is not None:
+        manifest["metrics"]["memory"] = memory
     (model_dir / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
     if export:
         labelled = [(e.text, t, getattr(e, t)) for e in data.valid for t in TASKS if getattr(e, t)]

@@ -71,6 +71,7 @@ class TrainConfig:
     temperature: float = 0.05
     near_duplicate: float = 0.97
     min_context_gain: float = 0.005  # macro-F1 (cross-fitted) a head's context must add to be kept
+    memory: bool = True  # serve with the retrieval memory (analysts' labels move scores; MemoryFusion)
     threads: int = 0
     resume: bool = False
 
