@@ -98,6 +98,8 @@ def test_the_in_process_memory_keeps_the_leakage_rules() -> None:
     query = MemoryQuery(unit(1, 0, 0), id="q1", group=dedup_key("same group other id"), published_at=T0)
     (found,) = memory.search([query], k=10, version="v1", near_duplicate=0.97)
     assert [n.text for n in found] == ["published earlier", "undated"]
+    # k = 1: the nearest candidate is a near-duplicate, so the search looks further down
+    assert [n.text for n in memory.search([query], k=1, version="v1", near_duplicate=0.97)[0]] == ["published earlier"]
     assert found[0].score > found[1].score and found[0].probabilities("sentiment") == pytest.approx((0.1, 0.8, 0.1))
     # another model version has no memory until it is synced
     assert memory.search([query], 10, "v2", 0.97) == [[]] and memory.size("v2") == 0

@@ -168,7 +168,7 @@ class MemoryIndex:
                 by_group.setdefault(r[0].group, []).append(row)
             self._built = (
                 {item_id: row for row, item_id in enumerate(ids)},
-                np.stack([r[1] for r in rows]).astype(np.float64),
+                np.stack([r[1] for r in rows]),
                 by_group,
                 np.array([r[0].published_at.timestamp() if r[0].published_at else np.nan for r in rows]),
                 rows,
@@ -176,44 +176,53 @@ class MemoryIndex:
         return self._built
 
     def search(self, queries: Sequence[MemoryQuery], k: int, near_duplicate: float) -> list[list[Neighbour]]:
-        """Similarities in float64 (one matrix product per 64 queries): an item's numbers do not
-        depend, to the 1e-6 they are rounded to, on which items share its batch."""
+        """A float32 matrix product per 64 queries finds the candidates; their similarities are then
+        computed again in float64, one query at a time, and rounded: an item's numbers do not depend
+        on which items share its batch (float32 products do, in the last bits)."""
         if not self._rows or k == 0:
             return [[] for _ in queries]
         row_of_id, vectors, by_group, times, rows = self._arrays()
-        results = []
+        n, results = len(rows), []
         for start in range(0, len(queries), 64):
             chunk = queries[start : start + 64]
-            block = np.stack([np.asarray(q.vector, dtype=np.float32) for q in chunk]) @ vectors.T
-            for s, query in zip(block, chunk):
+            q32 = np.stack([np.asarray(q.vector, dtype=np.float32) for q in chunk])
+            block = q32 @ vectors.T
+            for r, query in enumerate(chunk):
                 if query.id is not None and query.id in row_of_id:
-                    s[row_of_id[query.id]] = -np.inf
+                    block[r, row_of_id[query.id]] = -np.inf
                 if query.group is not None and query.group in by_group:
-                    s[by_group[query.group]] = -np.inf
-                if query.published_at is not None:
-                    s[times >= millis(query.published_at).timestamp()] = -np.inf  # NaN (undated) compares False
-                results.append([_neighbour(rows[col], score) for col, score in _top(s, k, near_duplicate)])
+                    block[r, by_group[query.group]] = -np.inf
+            cut = np.array([millis(q.published_at).timestamp() if q.published_at else np.inf for q in chunk])
+            block[times[None, :] >= cut[:, None]] = -np.inf  # undated labels (NaN) are never later
+            if n > k:  # the k-th best of each row; rows within 1e-4 of it are the candidates
+                kth = np.partition(block, n - k, axis=1)[:, n - k]
+                candidates = (block >= (kth - 1e-4)[:, None]) & np.isfinite(block)
+            else:
+                candidates = np.isfinite(block)
+            for r, q in enumerate(q32):
+                top = _top(np.flatnonzero(candidates[r]), block[r], vectors, q, k, near_duplicate)
+                results.append([_neighbour(rows[col], score) for col, score in top])
         return results
 
 
-def _top(s: np.ndarray, k: int, near_duplicate: float) -> list[tuple[int, float]]:
-    """The k best (row, rounded similarity) of one query, ties by row (= item id order). Only the
-    rows that can be among them after rounding are rounded and sorted."""
-    if len(s) > k:
-        kth = np.partition(s, len(s) - k)[len(s) - k]
-        candidates = np.flatnonzero(s >= kth - 2e-6)
-    else:
-        candidates = np.arange(len(s))
-    rounded = similarity(s[candidates])
-    keep = np.isfinite(rounded) & (rounded < near_duplicate)
-    candidates, rounded = candidates[keep], rounded[keep]
-    if len(candidates) < k and len(s) > k:  # near-duplicates took places: look further down
-        finite = np.flatnonzero(np.isfinite(s))
-        candidates, rounded = finite, similarity(s[finite])
-        keep = rounded < near_duplicate
-        candidates, rounded = candidates[keep], rounded[keep]
-    order = np.lexsort((candidates, -rounded))[:k]
-    return [(int(candidates[i]), float(rounded[i])) for i in order]
+def _top(
+    candidates: np.ndarray, s: np.ndarray, vectors: np.ndarray, q: np.ndarray, k: int, near_duplicate: float
+) -> list[tuple[int, float]]:
+    """The k best (row, similarity) of one query, ties by row (= item id order). The candidates'
+    similarities are computed again in float64 (far more than float32's error on unit vectors
+    separates them from the rest) and rounded, as the stores rank. `s`: the query's float32
+    similarities, -inf where excluded, for when near-duplicates took places among the candidates."""
+
+    def exact(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        scores = similarity(vectors[rows].astype(np.float64) @ q.astype(np.float64))
+        keep = scores < near_duplicate
+        return rows[keep], scores[keep]
+
+    found, scores = exact(candidates)
+    if len(found) < k and len(candidates) < np.isfinite(s).sum():
+        found, scores = exact(np.flatnonzero(np.isfinite(s)))
+    order = np.lexsort((found, -scores))[:k]
+    return [(int(found[i]), float(scores[i])) for i in order]
 
 
 def _neighbour(row: tuple, score: float) -> Neighbour:

@@ -129,24 +129,41 @@ class MemoryFusion:
             raise ValueError(f"invalid memory fusion settings {self}")
 
     def logits(self, task: str, labels: Sequence[str], base_logits: np.ndarray, neighbours) -> np.ndarray:
-        """`neighbours[i]`: the MemoryNeighbours of item i (label and the model's probabilities)."""
+        """`neighbours[i]`: item i's memory neighbours (Neighbour: label and the model's probabilities)."""
         if task not in self.tasks or not len(base_logits):
             return base_logits
         index = {label: i for i, label in enumerate(labels)}
-        gold = np.zeros((len(neighbours), len(labels)), dtype=np.float64)
-        predicted = np.zeros_like(gold)
-        gate = np.zeros(len(neighbours), dtype=np.float64)
+        rows: list[int] = []
+        cols: list[int] = []
+        sims: list[float] = []
+        predictions: list = []
         for row, items in enumerate(neighbours):
-            usable = [n for n in items if n.label(task) in index and n.probabilities(task) is not None][: self.k]
-            if not usable:
-                continue
-            sims = np.array([n.score for n in usable], dtype=np.float64)
-            weights = np.exp((sims - sims.max()) / self.temperature)
-            weights /= weights.sum()
-            for w, n in zip(weights, usable):
-                gold[row, index[n.label(task)]] += w
-                predicted[row] += w * np.asarray(n.probabilities(task), dtype=np.float64)
-            gate[row] = _sigmoid(self.slope * (sims.max() - self.threshold))
+            taken = 0
+            for n in items:
+                label, p = n.label(task), n.probabilities(task)
+                if label in index and p is not None:
+                    rows.append(row)
+                    cols.append(index[label])
+                    sims.append(n.score)
+                    predictions.append(p)
+                    taken += 1
+                    if taken == self.k:
+                        break
+        if not rows:
+            return base_logits
+        r, s = np.array(rows), np.array(sims, dtype=np.float64)
+        n_items, n_labels = base_logits.shape
+        nearest = np.full(n_items, -np.inf)
+        np.maximum.at(nearest, r, s)
+        weights = np.exp((s - nearest[r]) / self.temperature)
+        total = np.zeros(n_items)
+        np.add.at(total, r, weights)
+        weights /= total[r]
+        gold = np.zeros((n_items, n_labels))
+        np.add.at(gold, (r, np.array(cols)), weights)
+        predicted = np.zeros((n_items, n_labels))
+        np.add.at(predicted, r, weights[:, None] * np.array(predictions, dtype=np.float64))
+        gate = np.where(total > 0, _sigmoid(self.slope * (nearest - self.threshold)), 0.0)
         shift = np.log(gold + self.epsilon) - np.log(predicted + self.epsilon)
         return (base_logits + self.strength * gate[:, None] * shift).astype(base_logits.dtype)
 

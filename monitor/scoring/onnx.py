@@ -218,7 +218,9 @@ class OnnxScorer:
         Neighbours never include the text's own near-duplicate group (`groups`, by default the
         texts' dedup keys): the same leakage rule as in training.
         """
-        neighbours = self.retrieve_pool(raw["item_embedding"], groups or [dedup_key(t) for t in texts])
+        neighbours: list[list[Neighbour]] = [[] for _ in texts]
+        if self.pool is not None and self.settings.k:
+            neighbours = self.retrieve_pool(raw["item_embedding"], groups or [dedup_key(t) for t in texts])
         if self.settings.mode == "fusion":
             inputs = [build_model_input(t, n, self.settings) for t, n in zip(texts, neighbours)]
             neighbours = [list(i.neighbours) for i in inputs]
