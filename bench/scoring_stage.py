@@ -2,6 +2,8 @@
 
     python bench/scoring_stage.py --items 5000            # backlog: items/s and where the time goes
     python bench/scoring_stage.py --rate 100 --items 3000   # fixed offered load: produce→indexed latency
+    python bench/scoring_stage.py --memory-compare 300     # backlog without the retrieval memory and
+                                                           # with 300 labels in it, interleaved, twice
 
 Headlines are real tweets from the StockNet stream (../shared/data, MIT), wrapped as news items
 with their own timestamps and tickers. Prints a table and writes JSON (--json FILE).
@@ -30,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/_encoder.py
 
 ROOT = Path(__file__).resolve().parents[1]
 STREAM = ROOT.parent / "shared" / "data" / "stocknet-tweets" / "tweets_stream.csv"
+LABELLED = ROOT.parent / "shared" / "data" / "twitter-financial-news-sentiment" / "train.csv"
 
 
 def news_items(n: int) -> list[bytes]:
@@ -80,6 +83,8 @@ def run_stage(
     rate: float | None = None,
     run: str | None = None,
     extra_env: dict | None = None,
+    memory: bool = True,
+    labels: list | None = None,
 ) -> dict:
     """The real scoring stage (in this process) on `items` through fresh topics and indices."""
     from bearwatch.daemon import build_kafka_app
@@ -105,9 +110,16 @@ def run_stage(
         ),
         model=replace(settings.model, path=model, threads=2),
         monitor=replace(settings.monitor, batch_size=batch_size),
-        retrieval=replace(settings.retrieval, history=history),
+        retrieval=replace(settings.retrieval, history=history, memory=memory),
     )
     k = settings.kafka
+    if labels:  # analysts' labels in the labels index: the retrieval memory
+        from monitor.elastic.client import connect, ensure_indices
+        from monitor.elastic.labels import ElasticsearchLabels
+
+        es = connect(settings.elasticsearch)
+        ensure_indices(es, settings.elasticsearch, 384)
+        ElasticsearchLabels(es, settings.elasticsearch.index("labels")).put(labels)
     ensure_topics(k, [k.news_topic, k.scored_topic, k.dlq_topic])
     latencies: list[float] = []
     done: list[tuple[float, int]] = []  # (when a batch was committed, its size)
@@ -175,9 +187,38 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--history", default="bm25", choices=["off", "bm25", "knn", "both"])
     parser.add_argument("--json", help="write the results here")
+    parser.add_argument(
+        "--memory-compare",
+        type=int,
+        metavar="N",
+        help="run the backlog twice: retrieval memory off, then on with N labelled Twitter-sentiment items in it",
+    )
     args = parser.parse_args(argv)
 
     items = news_items(args.items)
+    if args.memory_compare:
+        from monitor.labels_store import make_label
+
+        with LABELLED.open(encoding="utf-8", newline="") as fh:
+            rows = [r for _, r in zip(range(args.memory_compare), csv.DictReader(fh))]
+        labels = [make_label({"text": r["text"], "sentiment": r["label"]}, "bench") for r in rows]
+        runs: dict[str, list[dict]] = {"memory_off": [], "memory_on": []}
+        for _ in range(2):  # interleaved, so that a slower minute of the machine falls on both
+            runs["memory_off"].append(run_stage(items, args.model, args.batch_size, args.history, memory=False))
+            runs["memory_on"].append(
+                run_stage(items, args.model, args.batch_size, args.history, memory=True, labels=labels)
+            )
+        off, on = (max(r, key=lambda x: x["items_per_s"]) for r in runs.values())
+        result = {
+            "memory_off": off,
+            "memory_on": {**on, "labels": len(labels)},
+            "runs_items_per_s": {k: [x["items_per_s"] for x in r] for k, r in runs.items()},
+        }
+        result["ratio_on_to_off"] = round(on["items_per_s"] / off["items_per_s"], 3)
+        print(json.dumps(result, indent=2))
+        if args.json:
+            Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+        return
     top = ceiling(args.model, items[: min(len(items), 4096)])
     result = run_stage(items, args.model, args.batch_size, args.history, args.rate)
     result["model_ceiling_same_items"] = top
