@@ -22,6 +22,7 @@ from monitor.errors import (
 from monitor.labelled_files import read_rows
 from monitor.labels import canonical_sentiment, canonical_topic
 from monitor.schema import format_time, parse_time
+from monitor.text import normalise_edge
 
 
 @dataclass(frozen=True)
@@ -48,9 +49,13 @@ class Label:
         return doc
 
 
+def edge(value) -> str:
+    return normalise_edge(str(value or ""))[0]
+
+
 def make_label(row: dict, labelled_by: str, now: datetime | None = None) -> Label:
     """Validate one row (text, and sentiment and/or topic; item_id and published_at optional)."""
-    text = " ".join(str(row.get("text") or "").split())
+    text = " ".join(edge(row.get("text")).split())  # repaired as news text is (lone surrogates, controls)
     if not text:
         raise InvalidLabel("text is empty")
     try:
@@ -60,8 +65,8 @@ def make_label(row: dict, labelled_by: str, now: datetime | None = None) -> Labe
         raise InvalidLabel(str(exc)) from None
     if sentiment is None and topic is None:
         raise InvalidLabel("neither sentiment nor topic given")
-    item_id = str(row.get("item_id") or "").strip() or "text:" + hashlib.sha1(text.encode()).hexdigest()[:16]
-    who = str(row.get("labelled_by") or labelled_by).strip()
+    item_id = edge(row.get("item_id")).strip() or "text:" + hashlib.sha1(text.encode()).hexdigest()[:16]
+    who = edge(row.get("labelled_by") or labelled_by).strip()
     if not who:
         raise InvalidLabel("labelled_by is required")
     published_at = None

@@ -92,6 +92,21 @@ def demo_run(tmp_path_factory):
     return run_demo(settings, None, tmp_path_factory.mktemp("demo"))
 
 
+def service_env(unique_name: str, kafka_bootstrap: str, **extra: str) -> dict[str, str]:
+    """Settings (as BEARWATCH_* variables) for daemons on the test's own topics and indices."""
+    return {
+        "BEARWATCH_KAFKA_BOOTSTRAP": kafka_bootstrap,
+        "BEARWATCH_KAFKA_NEWS_TOPIC": f"{unique_name}.news",
+        "BEARWATCH_KAFKA_SCORED_TOPIC": f"{unique_name}.scored",
+        "BEARWATCH_KAFKA_DLQ_TOPIC": f"{unique_name}.dlq",
+        "BEARWATCH_KAFKA_GROUP": f"{unique_name}-score",
+        "BEARWATCH_ES_URL": ES_URL,
+        "BEARWATCH_ES_INDEX_PREFIX": unique_name,
+        "BEARWATCH_METRICS_PORT": "0",
+        **extra,
+    }
+
+
 @contextlib.contextmanager
 def es_history(unique_name: str, embedding_dims: int, refresh: str | bool = False, self_refreshing: bool = True):
     """An Elasticsearch history store on fresh indices (deleted afterwards). `self_refreshing=False`

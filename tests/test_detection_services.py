@@ -26,27 +26,21 @@ def slack():
 @pytest.fixture
 def settings(unique_name: str, kafka_bootstrap: str, slack, es_client):
     from monitor.indices import mappings
-    from tests.conftest import ES_URL
+    from tests.conftest import service_env
 
-    env = {
-        "BEARWATCH_KAFKA_BOOTSTRAP": kafka_bootstrap,
-        "BEARWATCH_KAFKA_NEWS_TOPIC": f"{unique_name}.news",
-        "BEARWATCH_KAFKA_SCORED_TOPIC": f"{unique_name}.scored",
-        "BEARWATCH_KAFKA_DLQ_TOPIC": f"{unique_name}.dlq",
-        "BEARWATCH_KAFKA_GROUP": f"{unique_name}-score",
-        "BEARWATCH_ES_URL": ES_URL,
-        "BEARWATCH_ES_INDEX_PREFIX": unique_name,
-        "BEARWATCH_MODEL_PATH": str(shipped_model()),
-        "BEARWATCH_METRICS_PORT": "0",
-        "BEARWATCH_SLACK_TOKEN": "xoxb-test",
-        "BEARWATCH_SLACK_CHANNEL": "C123",
-        "BEARWATCH_SLACK_BASE_URL": slack.base_url,
-        "BEARWATCH_DETECTION_BATCH_SIZE": "50",
-        "BEARWATCH_DETECTION_SNAPSHOT_EVERY_BATCHES": "2",
+    env = service_env(
+        unique_name,
+        kafka_bootstrap,
+        BEARWATCH_MODEL_PATH=str(shipped_model()),
+        BEARWATCH_SLACK_TOKEN="xoxb-test",
+        BEARWATCH_SLACK_CHANNEL="C123",
+        BEARWATCH_SLACK_BASE_URL=slack.base_url,
+        BEARWATCH_DETECTION_BATCH_SIZE="50",
+        BEARWATCH_DETECTION_SNAPSHOT_EVERY_BATCHES="2",
         # One news partition: items reach detection in publication order, as they do when the scorer
         # keeps up in real time (a multi-partition backlog is drained unevenly: see the README).
-        "BEARWATCH_KAFKA_PARTITIONS": "1",
-    }
+        BEARWATCH_KAFKA_PARTITIONS="1",
+    )
     s = load_settings(env=env)
     score_demo_stream(s)
     yield s

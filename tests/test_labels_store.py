@@ -34,6 +34,14 @@ def test_a_label_without_item_id_gets_a_stable_one() -> None:
         make_label({"text": "x", "sentiment": "bearish"}, "")
 
 
+def test_a_jsonl_label_with_a_lone_surrogate_or_controls_is_repaired_as_news_text_is(tmp_path: Path) -> None:
+    f = tmp_path / "labels.jsonl"  # JSON escapes may carry what is not Unicode text (a cut emoji)
+    f.write_text('{"text": "Acme \\ud83d cuts\\u0000 outlook", "sentiment": "bearish", "item_id": "a\\udc00"}\n')
+    (label,), rejected = read_label_file(f, "ana")
+    assert not rejected and label.text == "Acme \ufffd cuts outlook" and label.item_id == "a\ufffd"
+    label.item_id.encode("utf-8")  # storable
+
+
 @pytest.mark.services
 def test_corrections_replace_the_label_and_keep_history(es_client, unique_name: str, tmp_path: Path) -> None:
     import os

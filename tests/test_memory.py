@@ -57,6 +57,8 @@ class Embedder:
         self.calls.append(list(texts))
         if any("poison" in t for t in texts):
             raise ScoringError("this text breaks the model")
+        if any("tokenizer bug" in t for t in texts):  # fault injection: the tokenizer's TypeError
+            raise TypeError("TextEncodeInput must be Union[TextInputSequence, Tuple[InputSequence, InputSequence]]")
         v = np.array([self.vectors[t] for t in texts], dtype=np.float32)
         v /= np.linalg.norm(v, axis=1, keepdims=True)
         return v, {"sentiment": np.tile([0.1, 0.8, 0.1], (len(texts), 1))}
@@ -121,13 +123,18 @@ def test_ties_are_broken_by_item_id_and_a_correction_replaces_the_label() -> Non
 def test_a_label_the_model_cannot_embed_is_left_out_once_and_the_others_are_kept() -> None:
     vectors = {"fine one": [1, 0, 0], "fine two": [0, 1, 0]}
     memory = InProcessMemory(
-        [label("fine one", "bearish"), label("a poison text", "bearish"), label("fine two", "bullish")]
+        [
+            label("fine one", "bearish"),
+            label("a poison text", "bearish"),
+            label("a tokenizer bug", "bearish"),
+            label("fine two", "bullish"),
+        ]
     )
     embedder = Embedder(vectors)
-    assert memory.sync(embedder) == 3 and memory.size("v1") == 2
+    assert memory.sync(embedder) == 4 and memory.size("v1") == 2
     calls = len(embedder.calls)
     assert memory.sync(embedder) == 0 and len(embedder.calls) == calls  # never retried
-    assert memory.sync(Embedder(vectors, version="v2")) == 3  # a new model embeds everything again
+    assert memory.sync(Embedder(vectors, version="v2")) == 4  # a new model embeds everything again
 
 
 @pytest.fixture(scope="module")

@@ -185,19 +185,10 @@ def test_a_label_imported_into_a_running_daemon_changes_the_next_items_score(
     from bearwatch.daemon import build_kafka_app
     from monitor.indices import mappings
     from monitor.settings import load_settings
-    from tests.conftest import ES_URL
+    from tests.conftest import service_env
     from tests.test_monitor_services import produce, wait_for_docs
 
-    env = {
-        "BEARWATCH_KAFKA_BOOTSTRAP": kafka_bootstrap,
-        "BEARWATCH_KAFKA_NEWS_TOPIC": f"{unique_name}.news",
-        "BEARWATCH_KAFKA_SCORED_TOPIC": f"{unique_name}.scored",
-        "BEARWATCH_KAFKA_DLQ_TOPIC": f"{unique_name}.dlq",
-        "BEARWATCH_KAFKA_GROUP": f"{unique_name}-score",
-        "BEARWATCH_ES_URL": ES_URL,
-        "BEARWATCH_ES_INDEX_PREFIX": unique_name,
-        "BEARWATCH_METRICS_PORT": "0",
-    }
+    env = service_env(unique_name, kafka_bootstrap)
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     settings = load_settings(env=env)

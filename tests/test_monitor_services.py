@@ -57,23 +57,17 @@ BAD = [
 
 @pytest.fixture
 def env(unique_name: str, tiny_model_run, kafka_bootstrap: str, tmp_path: Path) -> dict:
-    from tests.conftest import ES_URL
+    from tests.conftest import service_env
 
     _, model_dir, _ = tiny_model_run
-    return {
-        "BEARWATCH_KAFKA_BOOTSTRAP": kafka_bootstrap,
-        "BEARWATCH_KAFKA_NEWS_TOPIC": f"{unique_name}.news",
-        "BEARWATCH_KAFKA_SCORED_TOPIC": f"{unique_name}.scored",
-        "BEARWATCH_KAFKA_DLQ_TOPIC": f"{unique_name}.dlq",
-        "BEARWATCH_KAFKA_GROUP": f"{unique_name}-score",
-        "BEARWATCH_KAFKA_PARTITIONS": "4",
-        "BEARWATCH_ES_URL": ES_URL,
-        "BEARWATCH_ES_INDEX_PREFIX": unique_name,
-        "BEARWATCH_MODEL_PATH": str(model_dir),
-        "BEARWATCH_MODEL_THREADS": "1",
-        "BEARWATCH_MONITOR_BATCH_SIZE": "50",
-        "BEARWATCH_METRICS_PORT": "0",
-    }
+    return service_env(
+        unique_name,
+        kafka_bootstrap,
+        BEARWATCH_KAFKA_PARTITIONS="4",
+        BEARWATCH_MODEL_PATH=str(model_dir),
+        BEARWATCH_MODEL_THREADS="1",
+        BEARWATCH_MONITOR_BATCH_SIZE="50",
+    )
 
 
 @pytest.fixture

@@ -10,11 +10,14 @@ retraining, no restart.
 
 Two implementations give the same neighbours (exact search, ties broken by item id):
 :class:`InProcessMemory` (the embedded default, ``bearwatch evaluate --labels``) and
-:class:`monitor.elastic.memory.ElasticsearchMemory` (the labels index; one ``msearch`` per batch).
+:class:`monitor.elastic.memory.ElasticsearchMemory` (the labels index, searched in a mirror kept
+current or by one ``msearch`` of kNN requests per batch).
 
-Leakage rules, the same as for the model's own pool (monitor/retrieval/vectors.py): a query never
-retrieves its own id, an item of its near-duplicate group, an item at least ``near_duplicate``
-similar, or (when both are dated) an item published at or after it.
+Leakage rules, as for the model's own pool (monitor/retrieval/vectors.py): a query never retrieves
+its own id, an item of its near-duplicate group, an item at least ``near_duplicate`` similar (the
+model's MemoryFusion says how similar), or (when both are dated) an item published at or after it.
+A label whose text the model cannot embed stays out, with the reason logged, and is not tried again
+for that model.
 """
 
 from __future__ import annotations
@@ -82,8 +85,8 @@ def embed_each(embedder: Embedder, texts: Sequence[str]) -> list[tuple[np.ndarra
     try:
         vectors, probabilities = embedder.embed(texts)
         return [(vectors[i], {t: p[i] for t, p in probabilities.items()}) for i in range(len(texts))]
-    except BearwatchError as exc:
-        log.warning("embedding %d labels failed (%s); embedding them one by one", len(texts), exc)
+    except Exception as exc:  # noqa: BLE001 — whatever one label's text does to the tokenizer or the model
+        log.warning("embedding %d labels failed (%s: %s); one by one", len(texts), type(exc).__name__, exc)
     out: list[tuple[np.ndarray, dict[str, np.ndarray]] | str] = []
     for text in texts:
         try:
@@ -91,6 +94,9 @@ def embed_each(embedder: Embedder, texts: Sequence[str]) -> list[tuple[np.ndarra
             out.append((vectors[0], {t: p[0] for t, p in probabilities.items()}))
         except BearwatchError as exc:
             out.append(f"embedding failed: {exc}"[:500])
+        except Exception as exc:  # noqa: BLE001 — a bug worth a report, but one label must not stop scoring
+            log.exception("embedding one label failed unexpectedly")
+            out.append(f"embedding failed: unexpected {type(exc).__name__}: {exc}"[:500])
     return out
 
 
