@@ -301,7 +301,7 @@ def cmd_label(args: argparse.Namespace) -> int:
     from monitor.elastic.client import connect, ensure_indices
     from monitor.elastic.labels import ElasticsearchLabels
     from monitor.errors import InvalidLabel
-    from monitor.indices import LABELS
+    from monitor.indices import LABELS, NEWS
     from monitor.labels_store import make_label, read_label_file
 
     settings = _settings(args)
@@ -321,7 +321,9 @@ def cmd_label(args: argparse.Namespace) -> int:
         labels, rejected = read_label_file(args.file, args.by)
     client = connect(settings.elasticsearch)
     ensure_indices(client, settings.elasticsearch, embedding_dims=384)
-    written = ElasticsearchLabels(client, settings.elasticsearch.index(LABELS)).put(labels)
+    written = ElasticsearchLabels(client, settings.elasticsearch.index(LABELS), settings.elasticsearch.index(NEWS)).put(
+        labels
+    )
     for line, reason in rejected:
         print(f"{getattr(args, 'file', '')}:{line}: {reason}", file=sys.stderr)
     print(f"{written} label(s) written, {len(rejected)} row(s) rejected")

@@ -222,3 +222,20 @@ def test_a_label_imported_into_a_running_daemon_changes_the_next_items_score(
         app.publisher.close()
         for name in mappings():
             es_client.indices.delete(index=f"{unique_name}-{name}", ignore_unavailable=True)
+
+
+def test_a_label_of_a_scored_item_takes_the_items_publication_time(es_client, labels_index, unique_name) -> None:
+    from monitor.elastic.labels import ElasticsearchLabels
+
+    index, _ = labels_index
+    news = f"{unique_name}-news"
+    es_client.index(
+        index=news, id="n1", document={"id": "n1", "published_at": "2026-11-02T09:00:00.000Z"}, refresh=True
+    )
+    store = ElasticsearchLabels(es_client, index, news)
+    store.put([label("Acme recalls cars", "bearish", item_id="n1"), label("Other text", "bullish", item_id="x9")])
+    assert es_client.get(index=index, id="n1")["_source"]["published_at"] == "2026-11-02T09:00:00.000Z"
+    assert "published_at" not in es_client.get(index=index, id="x9")["_source"]  # not a scored item: timeless
+    # no news index at all (nothing scored yet): labels are still written, undated
+    ElasticsearchLabels(es_client, index, f"{unique_name}-missing").put([label("Third", "neutral", item_id="n1x")])
+    assert "published_at" not in es_client.get(index=index, id="n1x")["_source"]

@@ -69,13 +69,15 @@ def cmd_trainer(args: argparse.Namespace) -> int:
     """`trainer run-once`: one cycle; `trainer run`: the scheduled daemon (Ctrl-C / SIGTERM stops it)."""
     from monitor.elastic.client import connect
     from monitor.elastic.labels import ElasticsearchLabels
-    from monitor.indices import LABELS
+    from monitor.indices import LABELS, NEWS
     from monitor.settings import load_settings
     from monitor.wiring import slack_delivery
     from training.schedule import poll_inbox, run_once, scheduler, slack_notifier
 
     settings = load_settings(args.config)
-    labels = ElasticsearchLabels(connect(settings.elasticsearch), settings.elasticsearch.index(LABELS))
+    labels = ElasticsearchLabels(
+        connect(settings.elasticsearch), settings.elasticsearch.index(LABELS), settings.elasticsearch.index(NEWS)
+    )
     trainer = settings.trainer
     notify = slack_notifier(slack_delivery(settings), trainer.notify_slack)
     if args.trainer_command == "run-once":

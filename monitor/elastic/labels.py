@@ -3,18 +3,23 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 
 from monitor.elastic.client import translated
 from monitor.errors import StoreUnavailable
 from monitor.labels_store import Label, _fold, _write_label_csvs
-from monitor.schema import format_time
+from monitor.schema import format_time, parse_stored_time
 
 
 class ElasticsearchLabels:
-    def __init__(self, client, index: str) -> None:
-        self.client, self.index = client, index
+    """`news_index`: where scored items are; a label of one of them that does not say when its text
+    was published gets the item's time (the retrieval memory never lets an item use a label of
+    something published after it)."""
+
+    def __init__(self, client, index: str, news_index: str | None = None) -> None:
+        self.client, self.index, self.news_index = client, index, news_index
 
     def put(self, labels: Iterable[Label], chunk: int = 500) -> int:
         """Write labels in bulk: one multi-get and one bulk request per chunk, each write guarded by
@@ -29,7 +34,26 @@ class ElasticsearchLabels:
             written += self._put_chunk(batch)
         return written
 
+    def _dated(self, labels: list[Label]) -> list[Label]:
+        undated = sorted({label.item_id for label in labels if label.published_at is None})
+        if not self.news_index or not undated:
+            return labels
+        from elasticsearch import NotFoundError
+
+        with translated("label dating"):
+            try:
+                docs = self.client.mget(index=self.news_index, ids=undated, source=["published_at"])["docs"]
+            except NotFoundError:
+                return labels  # no news index yet: nothing scored to take a time from
+        times = {
+            d["_id"]: parse_stored_time(d["_source"]["published_at"])
+            for d in docs
+            if d.get("found") and d["_source"].get("published_at")
+        }
+        return [replace(x, published_at=times[x.item_id]) if x.item_id in times else x for x in labels]
+
     def _put_chunk(self, labels: list[Label]) -> int:
+        labels = self._dated(labels)
         pending: dict[str, list[Label]] = {}
         for label in labels:  # the same item twice in one file: each later one is a correction
             pending.setdefault(label.item_id, []).append(label)

@@ -123,6 +123,9 @@ class MemoryFusion:
     # of news ("to open 40 new stores in Texas" / "35 new stores in Ohio") at 0.96-0.995, and those
     # are what analysts' labels are for. Same text after normalisation is excluded by its group.
     near_duplicate: float = 0.999
+    # Neighbours less similar than this are dropped (their gate would be under 0.01): an unrelated
+    # label neither moves a score nor is named among the labels an item used (context_ids).
+    min_similarity: float = 0.27
 
     def __post_init__(self) -> None:
         if self.k < 1 or self.temperature <= 0 or self.strength < 0 or self.epsilon <= 0:
@@ -177,6 +180,7 @@ class MemoryFusion:
             "slope": self.slope,
             "tasks": list(self.tasks),
             "near_duplicate": self.near_duplicate,
+            "min_similarity": self.min_similarity,
         }
 
     @classmethod
@@ -190,4 +194,5 @@ class MemoryFusion:
             slope=float(doc.get("slope", 20.0)),
             tasks=tuple(doc.get("tasks", ("sentiment", "topic"))),
             near_duplicate=float(doc.get("near_duplicate", 0.999)),
+            min_similarity=float(doc.get("min_similarity", 0.27)),
         )

@@ -231,7 +231,8 @@ class OnnxScorer:
         f = self.memory_fusion
         if f is None:
             return [[] for _ in queries]
-        return memory.search(queries, f.k, self.version, f.near_duplicate)
+        found = memory.search(queries, f.k, self.version, f.near_duplicate)
+        return [[n for n in items if n.score >= f.min_similarity] for items in found]
 
     @property
     def memory_k(self) -> int:
