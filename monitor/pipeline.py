@@ -284,11 +284,9 @@ class ScoringPipeline:
             log.warning(
                 "batch of %d failed to score (%s: %s); scoring items one by one", len(items), type(exc).__name__, exc
             )
-            rows = [(i, r) for i, r in ((i, self._one(text, i, failed)) for i, text in enumerate(texts)) if r]
-            if not rows:
-                return None, failed
-            ok = [i for i, _ in rows]
-            raw = {name: np.concatenate([r[name] for _, r in rows]) for name in rows[0][1]}
+            raw, ok = self._each(texts, failed)
+        if not ok:
+            return None, failed
         memory = None
         if memory_k:
             queries = [
@@ -298,22 +296,45 @@ class ScoringPipeline:
             memory = self.scorer.search_memory(self.memory, queries)
         try:
             scores = self.scorer.finish([texts[i] for i in ok], raw, None, memory)
-        except Exception as exc:  # noqa: BLE001 — the heads on one item's numbers
-            log.exception("the heads failed on a batch of %d", len(ok))
-            for i in ok:
-                failed[i] = f"scoring failed: {unexpected(exc)}"
-            return None, failed
+        except Exception as exc:  # noqa: BLE001 — the heads on one item's numbers: find which
+            log.warning("the heads failed on a batch of %d (%s: %s); one by one", len(ok), type(exc).__name__, exc)
+            return self._finish_each(texts, raw, ok, memory, failed), failed
         return (scores if len(ok) == len(items) else _expand(scores, ok, len(items))), failed
 
-    def _one(self, text: str, index: int, failed: dict[int, str]) -> dict[str, np.ndarray] | None:
-        try:
-            return self.scorer.encode([text])
-        except ScoringError as exc:
-            failed[index] = f"scoring failed: {exc}"
-        except Exception as exc:  # noqa: BLE001
-            log.exception("scoring one item failed unexpectedly")
-            failed[index] = f"scoring failed: {unexpected(exc)}"
-        return None
+    def _each(self, texts: list[str], failed: dict[int, str]) -> tuple[dict[str, np.ndarray], list[int]]:
+        """The encoder on each text alone; the ones it fails on go to `failed` with the reason."""
+        rows: list[tuple[int, dict[str, np.ndarray]]] = []
+        for index, text in enumerate(texts):
+            try:
+                rows.append((index, self.scorer.encode([text])))
+            except ScoringError as exc:
+                failed[index] = f"scoring failed: {exc}"
+            except Exception as exc:  # noqa: BLE001
+                log.exception("scoring one item failed unexpectedly")
+                failed[index] = f"scoring failed: {unexpected(exc)}"
+        if not rows:
+            return {}, []
+        return {name: np.concatenate([r[name] for _, r in rows]) for name in rows[0][1]}, [i for i, _ in rows]
+
+    def _finish_each(self, texts, raw, ok, memory, failed: dict[int, str]) -> Scores | None:
+        parts, kept = [], []
+        for row, index in enumerate(ok):
+            try:
+                one = {name: value[row : row + 1] for name, value in raw.items()}
+                parts.append(self.scorer.finish([texts[index]], one, None, memory[row : row + 1] if memory else None))
+                kept.append(index)
+            except Exception as exc:  # noqa: BLE001
+                log.exception("the heads failed on one item")
+                failed[index] = f"scoring failed: {unexpected(exc)}"
+        if not parts:
+            return None
+        merged = Scores(
+            {t: np.concatenate([p.probabilities[t] for p in parts]) for t in parts[0].probabilities},
+            np.concatenate([p.embedding for p in parts]),
+            [n for p in parts for n in p.neighbours],
+            parts[0].labels,
+        )
+        return _expand(merged, kept, len(texts))
 
     def _related(self, items: list[NewsItem], vectors: list[np.ndarray]) -> list[list]:
         if self.settings.related_method == "off" or not items:

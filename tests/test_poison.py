@@ -101,6 +101,26 @@ def test_one_item_that_breaks_the_scorer_costs_only_that_item(pipeline, monkeypa
     )
 
 
+def test_one_item_that_breaks_the_heads_costs_only_that_item(pipeline, monkeypatch) -> None:
+    real = pipeline.scorer.finish
+
+    def fragile(texts, raw, groups=None, memory=None):  # fault injection: a head that fails on one item
+        if any("poison" in t for t in texts):
+            raise FloatingPointError("overflow in the head")
+        return real(texts, raw, groups, memory)
+
+    monkeypatch.setattr(pipeline.scorer, "finish", fragile)
+    result = pipeline.process(
+        messages([item("h1", "Acme beats estimates"), item("h2", "poison here"), item("h3", "Globex misses")])
+    )
+    assert [d["id"] for d in result.documents] == ["h1", "h3"]
+    [dead] = result.dead
+    assert (
+        dict(dead.headers)["bearwatch.source.offset"] == b"1"
+        and b"FloatingPointError" in dict(dead.headers)["bearwatch.error"]
+    )
+
+
 def test_a_document_that_cannot_be_built_is_dead_lettered(pipeline, monkeypatch) -> None:
     real = pipeline._document
 
