@@ -10,6 +10,28 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs
 
 
+def blocks_invalid(blocks) -> bool:
+    """Slack's Block Kit limits, as its API enforces them (answered with ``invalid_blocks``): at most
+    50 blocks; a section's text 3,000 characters; a header's 150; a context element's 3,000; a
+    button's URL 3,000."""
+    if blocks is None:
+        return False
+    if not isinstance(blocks, list) or len(blocks) > 50:
+        return True
+    for block in blocks:
+        text = (block.get("text") or {}).get("text", "")
+        if block.get("type") == "section" and len(text) > 3000:
+            return True
+        if block.get("type") == "header" and len(text) > 150:
+            return True
+        for element in block.get("elements", []):
+            if len(element.get("text", "") if isinstance(element.get("text"), str) else "") > 3000:
+                return True
+            if len(element.get("url", "")) > 3000:
+                return True
+    return False
+
+
 class FakeSlack:
     def __init__(self, token: str = "xoxb-test") -> None:
         self.token = token
@@ -64,6 +86,8 @@ class FakeSlack:
             if self.script:
                 return self.script.pop(0)
             if path.startswith("/services/"):
+                if blocks_invalid(body.get("blocks")):
+                    return 400, {}, "invalid_blocks"
                 self.messages.append(body)
                 return 200, {}, "ok"
             if auth != f"Bearer {self.token}":
@@ -73,6 +97,8 @@ class FakeSlack:
                     body["blocks"] = json.loads(body["blocks"])
                 if isinstance(body.get("metadata"), str):
                     body["metadata"] = json.loads(body["metadata"])
+                if blocks_invalid(body.get("blocks")):
+                    return 200, {}, {"ok": False, "error": "invalid_blocks"}
                 ts = f"{time.time():.6f}"
                 self.messages.append({**body, "ts": ts})
                 return (
@@ -83,6 +109,8 @@ class FakeSlack:
             if path.endswith("/chat.update"):
                 if isinstance(body.get("blocks"), str):
                     body["blocks"] = json.loads(body["blocks"])
+                if blocks_invalid(body.get("blocks")):
+                    return 200, {}, {"ok": False, "error": "invalid_blocks"}
                 for m in self.messages:
                     if m.get("ts") == body.get("ts"):
                         m.update(text=body.get("text"), blocks=body.get("blocks"), edited=True)

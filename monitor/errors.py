@@ -42,7 +42,12 @@ class SourceUnavailable(BearwatchError):
 
 
 class DeliveryFailed(BearwatchError):
-    """Slack did not take the message (after retries); the alert stays pending."""
+    """Slack did not take the message (after retries): the alert stays pending, or, when Slack
+    refused it for good (`permanent`: the message itself is wrong), is parked as failed."""
+
+    def __init__(self, message: str, permanent: bool = False) -> None:
+        super().__init__(message)
+        self.permanent = permanent
 
 
 class RegistryError(BearwatchError):

@@ -73,7 +73,7 @@ def alerts_mapping() -> dict:
             "kind": {"type": "keyword"},
             "severity": {"type": "keyword"},
             "status": {"type": "keyword"},  # the episode: opened, updated, ended
-            "delivery": {"type": "keyword"},  # the Slack message: pending, sent
+            "delivery": {"type": "keyword"},  # the Slack message: pending, sent, failed (refused for good)
             "notified": {"type": "keyword"},  # the episode status the Slack message last showed
             "window_start": {"type": "date"},
             "window_end": {"type": "date"},

@@ -356,7 +356,7 @@ class Alert:
     score: float
     headline_ids: tuple[str, ...]
     shared_items: int = 0  # negatives in the window filed under many tickers (each counted for a share)
-    delivery: str = "pending"  # the Slack message: pending | sent
+    delivery: str = "pending"  # the Slack message: pending | sent | failed (refused for good)
     attempts: int = 0  # posts begun (counted before each post: a crash after it is detectable)
     notified: str | None = None  # the episode status the Slack message last showed
     slack_ts: str | None = None

@@ -241,6 +241,14 @@ def test_an_outbox_reports_an_episode_that_ended_after_its_message_was_sent(outb
     assert outbox.record([alert("updated", key="ticker:NEVER")], T0) == []  # an update of an unknown episode
 
 
+def test_an_outbox_parks_an_alert_slack_refused_for_good_and_never_offers_it_again(outbox) -> None:
+    outbox.record([alert("opened")], T0)
+    outbox.mark_failed(alert("opened").id, "Slack refused alert x: HTTP 200: invalid_blocks")
+    assert outbox.pending() == [] and outbox.ended_unnotified() == []
+    outbox.record([alert("ended", minutes=30)], T0 + timedelta(minutes=45))  # its episode goes on being tracked
+    assert outbox.pending() == [] and outbox.ended_unnotified() == []
+
+
 # --- Labels store: the last label wins, earlier ones are kept in the history ----------------------
 
 

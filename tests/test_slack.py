@@ -79,9 +79,43 @@ def test_permanent_error_is_not_retried(slack) -> None:
     bad = SlackDelivery(
         SlackSettings(token=Secret("xoxb-wrong"), channel="C123", base_url=slack.base_url), sleep=lambda s: None
     )
-    with pytest.raises(DeliveryFailed, match="invalid_auth"):
+    with pytest.raises(DeliveryFailed, match="invalid_auth") as refused:
         bad.post(ALERT.id, *alert_blocks(ALERT, []))
     assert slack.requests.count("/api/chat.postMessage") == 1
+    assert not refused.value.permanent  # a token to fix: the alert waits for it, it is not parked
+
+
+def test_long_headlines_with_long_links_fit_slacks_limits_and_are_delivered(slack) -> None:
+    long = [  # five 300-character headlines full of characters that escaping lengthens, 1,900-char links
+        Headline("&<>" * 100, "https://news.example/" + "a" * 1900 + str(i), "2026-11-03T06:01:00Z", 0.9)
+        for i in range(5)
+    ]
+    text, blocks = alert_blocks(ALERT, long, "http://kibana:5601")
+    assert all(len((b.get("text") or {}).get("text", "")) <= 3000 for b in blocks)
+    assert blocks[2]["text"]["text"].count("\n• ") == 5  # every headline kept, some without their link
+    delivery(slack).post(ALERT.id, text, blocks)  # the local server refuses what Slack would refuse
+    assert len(slack.messages) == 1
+
+
+def test_a_message_slack_refuses_is_parked_as_failed_and_never_posted_again(slack) -> None:
+    from datetime import datetime, timezone
+
+    from monitor.alerting.outbox import MemoryOutbox, deliver_pending
+    from monitor.records import AlertEvent
+
+    outbox = MemoryOutbox()
+    when = datetime(2026, 11, 3, 6, 16, tzinfo=timezone.utc)
+    event = AlertEvent(
+        id=ALERT.id, key=ALERT.key, kind=ALERT.kind, status="opened", severity="high", window_start=when,
+        window_end=when, observed=9.0, baseline=1.2, score=1e-5, item_ids=(), kinds=(ALERT.kind,),
+    )  # fmt: skip
+    outbox.record([event], when)
+    slack.not_ok(1, error="invalid_blocks")
+    d = delivery(slack)
+    assert deliver_pending(outbox, d.post, lambda ids: [], d.already_posted) == (0, 1)
+    assert outbox.docs[ALERT.id].delivery == "failed" and "invalid_blocks" in outbox.docs[ALERT.id].last_error
+    assert deliver_pending(outbox, d.post, lambda ids: [], d.already_posted) == (0, 0)  # not offered again
+    assert slack.requests.count("/api/chat.postMessage") == 1 and slack.messages == []
 
 
 def test_an_alert_already_in_the_channel_is_found_by_its_id(slack) -> None:

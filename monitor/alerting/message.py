@@ -66,6 +66,42 @@ def describe(alert: Alert) -> str:
     return said
 
 
+TEXT_LIMIT = 3000  # Slack refuses a section (or context element, or button URL) longer than this
+
+
+def clip_escaped(text: str, budget: int) -> str:
+    """`text` escaped, cut (with an ellipsis) so that the escaped form stays within `budget`
+    characters and no entity is cut in half."""
+    out: list[str] = []
+    used = 0
+    for ch in text:
+        e = escape(ch)
+        if used + len(e) > budget - 1:
+            return "".join(out) + "…"
+        out.append(e)
+        used += len(e)
+    return "".join(out)
+
+
+def headline_lines(headlines: Sequence[Headline], limit: int = TEXT_LIMIT) -> str:
+    """Up to five headlines (each cut to 400 characters once escaped) within Slack's section limit,
+    each linked when it has a plain link and the link fits; a link never pushes a headline out."""
+    head = "*Top negative headlines*"
+    plain: list[str] = []
+    linked: list[str] = []
+    for h in headlines[:5]:
+        text, url = clip_escaped(h.text, 400), safe_url(h.url)
+        plain.append(f"\n• {text} ({h.p_bearish:.2f})")
+        linked.append(f"\n• <{url}|{text}> ({h.p_bearish:.2f})" if url else plain[-1])
+    lines = list(plain)  # five plain lines always fit (5 × ~415 characters)
+    used = len(head) + sum(map(len, lines))
+    for i, line in enumerate(linked):  # then links, in order, while they fit
+        if used - len(lines[i]) + len(line) <= limit:
+            used += len(line) - len(lines[i])
+            lines[i] = line
+    return head + "".join(lines)
+
+
 def alert_blocks(alert: Alert, headlines: Sequence[Headline], kibana: str | None = None) -> tuple[str, list[dict]]:
     """(fallback text, blocks) for one alert of the outbox."""
     title = f"{KIND_TITLES.get(alert.kind, alert.kind)}{STATUS_WORDS.get(alert.status, '')}: {alert.key}"
@@ -80,15 +116,8 @@ def alert_blocks(alert: Alert, headlines: Sequence[Headline], kibana: str | None
         {"type": "section", "text": {"type": "mrkdwn", "text": f"{icon} {escape(facts)}"}},
     ]
     if headlines:
-        lines = []
-        for h in headlines[:5]:
-            text = escape(h.text[:300])
-            url = safe_url(h.url)
-            lines.append(f"• <{url}|{text}> ({h.p_bearish:.2f})" if url else f"• {text} ({h.p_bearish:.2f})")
-        blocks.append(
-            {"type": "section", "text": {"type": "mrkdwn", "text": "*Top negative headlines*\n" + "\n".join(lines)}}
-        )
-    if kibana:
+        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": headline_lines(headlines)}})
+    if kibana and len(kibana) <= TEXT_LIMIT:
         blocks.append(
             {
                 "type": "actions",
@@ -97,5 +126,6 @@ def alert_blocks(alert: Alert, headlines: Sequence[Headline], kibana: str | None
                 ],
             }
         )
-    blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": escape(f"bearwatch alert {alert.id}")}]})
+    footer = escape(f"bearwatch alert {alert.id}")[:TEXT_LIMIT]
+    blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": footer}]})
     return fallback, blocks

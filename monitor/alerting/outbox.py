@@ -35,6 +35,9 @@ class Outbox(Protocol):
 
     def mark_sent(self, alert_id: str, ts: str) -> None: ...
 
+    def mark_failed(self, alert_id: str, error: str) -> None:
+        """Park an alert Slack refused for good: delivery "failed", with the reason; never retried."""
+
     def ended_unnotified(self) -> list[Alert]:
         """Sent alerts whose episode has ended since their message was posted."""
 
@@ -70,6 +73,9 @@ class MemoryOutbox:
         held = self.docs[alert_id]
         self.docs[alert_id] = replace(held, delivery="sent", slack_ts=ts, notified=held.status)
 
+    def mark_failed(self, alert_id: str, error: str) -> None:
+        self.docs[alert_id] = replace(self.docs[alert_id], delivery="failed", last_error=error[:1000])
+
     def ended_unnotified(self) -> list[Alert]:
         return [a for a in self.docs.values() if a.delivery == "sent" and a.status == "ended" and a.notified != "ended"]
 
@@ -85,7 +91,8 @@ def deliver_pending(
     kibana: str | None = None,
     update: Callable[[str, str, list], None] | None = None,
 ) -> tuple[int, int]:
-    """Deliver every pending alert once, and edit sent ones whose episode ended; returns (sent, still pending)."""
+    """Deliver every pending alert once, and edit sent ones whose episode ended; returns (sent, not
+    sent: still pending, or parked as failed when Slack refused the message for good)."""
     from monitor.alerting.message import kibana_link
 
     def render(alert: Alert) -> tuple[str, list]:
@@ -105,8 +112,12 @@ def deliver_pending(
             outbox.mark_sent(alert.id, post(alert.id, *render(alert)))
             sent += 1
         except DeliveryFailed as exc:
-            log.warning("%s (stays pending)", exc)
-            outbox.attempt(alert.id, str(exc))
+            if exc.permanent:
+                log.error("%s: parked as failed, not retried (its alerts index document keeps the reason)", exc)
+                outbox.mark_failed(alert.id, str(exc))
+            else:
+                log.warning("%s (stays pending)", exc)
+                outbox.attempt(alert.id, str(exc))
             failed += 1
     if update is not None:
         for alert in outbox.ended_unnotified():
@@ -115,7 +126,11 @@ def deliver_pending(
                 update(alert.slack_ts, *render(alert))  # the same message, now saying the episode ended
                 outbox.mark_notified(alert.id, "ended")
             except DeliveryFailed as exc:
-                log.warning("%s (will retry)", exc)
+                if exc.permanent:  # Slack refuses this edit for good: the message keeps its last state
+                    log.error("%s: the episode's end is not shown in Slack, not retried", exc)
+                    outbox.mark_notified(alert.id, "ended")
+                else:
+                    log.warning("%s (will retry)", exc)
     return sent, failed
 
 

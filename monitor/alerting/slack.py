@@ -2,9 +2,13 @@
 
 Rate limits (429 + Retry-After), server errors and transient ``ok: false`` answers are retried with
 back-off that honours Retry-After; anything still failing raises :class:`DeliveryFailed`, and the
-outbox keeps the alert pending for a later attempt. With a bot token every message carries the
-alert id in its metadata, so before re-sending an alert whose earlier attempt may have reached
-Slack, the channel is checked for it: a crash between posting and recording never posts twice.
+outbox keeps the alert pending for a later attempt; so it does, without retrying, for a refusal of
+the token or the channel (the operator's to fix). When Slack refuses the message itself
+(``invalid_blocks``, ``msg_too_long``...), no attempt can ever work: it raises with ``permanent``,
+and the outbox parks the alert as failed, with the reason, instead of re-posting it forever. With a
+bot token every message carries the alert id in its metadata, so before re-sending an alert whose
+earlier attempt may have reached Slack, the channel is checked for it: a crash between posting and
+recording never posts twice.
 """
 
 from __future__ import annotations
@@ -20,6 +24,19 @@ from monitor.settings import Secret
 
 log = logging.getLogger("bearwatch.slack")
 TRANSIENT_ERRORS = {"ratelimited", "service_unavailable", "fatal_error", "internal_error", "request_timeout"}
+# What Slack says when the message itself is wrong: posting it again can never work, so the alert
+# is parked as failed. Other refusals (token, channel) are the operator's to fix: the alert waits.
+MESSAGE_ERRORS = {
+    "invalid_blocks",
+    "invalid_blocks_format",
+    "msg_too_long",
+    "no_text",
+    "invalid_attachments",
+    "too_many_attachments",
+    "invalid_metadata_format",
+    "invalid_metadata_schema",
+    "metadata_too_large",
+}
 METADATA_EVENT = "bearwatch_alert"
 
 
@@ -92,9 +109,8 @@ class SlackDelivery:
         try:
             self.client.chat_update(channel=self.channel, ts=ts, text=text, blocks=blocks)
         except SlackApiError as exc:
-            raise DeliveryFailed(
-                f"Slack chat.update failed: {exc.response.get('error') if exc.response else exc}"
-            ) from None
+            error = exc.response.get("error") if exc.response else exc
+            raise DeliveryFailed(f"Slack chat.update failed: {error}", permanent=error in MESSAGE_ERRORS) from None
         except OSError as exc:
             raise DeliveryFailed(f"Slack chat.update failed: {type(exc).__name__}: {exc}") from None
 
@@ -107,8 +123,10 @@ class SlackDelivery:
             if outcome == "ok":
                 return detail
             last = detail
-            if outcome == "permanent":
-                break
+            if outcome == "message":
+                raise DeliveryFailed(f"Slack refused alert {alert_id}: {detail}", permanent=True)
+            if outcome == "refused":
+                break  # the token or the channel: no use retrying now, the outbox keeps it pending
             wait = min(self.settings.max_wait_s, wait if wait is not None else delay * (0.5 + random.random()))
             if attempt < self.settings.attempts:
                 log.warning(
@@ -124,7 +142,7 @@ class SlackDelivery:
         raise DeliveryFailed(f"Slack did not accept alert {alert_id}: {last}")
 
     def _try(self, alert_id: str, text: str, blocks: list[dict]) -> tuple[str, float | None, str]:
-        """('ok', None, ts) | ('retry', retry_after or None, why) | ('permanent', None, why)."""
+        """('ok', None, ts) | ('retry', retry_after or None, why) | ('message' | 'refused', None, why)."""
         from slack_sdk.errors import SlackApiError
 
         try:
@@ -160,4 +178,4 @@ class SlackDelivery:
                 return "retry", None, detail
         if status >= 500 or error in TRANSIENT_ERRORS:
             return "retry", None, detail
-        return "permanent", None, detail
+        return ("message" if str(error).strip() in MESSAGE_ERRORS else "refused"), None, detail

@@ -112,6 +112,15 @@ class ElasticsearchOutbox:
             doc={"delivery": "sent", "slack_ts": ts, "notified": status},
         )
 
+    def mark_failed(self, alert_id: str, error: str) -> None:
+        self._write(
+            "alert failed",
+            self.client.update,
+            index=self.index,
+            id=alert_id,
+            doc={"delivery": "failed", "last_error": error[:1000]},
+        )
+
     def ended_unnotified(self) -> list[Alert]:
         query = {
             "bool": {
