@@ -34,7 +34,7 @@ import numpy as np
 from monitor.labels_store import make_label
 from monitor.model_artifact import ModelArtifact
 from monitor.resources import shipped_model
-from monitor.retrieval.memory import InProcessMemory, MemoryQuery
+from monitor.retrieval.memory import InProcessMemory
 from monitor.scoring.metrics import classification_report
 from monitor.scoring.onnx import OnnxScorer
 from monitor.text import dedup_key
@@ -70,8 +70,7 @@ def score(
     neighbours = None
     if memory is not None and len(memory):
         memory.sync(scorer)
-        queries = [MemoryQuery(v, None, dedup_key(t)) for v, t in zip(raw["item_embedding"], texts)]
-        neighbours = scorer.search_memory(memory, queries)
+        neighbours = scorer.search_memory(memory, texts, raw["item_embedding"])
     return scorer.finish(texts, raw, None, neighbours).predicted(task)
 
 
@@ -132,8 +131,7 @@ def speed(scorer: OnnxScorer, texts: list[str], memories: dict[str, InProcessMem
             raw = scorer.encode(texts)
             neighbours = None
             if memory is not None:
-                queries = [MemoryQuery(v, None, dedup_key(t)) for v, t in zip(raw["item_embedding"], texts)]
-                neighbours = scorer.search_memory(memory, queries)
+                neighbours = scorer.search_memory(memory, texts, raw["item_embedding"])
             scorer.finish(texts, raw, None, neighbours)
             best[name] = max(best[name], len(texts) / (time.perf_counter() - started))
     return {name: round(rate, 1) for name, rate in best.items()}

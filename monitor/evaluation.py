@@ -11,33 +11,19 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from monitor.errors import InvalidLabel, LabelledFileError, UnknownLabel
+from monitor.errors import UnknownLabel
 from monitor.labelled_files import read_rows
 from monitor.labels import TASKS, canonical_label
-from monitor.labels_store import Label, make_label
-from monitor.retrieval.memory import InProcessMemory, MemoryQuery
+from monitor.labels_store import Label, read_label_file
+from monitor.retrieval.memory import InProcessMemory
 from monitor.scoring.metrics import classification_report
 from monitor.scoring.onnx import OnnxScorer
-from monitor.text import dedup_key
 
 
 def memory_labels(path: str | Path, task: str) -> tuple[list[Label], list[tuple[int, str]]]:
     """Labels for the retrieval memory from a CSV/JSONL file: `text,label` (the label of `task`),
-    or the labels store's own columns (text plus sentiment and/or topic). Bad rows are returned
-    as (line, reason)."""
-    labels: list[Label] = []
-    rejected: list[tuple[int, str]] = []
-    try:
-        for line, row in read_rows(path, required=("text",), bad_rows=rejected):
-            if row.get("label") not in (None, "") and not row.get(task):
-                row = {**row, task: row["label"]}
-            try:
-                labels.append(make_label(row, f"file:{Path(path).name}"))
-            except InvalidLabel as exc:
-                rejected.append((line, str(exc)))
-    except LabelledFileError as exc:
-        rejected.append((0, str(exc)))
-    return labels, rejected
+    or the labels store's own columns (text plus sentiment and/or topic)."""
+    return read_label_file(path, f"file:{Path(path).name}", label_task=task)
 
 
 def evaluate_file(scorer: OnnxScorer, path: str | Path, task: str, memory: InProcessMemory | None = None) -> dict:
@@ -72,8 +58,7 @@ def evaluate_file(scorer: OnnxScorer, path: str | Path, task: str, memory: InPro
     started = time.perf_counter()
     if used:
         raw = scorer.encode(texts)
-        queries = [MemoryQuery(v, None, dedup_key(t)) for v, t in zip(raw["item_embedding"], texts)]
-        neighbours = scorer.search_memory(memory, queries)
+        neighbours = scorer.search_memory(memory, texts, raw["item_embedding"])
         scores = scorer.finish(texts, raw, None, neighbours)
     else:
         scores = scorer.score_texts(texts)

@@ -81,12 +81,17 @@ def make_label(row: dict, labelled_by: str, now: datetime | None = None) -> Labe
 HISTORY_FIELDS = ("sentiment", "topic", "labelled_by", "labelled_at")
 
 
-def read_label_file(path: str | Path, labelled_by: str) -> tuple[list[Label], list[tuple[int, str]]]:
-    """Labels from a CSV/JSONL file; bad rows come back as (line, reason), good rows are kept."""
+def read_label_file(
+    path: str | Path, labelled_by: str, label_task: str | None = None
+) -> tuple[list[Label], list[tuple[int, str]]]:
+    """Labels from a CSV/JSONL file; bad rows come back as (line, reason), good rows are kept.
+    `label_task`: a `label` column (`text,label` files) is the label of that head."""
     labels: list[Label] = []
     rejected: list[tuple[int, str]] = []
     try:
         for line, row in read_rows(path, required=("text",), bad_rows=rejected):
+            if label_task and row.get("label") not in (None, "") and not row.get(label_task):
+                row = {**row, label_task: row["label"]}
             try:
                 labels.append(make_label(row, labelled_by))
             except InvalidLabel as exc:

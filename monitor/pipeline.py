@@ -28,7 +28,7 @@ from monitor.retrieval.history import (
     Original,
     parse_stored_time,
 )
-from monitor.retrieval.memory import MemoryQuery, RetrievalMemory
+from monitor.retrieval.memory import RetrievalMemory
 from monitor.schema import NewsItem, format_time, parse_item
 from monitor.scoring.onnx import OnnxScorer, Scores
 from monitor.sinks.base import Record, source_key
@@ -289,11 +289,14 @@ class ScoringPipeline:
             return None, failed
         memory = None
         if memory_k:
-            queries = [
-                MemoryQuery(raw["item_embedding"][row], items[i].id, dedup_key(items[i].text), items[i].published_at)
-                for row, i in enumerate(ok)
-            ]
-            memory = self.scorer.search_memory(self.memory, queries)
+            scored = [items[i] for i in ok]
+            memory = self.scorer.search_memory(
+                self.memory,
+                [i.text for i in scored],
+                raw["item_embedding"],
+                [i.id for i in scored],
+                [i.published_at for i in scored],
+            )
         try:
             scores = self.scorer.finish([texts[i] for i in ok], raw, None, memory)
         except Exception as exc:  # noqa: BLE001 — the heads on one item's numbers: find which

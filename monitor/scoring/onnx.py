@@ -226,11 +226,26 @@ class OnnxScorer:
             neighbours = [list(i.neighbours) for i in inputs]
         return self._scores(raw, neighbours, memory)
 
-    def search_memory(self, memory, queries: Sequence) -> list[list[Neighbour]]:
-        """The retrieval memory's neighbours of each query (MemoryQuery) as this model uses them."""
+    def search_memory(
+        self,
+        memory,
+        texts: Sequence[str],
+        embeddings: np.ndarray,
+        ids: Sequence[str | None] | None = None,
+        published: Sequence | None = None,
+    ) -> list[list[Neighbour]]:
+        """The retrieval memory's neighbours of each text (its embedding by this model, its item id
+        and publication time when known; its near-duplicate group from the text), as this model
+        uses them."""
+        from monitor.retrieval.memory import MemoryQuery
+
         f = self.memory_fusion
         if f is None:
-            return [[] for _ in queries]
+            return [[] for _ in texts]
+        queries = [
+            MemoryQuery(v, ids[i] if ids else None, dedup_key(t), published[i] if published else None)
+            for i, (v, t) in enumerate(zip(embeddings, texts))
+        ]
         found = memory.search(queries, f.k, self.version, f.near_duplicate)
         return [[n for n in items if n.score >= f.min_similarity] for items in found]
 
