@@ -239,9 +239,16 @@ def cmd_detect_evaluate(args: argparse.Namespace) -> int:
             if not path.exists():
                 raise SystemExit(f"bearwatch: {path} does not exist (give --tweets and --prices, or --data)")
 
+        from monitor.progress import Progress
+
+        bar: list[Progress] = []
+
         def progress(done: int, total: int) -> None:
-            if done % 10240 < 256 or done == total:
-                print(f"scoring the stream once (cached after): {done}/{total}", file=sys.stderr, flush=True)
+            if not bar:
+                bar.append(Progress("scoring the stream once (cached after)", total=total, every_s=15))
+            bar[0].update(done - bar[0].done)
+            if done == total:
+                bar[0].close()
 
         rows = suite(tweets, prices, configs, model=args.model, min_tweets=args.min_tweets, progress=progress)
         print(json.dumps(rows, indent=2) if args.json else format_suite(rows))

@@ -17,6 +17,7 @@ from pathlib import Path
 from monitor.app import ModelProvider, ScoringApp
 from monitor.labels_store import Label
 from monitor.observability import Health, ScoringMetrics
+from monitor.progress import Progress, count_lines
 from monitor.resources import demo_stream
 from monitor.settings import Settings
 from monitor.wiring import (
@@ -95,8 +96,10 @@ def produce_file(settings: Settings, path: str, rate: float | None, topic: str |
     publisher = KafkaPublisher(settings.kafka, client_id="bearwatch-produce")
     sent = 0
     started = time.monotonic()
-    with open(path, "rb") as fh:
+    progress = Progress("produce", total=count_lines(path), unit="lines", every_s=settings.monitor.progress_seconds)
+    with progress, open(path, "rb") as fh:
         for raw in fh:
+            progress.update()
             value = raw.rstrip(b"\r\n")
             if not value.strip():
                 continue
@@ -129,10 +132,12 @@ def build_embedded_app(
     on_batch=None,
     taps: dict | None = None,
     labels: Sequence[Label] = (),
+    progress: Progress | None = None,
 ) -> ScoringApp:
     """The embedded default: file source, in-process history, JSONL outputs in out_dir (`taps`:
     in-process readers of some topics, see FilePublisher); `labels` are its retrieval memory."""
-    from monitor.retrieval.history import EmbeddedHistory
+    from monitor.pipeline import VECTOR_METHODS
+    from monitor.retrieval.embedded import EmbeddedHistory
     from monitor.retrieval.memory import InProcessMemory
     from monitor.sinks.file import FilePublisher
     from monitor.sources.file import FileSource
@@ -140,7 +145,7 @@ def build_embedded_app(
     models = ModelProvider(settings.model)
     return ScoringApp(
         source=FileSource(input_path, state_file=out_dir / "offsets.json"),
-        store=EmbeddedHistory(out_dir / "history"),
+        store=EmbeddedHistory(out_dir / "history", vectors=settings.retrieval.history in VECTOR_METHODS),
         publisher=FilePublisher(out_dir, taps),
         models=models,
         pipeline_settings=pipeline_settings(settings),
@@ -148,6 +153,7 @@ def build_embedded_app(
         health=Health(),
         on_batch=on_batch,
         memory=InProcessMemory(labels) if settings.retrieval.memory else None,
+        progress=progress,
     )
 
 
@@ -170,8 +176,10 @@ def run_demo(
 
     scored = MemoryTopic(settings.kafka.scored_topic)
     report = DemoReport(scored, tracker_config(settings))
+    path = input_path or str(demo_stream())
+    progress = Progress("demo", total=count_lines(path), unit="items", every_s=settings.monitor.progress_seconds)
     app = build_embedded_app(
-        settings, input_path or str(demo_stream()), out, on_batch=report.add, taps={scored.topic: scored}, labels=labels
+        settings, path, out, on_batch=report.add, taps={scored.topic: scored}, labels=labels, progress=progress
     )
     if announce is not None:
         announce(app)

@@ -14,6 +14,8 @@ from monitor.records import Alert
 from monitor.schema import format_time
 from monitor.sources.memory import MemoryTopic
 
+_NOT_KEPT = frozenset({"embedding", "timings_ms"})
+
 
 class DemoReport:
     """Collects the scored batches and runs the production detection stage in-process on the scored
@@ -27,7 +29,8 @@ class DemoReport:
         self.alerts: list[dict] = []
 
     def add(self, messages, result) -> None:
-        self.documents.extend(result.documents)
+        # what the summary and the HTML report read: not the vector (384 floats a document) nor timings
+        self.documents.extend({k: v for k, v in d.items() if k not in _NOT_KEPT} for d in result.documents)
         self.detection.drain()
         for record in result.dead:
             headers = dict(record.headers)

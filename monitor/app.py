@@ -25,6 +25,7 @@ from monitor.errors import (
 from monitor.model_artifact import ModelArtifact
 from monitor.observability import Health, ScoringMetrics
 from monitor.pipeline import STAGES, PipelineSettings, ScoringPipeline, dead_letter
+from monitor.progress import Progress
 from monitor.records import Position, Watermark
 from monitor.registry import CURRENT, ModelRegistry
 from monitor.resources import shipped_model
@@ -100,8 +101,12 @@ class ScoringApp:
         health: Health | None = None,
         on_batch=None,
         memory: RetrievalMemory | None = None,
+        progress: Progress | None = None,
     ) -> None:
         self.source = source
+        # how far it is: a log line every progress_seconds (a daemon, a backlog), or the caller's bar
+        self.progress = progress or Progress("scoring", unit="messages", every_s=settings.progress_seconds, bar=False)
+        self._lag: int | None = None
         self.memory = memory
         self.store = store
         self.publisher = publisher
@@ -148,7 +153,7 @@ class ScoringApp:
                 self._failed(exc)
                 continue
             if time.monotonic() - last_lag > 5:
-                lag = self.source.lag()
+                lag = self._lag = self.source.lag()
                 if lag is not None:
                     self.metrics.lag.set(lag)
                 last_lag = time.monotonic()
@@ -164,6 +169,7 @@ class ScoringApp:
                 continue
             idle_since = time.monotonic()
             self._process(messages)
+        self.progress.close()
         return self.stats
 
     def _process(self, messages) -> None:
@@ -276,6 +282,7 @@ class ScoringApp:
         for stage, seconds in result.seconds.items():
             s.seconds[stage] += seconds
             m.stage_seconds.labels(stage=stage).observe(seconds)
+        self.progress.update(len(messages), batches=s.batches, lag=self._lag, dead_letters=s.dead_letters)
         if self.on_batch:
             self.on_batch(messages, result)
 

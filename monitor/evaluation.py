@@ -15,6 +15,7 @@ from monitor.errors import UnknownLabel
 from monitor.labelled_files import read_rows
 from monitor.labels import TASKS, canonical_label
 from monitor.labels_store import Label, read_label_file
+from monitor.progress import Progress
 from monitor.retrieval.memory import InProcessMemory
 from monitor.scoring.metrics import classification_report
 from monitor.scoring.onnx import OnnxScorer
@@ -56,14 +57,20 @@ def evaluate_file(scorer: OnnxScorer, path: str | Path, task: str, memory: InPro
         memory.sync(scorer)
         used = memory.size(scorer.version)
     started = time.perf_counter()
-    if used:
-        raw = scorer.encode(texts)
-        neighbours = scorer.search_memory(memory, texts, raw["item_embedding"])
-        scores = scorer.finish(texts, raw, None, neighbours)
-    else:
-        scores = scorer.score_texts(texts)
+    predicted: list[str] = []
+    with Progress(f"evaluate {task}", total=len(texts), unit="items") as progress:
+        for start in range(0, len(texts), 1024):  # each item is scored alone: chunks change no score
+            chunk = texts[start : start + 1024]
+            if used:
+                raw = scorer.encode(chunk)
+                neighbours = scorer.search_memory(memory, chunk, raw["item_embedding"])
+                scores = scorer.finish(chunk, raw, None, neighbours)
+            else:
+                scores = scorer.score_texts(chunk)
+            predicted += scores.predicted(task)
+            progress.update(len(chunk))
     seconds = time.perf_counter() - started
-    report = classification_report(gold, scores.predicted(task), scorer.labels[task])
+    report = classification_report(gold, predicted, scorer.labels[task])
     report.update(
         task=task,
         model_version=scorer.version,

@@ -26,10 +26,9 @@ from monitor.retrieval.history import (
     HistoryQuery,
     HistoryStore,
     Original,
-    parse_stored_time,
 )
 from monitor.retrieval.memory import RetrievalMemory
-from monitor.schema import NewsItem, format_time, parse_item
+from monitor.schema import NewsItem, format_time, parse_item, parse_stored_time
 from monitor.scoring.onnx import OnnxScorer, Scores
 from monitor.sinks.base import Record, source_key
 from monitor.sources.base import Message
@@ -37,6 +36,9 @@ from monitor.text import dedup_key
 
 log = logging.getLogger("bearwatch.pipeline")
 STAGES = ("validate", "dedup", "score", "retrieve", "total")
+
+
+VECTOR_METHODS = ("knn", "both")  # related-history methods that search the stored vectors
 
 
 @dataclass(frozen=True)
@@ -386,7 +388,11 @@ class ScoringPipeline:
             context_mode=self.scorer.settings.mode,
             context_ids=tuple(n.id for n in scores.neighbours[index]),
             related_ids=tuple(r.id for r in related),
-            embedding=tuple(round(float(x), 6) for x in scores.embedding[index]),
+            # the vector is stored only where related history searches it (knn, both): 384 numbers
+            # a document, the bulk of its bytes, and of Elasticsearch's indexing work
+            embedding=tuple(np.round(scores.embedding[index].astype(np.float64), 6).tolist())
+            if self.settings.related_method in VECTOR_METHODS
+            else (),
             position=Position(message.topic, message.partition, message.offset),
             timings_ms=per_item_ms,
         )

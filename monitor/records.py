@@ -73,7 +73,7 @@ class ScoredItem:
     context_mode: str
     context_ids: tuple[str, ...]
     related_ids: tuple[str, ...]
-    embedding: tuple[float, ...]
+    embedding: tuple[float, ...]  # empty when related history does not search vectors (not stored)
     position: Position  # of the message this item was read from now
     timings_ms: dict[str, float] = field(default_factory=dict)
 
@@ -105,10 +105,9 @@ class ScoredItem:
             "context_mode": self.context_mode,
             "context_ids": list(self.context_ids),
             "related_ids": list(self.related_ids),
-            "embedding": list(self.embedding),
             "kafka": (d.first_position or self.position).to_json(),
             "timings_ms": self.timings_ms,
-        }
+        } | ({"embedding": list(self.embedding)} if self.embedding else {})
 
     @classmethod
     def from_json(cls, doc: dict[str, Any]) -> ScoredItem:

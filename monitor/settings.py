@@ -116,6 +116,7 @@ class MonitorSettings:
     dedup_window_hours: float = 24.0
     retry_initial_seconds: float = 0.5
     retry_max_seconds: float = 30.0
+    progress_seconds: float = 30.0  # a progress log line (items/s, lag, batches) this often; 0: none
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ import pytest
 
 from monitor.pipeline import PipelineSettings, ScoringPipeline
 from monitor.resources import shipped_model
-from monitor.retrieval.history import EmbeddedHistory
+from monitor.retrieval.embedded import EmbeddedHistory
 from monitor.sources.base import Message
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -171,9 +171,8 @@ def test_duplicate_flags_do_not_depend_on_where_batches_begin_or_on_replays(scor
         def some(docs: list[dict]) -> list[dict]:
             # Not covered: an interrupted write of a new version of a stored id (a correction)
             # overwrites the old text, which items before it in the batch would have matched.
-            docs = [
-                d for d in docs if d["id"] not in store.docs or store.docs[d["id"]]["content_hash"] == d["content_hash"]
-            ]
+            held = store.stored([d["id"] for d in docs])
+            docs = [d for d in docs if d["id"] not in held or held[d["id"]]["content_hash"] == d["content_hash"]]
             return rng.sample(docs, rng.randrange(len(docs) + 1))
 
         interrupted = {lo: some for lo in bounds[:-1] if rng.random() < 0.5}

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from monitor.registry import ModelRegistry
+from monitor.retrieval.embedded import EmbeddedHistory
 from monitor.settings import load_settings
 
 
@@ -34,8 +35,8 @@ def test_demo_scores_the_bundled_stream_and_dead_letters_the_bad_lines(tiny_mode
     assert len(dead) == 7 and all(d["headers"]["bearwatch.error"] for d in dead)
     assert len(scored) + len(dead) + 1 == len(lines)  # one message is an exact redelivery: stored once
     assert "dead letters" in result.stdout and "sentiment by ticker" in result.stdout
-    history = (out / "history" / "history.jsonl").read_text().splitlines()
-    assert len(history) == len(scored)
+    history = EmbeddedHistory(out / "history")
+    assert len(history) == len(scored) == len(list(history.documents()))
     assert "alerts (" in result.stdout and (out / "alerts.jsonl").exists()
 
 

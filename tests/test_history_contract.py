@@ -7,7 +7,8 @@ from datetime import datetime, timedelta, timezone
 import numpy as np
 import pytest
 
-from monitor.retrieval.history import DedupQuery, EmbeddedHistory, HistoryQuery
+from monitor.retrieval.embedded import EmbeddedHistory
+from monitor.retrieval.history import DedupQuery, HistoryQuery
 from monitor.schema import format_time
 from monitor.text import dedup_key
 

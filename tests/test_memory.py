@@ -178,7 +178,7 @@ def messages(texts: list[str], start: int = 0):
 
 def pipeline(scorer, memory):
     from monitor.pipeline import PipelineSettings, ScoringPipeline
-    from monitor.retrieval.history import EmbeddedHistory
+    from monitor.retrieval.embedded import EmbeddedHistory
 
     return ScoringPipeline(scorer, EmbeddedHistory(), PipelineSettings("scored", "dlq", related_method="off"), memory)
 

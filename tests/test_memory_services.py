@@ -148,7 +148,7 @@ def test_the_scores_with_memory_are_the_same_in_both_memories_at_any_batch_bound
 ) -> None:
     from monitor.elastic.memory import ElasticsearchMemory
     from monitor.pipeline import PipelineSettings, ScoringPipeline
-    from monitor.retrieval.history import EmbeddedHistory
+    from monitor.retrieval.embedded import EmbeddedHistory
 
     index, store = labels_index
     labels = [label(t, "bearish") for t in PARAPHRASES] + [

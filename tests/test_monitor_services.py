@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -158,6 +159,8 @@ def test_n_messages_become_n_documents_and_bad_ones_dead_letters(settings, es_cl
     good = news(120)
     values = good[:60] + [b for b, _ in BAD] + good[60:]
     produce(settings, values)
+    # kNN related history: the documents carry their vectors (with bm25 or off they do not)
+    settings = replace(settings, retrieval=replace(settings.retrieval, history="knn"))
     app = build_kafka_app(settings)
     stats = app.run(idle_timeout_s=5)
     app.source.close()

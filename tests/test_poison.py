@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from monitor.errors import InvalidItem
+from monitor.retrieval.embedded import EmbeddedHistory
 from monitor.schema import parse_item
 from monitor.text import normalise_edge
 
@@ -66,7 +67,6 @@ def pipeline():
     from monitor.model_artifact import ModelArtifact
     from monitor.pipeline import PipelineSettings, ScoringPipeline
     from monitor.resources import shipped_model
-    from monitor.retrieval.history import EmbeddedHistory
     from monitor.scoring.onnx import OnnxScorer
 
     scorer = OnnxScorer(ModelArtifact.load(shipped_model()), threads=1)
@@ -177,9 +177,7 @@ def test_the_embedded_default_takes_every_poison_case_the_daemon_dead_letters(tm
     assert [s["id"] for s in scored] == ["p1", "p2", "p3"]
     assert sorted(int(d["headers"]["bearwatch.source.offset"]) for d in dead) == [3, 4, 5]
     assert all("base64" in d["value"] or d["value"] for d in dead)
-    history = [
-        json.loads(line) for line in (out / "history" / "history.jsonl").read_text(encoding="utf-8").splitlines()
-    ]
+    history = list(EmbeddedHistory(out / "history").documents())
     assert {d["id"]: d.get("repaired") for d in history}["p2"] == ["headline"]
 
 

@@ -20,7 +20,7 @@ from monitor.records import (
     Watermark,
 )
 from monitor.resources import shipped_model
-from monitor.retrieval.history import EmbeddedHistory
+from monitor.retrieval.embedded import EmbeddedHistory
 from monitor.sources.base import Message
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -145,3 +145,19 @@ def test_the_shipped_manifest_reads_back_unchanged_and_a_broken_one_says_why() -
         Manifest.from_json(broken)
     with pytest.raises(ModelArtifactError, match="unsupported format_version"):
         Manifest.from_json({**doc, "format_version": 99})
+
+
+@pytest.mark.parametrize("method", ["off", "bm25", "knn", "both"])
+def test_the_vector_is_stored_only_where_related_history_searches_it(method: str) -> None:
+    from monitor.model_artifact import ModelArtifact
+    from monitor.scoring.onnx import OnnxScorer
+
+    scorer = OnnxScorer(ModelArtifact.load(shipped_model()), threads=1)
+    item = {"id": "v1", "headline": "Acme shares slump", "published_at": "2026-11-02T09:00:00Z"}
+    pipeline = ScoringPipeline(scorer, EmbeddedHistory(), PipelineSettings("scored", "dlq", related_method=method))
+    (doc,) = pipeline.process([Message("news", 0, 0, json.dumps(item).encode())]).documents
+    if method in ("knn", "both"):
+        assert len(doc["embedding"]) == scorer.embedding_dims
+        assert ScoredItem.from_json(doc).to_json() == doc
+    else:
+        assert "embedding" not in doc and ScoredItem.from_json(doc).embedding == ()

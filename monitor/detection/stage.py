@@ -20,6 +20,7 @@ from typing import Protocol
 from monitor.alerting.outbox import Outbox
 from monitor.detection.tracker import NewsTracker, TrackerConfig
 from monitor.errors import StoreUnavailable
+from monitor.progress import Progress
 from monitor.records import AlertEvent, ScoredEvent, Watermark
 from monitor.sources.base import TopicReader, caught_up
 
@@ -67,8 +68,11 @@ class DetectionStage:
         snapshot_every: int = 10,
         batch_size: int = 500,
         health=None,
+        progress: Progress | None = None,
     ) -> None:
         self.source = source
+        # a log line every 30 s: scored items read, alerts, late items (the embedded default passes none)
+        self.progress = progress
         self.tracker = tracker
         self.outbox = outbox
         self.snapshots = snapshots
@@ -109,6 +113,8 @@ class DetectionStage:
         import time
 
         idle_since = time.monotonic()
+        if self.progress is None:
+            self.progress = Progress("detection", unit="records", bar=False)
         while not self._stop.is_set() and (max_batches is None or self._batches < max_batches):
             if self.health is not None:
                 self.health.loop_turned()
@@ -130,6 +136,7 @@ class DetectionStage:
             self._deliver()
         self._save_snapshot()
         self._deliver()
+        self.progress.close()
         log.info(
             "detection stopped: %d scored items read, %d late (older than their partition's watermark: left out), %d "
             "alert events",
@@ -171,6 +178,8 @@ class DetectionStage:
             self._offsets[str(m.partition)] = m.offset + 1
         self._record()
         self._batches += 1
+        if self.progress is not None:
+            self.progress.update(len(messages), alerts=len(self.stats.alerts), late=self.tracker.late)
         if self._batches % self.snapshot_every == 0:
             self._save_snapshot()
 

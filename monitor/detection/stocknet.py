@@ -41,6 +41,7 @@ from zoneinfo import ZoneInfo
 
 from monitor.detection.evaluate import negative_ticker_alerts
 from monitor.detection.tracker import TrackerConfig
+from monitor.progress import Progress
 from monitor.records import ScoredEvent
 
 NEW_YORK = ZoneInfo("America/New_York")
@@ -354,7 +355,11 @@ def suite(
         "2014": (first, SPLIT),
         "2015-16": (SPLIT, last + timedelta(days=1)),
     }
-    runs: dict[str, list[Raised]] = {name: tracker_alerts(stream, config) for name, config in configs.items()}
+    runs: dict[str, list[Raised]] = {}
+    with Progress("detector configurations", total=len(configs), unit="configs", every_s=1) as done:
+        for name, config in configs.items():
+            runs[name] = tracker_alerts(stream, config)
+            done.update(config=name)
     runs["naive: daily 3-sigma, calendar days"] = naive_alerts(stream, calendar_days(stream))
     runs["naive: daily 3-sigma, trading sessions"] = naive_alerts(stream, trading_closes(prices))
     return {

@@ -23,8 +23,8 @@ from monitor.elastic.client import call, translate
 from monitor.errors import StoreUnavailable
 from monitor.indices import NEWS
 from monitor.records import ScoredItem
-from monitor.retrieval.history import TICKER_BOOST, DedupQuery, HistoryQuery, Original, Related, parse_stored_time
-from monitor.schema import format_time
+from monitor.retrieval.history import TICKER_BOOST, DedupQuery, HistoryQuery, Original, Related
+from monitor.schema import format_time, parse_stored_time
 from monitor.settings import ElasticsearchSettings
 
 log = logging.getLogger("bearwatch.elasticsearch")
