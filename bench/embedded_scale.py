@@ -91,16 +91,10 @@ def fill(history: Path, items: list[dict], start: int, count: int, copies: int) 
 
     store = EmbeddedHistory(history, vectors=False)
     began = time.perf_counter()
-    batch: list[dict] = []
-    for item in repeated(items, start, count, copies):
-        batch.append(as_document(item))
-        if len(batch) == 2000:
-            store.add(batch)
-            store.flush()
-            batch = []
-    store.add(batch)
-    store.flush()
+    refused = store.write_all((as_document(item) for item in repeated(items, start, count, copies)), batch=2000)
     store.close()
+    if refused:
+        raise SystemExit(f"{refused} history documents were refused")
     return time.perf_counter() - began
 
 

@@ -279,15 +279,16 @@ def fit(config: TrainConfig, data: Dataset, tokenizer, base_dir: Path, run_dir: 
         state = saved["state"]
         log.info("resumed from %s at epoch %d", last, state["epoch"])
 
-    from tqdm.auto import tqdm
+    from monitor.progress import Progress
 
     started = time.monotonic()
     stop = False
     for epoch in range(state["epoch"], config.epochs):
         model.train()
         batches = train_batches.order(seed=config.seed + epoch)
-        bar = tqdm(batches, desc=f"epoch {epoch + 1}/{config.epochs}", unit="batch", dynamic_ncols=True)
-        for position, rows in enumerate(bar, start=1):
+        # a bar on a terminal, a log line every 30 s otherwise (a scheduled retrain writes to a log)
+        bar = Progress(f"epoch {epoch + 1}/{config.epochs}", total=len(batches), unit="batches")
+        for position, rows in enumerate(batches, start=1):
             topic, sentiment, _ = model(**train_batches.tensors(rows))
             loss = masked_multitask_loss(topic, sentiment, targets["topic"][rows], targets["sentiment"][rows])
             loss.backward()
@@ -296,7 +297,7 @@ def fit(config: TrainConfig, data: Dataset, tokenizer, base_dir: Path, run_dir: 
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
             state["step"] += 1
-            bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
+            bar.update(loss=f"{loss.item():.3f}", step=state["step"])
             if position in eval_points:
                 reports = head_reports(data.valid, predict(model, valid_batches))
                 metric = primary_metric(reports)
@@ -318,6 +319,7 @@ def fit(config: TrainConfig, data: Dataset, tokenizer, base_dir: Path, run_dir: 
                         stop = True
                         break
                 model.train()
+        bar.close()
         state["epoch"] = epoch + 1
         torch.save(
             {

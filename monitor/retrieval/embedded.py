@@ -35,7 +35,7 @@ import shutil
 import sqlite3
 import threading
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -295,18 +295,24 @@ class EmbeddedHistory:
         )
         return rid, n + 1, total + doc.length, old is not None
 
+    def write_all(self, documents: Iterable[dict], batch: int = 1000) -> int:
+        """Store many documents, a transaction per `batch`; returns how many were refused."""
+        refused, chunk = 0, []
+        for doc in documents:
+            chunk.append(doc)
+            if len(chunk) == batch:
+                self.add(chunk)
+                refused += len(self.flush())
+                chunk = []
+        self.add(chunk)
+        return refused + len(self.flush())
+
     def _import_jsonl(self, path: Path) -> None:
         """The previous version's history file, once: imported in batches, then set aside."""
         log.info("importing the previous history file %s into %s", path, self.path)
-        batch: list[dict] = []
-        for doc in read_objects(path):
-            batch.append(doc)
-            if len(batch) == 1000:
-                self.add(batch)
-                self.flush()
-                batch = []
-        self.add(batch)
-        self.flush()
+        refused = self.write_all(read_objects(path))
+        if refused:
+            log.warning("%d documents of %s could not be imported", refused, path)
         path.rename(path.with_name(path.name + ".imported"))
 
     def _raise(self, exc: sqlite3.Error, doing: str) -> NoReturn:
