@@ -159,7 +159,7 @@ def build_embedded_app(
 
 @dataclass
 class DemoRun:
-    documents: list[dict]  # every scored document, as it would be indexed
+    documents: list[dict]  # every scored document as it would be indexed, less its vector and timings
     alerts: list[dict]
     summary: str  # what the demo prints
     page: Path  # the HTML report
