@@ -133,6 +133,8 @@ class DetectionSettings:
     bucket_minutes: float = 15.0
     lateness_minutes: float = 2.0
     alpha: float = 1e-3  # tail probability under which a window is a spike (lower: fewer, later alerts)
+    early_check_minutes: float = 1.0  # the open bucket is also checked this often (0: at its close only)
+    min_confidence: float = 0.85  # a negative alert needs its top 3 items' mean p(bearish) at least this
     snapshot_every_batches: int = 10
     batch_size: int = 500
 
@@ -196,6 +198,13 @@ class Settings:
             raise SettingsError(f"trainer.notify_slack must be off, promoted or all, not {self.trainer.notify_slack!r}")
         if self.elasticsearch.api_key and self.elasticsearch.username:
             raise SettingsError("give either an Elasticsearch API key or a username/password, not both")
+        d = self.detection
+        if not (0 < d.alpha < 1 and d.bucket_minutes > 0 and d.lateness_minutes >= 0):
+            raise SettingsError("detection.alpha must be in (0, 1), bucket_minutes above 0, lateness_minutes 0 or more")
+        if not 0 <= d.early_check_minutes < d.bucket_minutes or not 0 <= d.min_confidence < 1:
+            raise SettingsError(
+                "detection.early_check_minutes must be 0 (off) or less than bucket_minutes, min_confidence in [0, 1)"
+            )
 
 
 SECRETS = {

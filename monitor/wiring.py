@@ -45,6 +45,8 @@ def tracker_config(settings: Settings) -> TrackerConfig:
         dedup_window=timedelta(hours=settings.monitor.dedup_window_hours),
         share_alpha=d.alpha,
         counts=replace(base.counts, alpha=d.alpha),
+        early=timedelta(minutes=d.early_check_minutes) if d.early_check_minutes > 0 else None,
+        min_confidence=d.min_confidence,
     )
 
 

@@ -5,7 +5,9 @@ sighted, multi-ticker items count for a share, `detect series` raises one flag p
 from __future__ import annotations
 
 import csv
+import json
 import random
+from dataclasses import replace
 from datetime import date, datetime, timedelta, timezone
 
 from monitor.detection.counts import CountSpike, CountSpikeConfig
@@ -145,8 +147,73 @@ def test_a_burst_on_a_quiet_ticker_alerts_in_the_window_it_happens_and_the_episo
     aaa = [a for a in alerts if a.key == "ticker:AAA"]
     opened = [a for a in aaa if a.status == "opened"]
     assert len(opened) == 1
-    assert opened[0].window_end <= START + timedelta(days=4, hours=15, minutes=30)  # by its second bucket
+    # Its third negative (15:09) is checked at the next early point, inside its first bucket.
+    assert opened[0].window_end == START + timedelta(days=4, hours=15, minutes=10)
     assert [a.status for a in aaa][-1] == "ended"
+    late = run(quiet_market() + burst(("AAA",), 6, timedelta(days=4, hours=15, minutes=1)), TrackerConfig(early=None))
+    (at_close,) = [a for a in late if a.key == "ticker:AAA" and a.status == "opened"]
+    assert at_close.id == opened[0].id and at_close.window_end == START + timedelta(days=4, hours=15, minutes=15)
+
+
+def test_an_early_check_pages_once_the_watermark_passes_its_point_before_the_bucket_closes() -> None:
+    events = sorted(
+        quiet_market() + burst(("AAA",), 6, timedelta(days=4, hours=15, minutes=1)), key=lambda e: e.published_at
+    )
+    tracker = NewsTracker()
+    for e in events:
+        got = [a for a in tracker.add(e) if a.key == "ticker:AAA" and a.status == "opened"]
+        if got:
+            break
+    # The item that moves the watermark (its time minus the 2-minute allowance) past 15:10.
+    assert e.published_at == START + timedelta(days=4, hours=15, minutes=13)
+    assert got[0].window_end == START + timedelta(days=4, hours=15, minutes=10)
+    assert tracker.next_close == START + timedelta(days=4, hours=15)  # its bucket is still open
+
+
+def test_early_checks_do_not_depend_on_how_the_watermark_moves_nor_on_a_restart() -> None:
+    """Step by step (one partition), or in one jump (the market's partition drained first, the
+    burst's second), or with a restart right after the early alert: the same alerts, raised at the
+    same moments."""
+    market, wave = quiet_market(), burst(("AAA",), 6, timedelta(days=4, hours=15, minutes=1))
+
+    def on(events: list[ScoredEvent], source: str, partitions: int) -> list[ScoredEvent]:
+        return [replace(e, source=source, partitions=partitions) for e in events]
+
+    def seen(alerts: list) -> list:
+        return sorted((a.id, a.status, a.window_end) for a in alerts)
+
+    reference = seen(run(market + wave))
+    assert any(status == "opened" and at.minute == 10 for _, status, at in reference)
+    tracker, jumped = NewsTracker(), []
+    for e in on(wave, "news/0", 2) + on(market, "news/1", 2):  # the market's items then move it 15 minutes a step
+        jumped += tracker.add(e)
+    jumped += tracker.caught_up("news/0", 2) + tracker.caught_up("news/1", 2) + tracker.finish()
+    assert seen(jumped) == reference
+
+    events = sorted(market + wave, key=lambda e: (e.published_at, e.id))
+    tracker, alerts, stop = NewsTracker(), [], 0
+    while not any(a.status == "opened" and a.key == "ticker:AAA" for a in alerts):
+        alerts += tracker.add(events[stop])
+        stop += 1
+    tracker = NewsTracker.restore(json.loads(json.dumps(tracker.snapshot())))
+    for e in events[stop - 3 :]:  # a replay overlapping what the snapshot had seen
+        alerts += tracker.add(e)
+    alerts += tracker.flush(events[-1].published_at + timedelta(hours=3))
+    assert seen(alerts) == reference
+
+
+def test_uncertain_bearish_calls_do_not_page() -> None:
+    """The same burst, once confidently bearish and once barely (the model's argmax, p 0.6): only
+    the first alerts; the floor is on the mean of the window's three most bearish items."""
+    at = timedelta(days=4, hours=15, minutes=1)
+    sure = run(quiet_market() + burst(("AAA",), 6, at))
+    unsure = run(quiet_market() + [replace(e, p_bearish=0.6) for e in burst(("AAA",), 6, at)])
+    assert [a for a in sure if a.key == "ticker:AAA" and a.status == "opened"]
+    assert not [a for a in unsure if a.key == "ticker:AAA"]
+    anyway = run(
+        quiet_market() + [replace(e, p_bearish=0.6) for e in burst(("AAA",), 6, at)], TrackerConfig(min_confidence=0)
+    )
+    assert [a for a in anyway if a.key == "ticker:AAA" and a.status == "opened"]
 
 
 def test_a_slow_wave_over_a_day_is_seen_by_the_day_window() -> None:

@@ -49,6 +49,9 @@ def test_secret_in_settings_file_is_refused(tmp_path) -> None:
         ("[kafka]\nbogus = 1\n", "unknown setting"),
         ("[nope]\n", "unknown section"),
         ('[model]\ndevice = "tpu"\n', "device"),
+        ("[detection]\nalpha = -5\n", "detection.alpha"),
+        ("[detection]\nearly_check_minutes = 15\n", "early_check_minutes"),
+        ("[detection]\nmin_confidence = 1.5\n", "min_confidence"),
     ],
 )
 def test_bad_settings_are_explained(tmp_path, text: str, match: str) -> None:

@@ -123,11 +123,11 @@ class Baselines:
         c = self.config
         return (self.seen >= c.warmup) & (counts >= c.min_count) & (counts >= c.min_ratio * expected)
 
-    def update(
+    def test(
         self, counts: np.ndarray, slot: int = 0, tails: bool = False, also=()
     ) -> tuple[np.ndarray, np.ndarray, dict[int, float]]:
-        """Test every row's count, then learn it. Returns (expected, flags, p-values of the rows that
-        were tested: the candidates, every warm row with `tails`, and the warm rows in `also`)."""
+        """Test every row's count, learning nothing. Returns (expected, flags, p-values of the rows
+        that were tested: the candidates, every warm row with `tails`, and the warm rows in `also`)."""
         c = self.config
         expected = self.expected(slot)
         test = (self.seen >= c.warmup) if tails else self.candidates(counts, expected)
@@ -136,8 +136,15 @@ class Baselines:
         flags = np.zeros(len(self), dtype=bool)
         for i, p in p_values.items():
             flags[i] = p < c.alpha and counts[i] >= c.min_count and counts[i] >= c.min_ratio * expected[i]
-        learned = np.where(flags, np.minimum(counts, c.spike_cap * expected), counts)
-        self.learn(learned, slot)
+        return expected, flags, p_values
+
+    def update(
+        self, counts: np.ndarray, slot: int = 0, tails: bool = False, also=()
+    ) -> tuple[np.ndarray, np.ndarray, dict[int, float]]:
+        """Test every row's count (as `test`), then learn it: a flagged count at most `spike_cap`
+        times the expected one."""
+        expected, flags, p_values = self.test(counts, slot, tails, also)
+        self.learn(np.where(flags, np.minimum(counts, self.config.spike_cap * expected), counts), slot)
         return expected, flags, p_values
 
     def learn(self, counts: np.ndarray, slot: int) -> None:

@@ -206,12 +206,17 @@ def candidates() -> dict[str, TrackerConfig]:
         return replace(base, counts=replace(counts, alpha=a), share_alpha=a)
 
     return {
-        "default: 15m/1h/4h/24h, alpha 1e-3, r >= 2": base,
+        "default: 15m-24h, a 1e-3, early, conf 0.85": base,
+        "no early checks (bucket closes only)": replace(base, early=None),
+        "no confidence floor": replace(base, min_confidence=0.0),
+        "confidence >= 0.85 over the top 5": replace(base, confidence_top=5),
+        "confidence >= 0.9": replace(base, min_confidence=0.9),
         "windows 15m/1h/4h (no 24h)": replace(base, scales=(1, 4, 16)),
         "windows 15m/1h": replace(base, scales=(1, 4)),
         "alpha 3e-4": alpha(3e-4),
         "alpha 5e-4": alpha(5e-4),
         "alpha 2e-3": alpha(2e-3),
+        "alpha 3e-3": alpha(3e-3),
         "alpha 1e-2": alpha(1e-2),
         "over-dispersion floor r >= 0.5": replace(base, counts=replace(counts, min_size=0.5)),
         "min 4 negatives": replace(base, counts=replace(counts, min_count=4), share_min_negatives=4),
