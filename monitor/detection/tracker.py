@@ -485,15 +485,14 @@ class NewsTracker:
             for i, sc in enumerate(self.scales):
                 kinds = tests.get(row, {}).get(i)
                 ticker = key.startswith("ticker:")
-                if kinds is None and not (ticker and key in self.episodes):
-                    continue
-                w = self._window(current, row, sc.scale)
-                if kinds and not self._confident(w):
+                w = self._window(current, row, sc.scale) if kinds else None
+                if w is not None and not self._confident(w):
                     # Uncertain calls do not page: a negative test counts only when the window's
                     # top negatives are, on average, confidently bearish.
-                    kinds = {k: t for k, t in kinds.items() if k == "volume_burst"} or None
-                    if kinds is None and not (ticker and key in self.episodes):
-                        continue
+                    kinds = {k: t for k, t in (kinds or {}).items() if k == "volume_burst"} or None
+                if kinds is None and not (ticker and key in self.episodes):
+                    continue
+                w = w or self._window(current, row, sc.scale)
                 ids = {x[1] for x in w.negative_ids}
                 if ticker:
                     # A ticker that flags now, or whose episode is still open, explains its negatives
