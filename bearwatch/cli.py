@@ -13,6 +13,7 @@ import platform
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from bearwatch import __version__
 
@@ -147,6 +148,8 @@ def cmd_dashboards(args: argparse.Namespace) -> int:
     """Kibana saved objects: export (write the NDJSON), validate (against the mappings), import (Kibana's API)."""
     from bearwatch import dashboards
 
+    if args.dashboards_command != "validate" and args.index_prefix is None:
+        args.index_prefix = _settings(args).elasticsearch.index_prefix
     if args.dashboards_command == "export":
         text = dashboards.ndjson(args.index_prefix)
         if args.out == "-":
@@ -227,6 +230,7 @@ def cmd_detect_evaluate(args: argparse.Namespace) -> int:
     import json
 
     from monitor.detection.evaluate import candidates, format_table, summary
+    from monitor.errors import SettingsError
 
     configs = candidates() if args.compare else dict(list(candidates().items())[:1])
     if args.suite == "stocknet":
@@ -236,8 +240,8 @@ def cmd_detect_evaluate(args: argparse.Namespace) -> int:
         tweets = Path(args.tweets or data / "stocknet-tweets" / "tweets_stream.csv")
         prices = Path(args.prices or data / "stocknet-prices" / "prices_daily.csv")
         for path in (tweets, prices):
-            if not path.exists():
-                raise SystemExit(f"bearwatch: {path} does not exist (give --tweets and --prices, or --data)")
+            if not path.is_file():
+                raise SettingsError(f"{path} does not exist (give --tweets and --prices, or --data)")
 
         from monitor.progress import Progress
 
@@ -263,22 +267,42 @@ def cmd_model(args: argparse.Namespace) -> int:
     """Operator view of a model registry: list, show, promote, rollback."""
     import json
 
+    from monitor.errors import SettingsError
     from monitor.registry import ModelRegistry
 
-    registry = ModelRegistry(args.registry)
+    registry = ModelRegistry(args.registry or _settings(args).trainer.registry)
+    if args.model_command not in ("register", "init") and not registry.versions_dir.is_dir():
+        raise SettingsError(
+            f"no model registry at {registry.root} (give --registry, or set trainer.registry; "
+            "`bearwatch model init` makes one)"
+        )
     current = registry.current_version()
     if args.model_command == "list":
-        print(f"{'':2}{'version':<28}{'status':<12}{'sentiment acc/F1':<18}{'topic acc/F1':<14}")
+        rows: list[dict[str, Any]] = []
         for version in registry.versions():
             m = registry.load(version).manifest.metrics.get("validation", {})
+            rows.append(
+                {
+                    "version": version,
+                    "current": version == current,
+                    "status": registry.status(version),
+                    **{
+                        t: {k: m[t]["encoder_only"][k] for k in ("accuracy", "macro_f1")} if t in m else None
+                        for t in ("sentiment", "topic")
+                    },
+                }
+            )
+        if args.json:
+            print(json.dumps(rows, indent=2))
+            return 0
+        print(f"{'':2}{'version':<28}{'status':<12}{'sentiment acc/F1':<18}{'topic acc/F1':<14}")
+        for row in rows:
             cells = [
-                f"{100 * m[t]['encoder_only']['accuracy']:.1f}/{100 * m[t]['encoder_only']['macro_f1']:.1f}"
-                if t in m
-                else "-"
+                f"{100 * row[t]['accuracy']:.1f}/{100 * row[t]['macro_f1']:.1f}" if row[t] else "-"
                 for t in ("sentiment", "topic")
             ]
-            mark = "* " if version == current else "  "
-            print(f"{mark}{version:<28}{registry.status(version):<12}{cells[0]:<18}{cells[1]:<14}")
+            mark = "* " if row["current"] else "  "
+            print(f"{mark}{row['version']:<28}{row['status']:<12}{cells[0]:<18}{cells[1]:<14}")
     elif args.model_command == "show":
         artifact = registry.load(args.version) if args.version else registry.current()
         print(
@@ -414,7 +438,11 @@ def build_parser() -> argparse.ArgumentParser:
     demo = add("demo", cmd_demo, "run the embedded default (no Kafka, no Elasticsearch) on a bundled news stream")
     demo.add_argument("--input", help="a JSONL news file, or - for standard input (default: the bundled stream)")
     demo.add_argument(
-        "--out", default="bearwatch-demo", help="folder for the scored items, dead letters and the history index"
+        "--output",
+        "--out",
+        dest="out",
+        default="bearwatch-demo",
+        help="folder for the scored items, dead letters and the history index",
     )
     demo.add_argument(
         "--model", help="model directory or registry (default: model.path of the settings, else the shipped model)"
@@ -490,7 +518,10 @@ def build_parser() -> argparse.ArgumentParser:
     ):
         sub = model_commands.add_parser(name, help=help_text)
         sub.set_defaults(handler=cmd_model)
-        sub.add_argument("--registry", required=True, help="registry folder")
+        sub.add_argument("--registry", help="registry folder (default: trainer.registry of the settings)")
+        sub.add_argument("--config", help="settings TOML (for trainer.registry)")
+        if name == "list":
+            sub.add_argument("--json", action="store_true", help="print the versions as one JSON list")
         if name in ("show", "promote"):
             sub.add_argument("version", nargs="?" if name == "show" else None)
         if name == "register":
@@ -555,7 +586,7 @@ def build_parser() -> argparse.ArgumentParser:
     dexport = dash_commands.add_parser(
         "export", help="write the saved objects (NDJSON) generated from the chart definitions"
     )
-    dexport.add_argument("--out", required=True, help="file to write (- for standard output)")
+    dexport.add_argument("--output", "--out", dest="out", required=True, help="file to write (- for standard output)")
     dvalidate = dash_commands.add_parser(
         "validate", help="check an NDJSON file: JSON, nested JSON, references, fields vs. the mappings"
     )
@@ -569,7 +600,8 @@ def build_parser() -> argparse.ArgumentParser:
     dimport.add_argument("--username", help="basic auth user (password in BEARWATCH_KIBANA_PASSWORD)")
     dimport.add_argument("--space", help="Kibana space id (default: the default space)")
     for sub in (dexport, dimport):
-        sub.add_argument("--index-prefix", default="bearwatch", help="the indices' prefix (elasticsearch.index_prefix)")
+        sub.add_argument("--index-prefix", help="the indices' prefix (default: elasticsearch.index_prefix)")
+        sub.add_argument("--config", help="settings TOML (for elasticsearch.index_prefix)")
     for sub in (dexport, dvalidate, dimport):
         sub.set_defaults(handler=cmd_dashboards)
 
@@ -623,6 +655,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return args.handler(args)
     except BearwatchError as exc:
         print(f"bearwatch: error: {exc}", file=sys.stderr)
+        return 1
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError) as exc:
+        # A path the user gave that cannot be read or written: their error, said in one line.
+        print(f"bearwatch: error: {exc.filename or exc}: {exc.strerror or exc}", file=sys.stderr)
         return 1
 
 

@@ -91,12 +91,14 @@ def produce_file(settings: Settings, path: str, rate: float | None, topic: str |
     from monitor.sources.kafka import ensure_topics
 
     topic = topic or settings.kafka.news_topic
+    open(path, "rb").close()  # a file that cannot be read is said before any broker is contacted
+    total = count_lines(path)
     if settings.kafka.create_topics:
         ensure_topics(settings.kafka, [topic])
     publisher = KafkaPublisher(settings.kafka, client_id="bearwatch-produce")
     sent = 0
     started = time.monotonic()
-    progress = Progress("produce", total=count_lines(path), unit="lines", every_s=settings.monitor.progress_seconds)
+    progress = Progress("produce", total=total, unit="lines", every_s=settings.monitor.progress_seconds)
     with progress, open(path, "rb") as fh:
         for raw in fh:
             progress.update()

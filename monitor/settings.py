@@ -5,19 +5,44 @@ from the environment or from files (``…_FILE``), never from the TOML file, and
 :class:`Secret`, whose ``repr`` and ``str`` never show the value.
 
 Environment overrides: ``BEARWATCH_<SECTION>_<KEY>`` (upper case), e.g. ``BEARWATCH_KAFKA_BOOTSTRAP``;
-``BEARWATCH_ES_…`` also works for the elasticsearch section (``BEARWATCH_ES_URL``).
+``BEARWATCH_ES_…`` also works for the elasticsearch section (``BEARWATCH_ES_URL``). Without a path,
+``BEARWATCH_CONFIG`` names the settings file.
+
+Every section is a pydantic dataclass: each value is checked against its type, range or set of
+choices as it is loaded (from the file, the environment or a ``dataclasses.replace``), and the
+first bad one ends the load with one :class:`SettingsError` line that names the setting, where it
+came from and what it must be.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import field, fields
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
+
+from pydantic import ConfigDict, Field, ValidationError
+from pydantic.dataclasses import dataclass
+from pydantic_core import core_schema
 
 from monitor.errors import SettingsError
+
+# Value types shared by the sections: what each range means is in the name.
+Positive = Annotated[float, Field(gt=0)]
+NonNegative = Annotated[float, Field(ge=0)]
+AtLeastOne = Annotated[int, Field(ge=1)]
+Count = Annotated[int, Field(ge=0)]
+Port = Annotated[int, Field(ge=0, le=65535)]  # 0: no endpoint
+Fraction = Annotated[float, Field(ge=0, lt=1)]
+Probability = Annotated[float, Field(gt=0, lt=1)]
+Text = Annotated[str, Field(min_length=1)]
+
+# Unknown keyword arguments are refused. Values are parsed as pydantic's lax mode does, because the
+# environment gives only strings: "8" is a number, "true"/"on"/"1" a boolean, "three" is refused.
+_STRICT = ConfigDict(extra="forbid", strict=False, str_strip_whitespace=True)
 
 
 class Secret:
@@ -42,27 +67,35 @@ class Secret:
     def __hash__(self) -> int:
         return hash(self._value)
 
+    @classmethod
+    def __get_pydantic_core_schema__(cls, source: Any, handler: Any) -> core_schema.CoreSchema:
+        # A secret setting holds a Secret, made by load_settings from the environment or a file.
+        return core_schema.is_instance_schema(cls)
 
-@dataclass(frozen=True)
+
+@dataclass(frozen=True, config=_STRICT)
 class KafkaSettings:
-    bootstrap: str = "127.0.0.1:19092"
-    news_topic: str = "bearwatch.news"
-    scored_topic: str = "bearwatch.news.scored"
-    dlq_topic: str = "bearwatch.news.dlq"
-    group: str = "bearwatch-score"
-    security_protocol: str = "PLAINTEXT"  # PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL
-    sasl_mechanism: str | None = None  # PLAIN, SCRAM-SHA-256, SCRAM-SHA-512
+    bootstrap: Text = "127.0.0.1:19092"
+    news_topic: Text = "bearwatch.news"
+    scored_topic: Text = "bearwatch.news.scored"
+    dlq_topic: Text = "bearwatch.news.dlq"
+    group: Text = "bearwatch-score"
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
     sasl_username: str | None = None
     sasl_password: Secret | None = None
     ssl_cafile: str | None = None
     ssl_certfile: str | None = None
     ssl_keyfile: str | None = None
-    create_topics: bool = True  # create missing topics at start-up (partitions below)
-    partitions: int = 3
-    connect_timeout_seconds: float = 30.0  # how long a client waits for the first broker at start-up
+    create_topics: bool = True  # create missing topics at start-up (partitions and replication below)
+    partitions: AtLeastOne = 3
+    # Replicas of each topic it creates: 1 suits one local broker; production clusters want 3
+    # (with min.insync.replicas 2 on the broker, so acks=all survives the loss of one).
+    replication_factor: AtLeastOne = 1
+    connect_timeout_seconds: Positive = 30.0  # how long a client waits for the first broker at start-up
     # The longest pause between reconnection attempts (kafka-python's default is 30 s): after a broker
     # restart, scoring resumes within this long of the broker being back.
-    reconnect_backoff_max_seconds: float = 5.0
+    reconnect_backoff_max_seconds: Positive = 5.0
 
     def client_options(self) -> dict[str, Any]:
         """Connection options shared by kafka-python's consumer, producer and admin client."""
@@ -84,96 +117,119 @@ class KafkaSettings:
         return options
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=_STRICT)
 class ElasticsearchSettings:
-    url: str = "http://127.0.0.1:19200"
-    index_prefix: str = "bearwatch"
+    url: Annotated[str, Field(pattern=r"^https?://")] = "http://127.0.0.1:19200"
+    index_prefix: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_.+-]*$")] = "bearwatch"
     api_key: Secret | None = None
     username: str | None = None
     password: Secret | None = None
     ca_certs: str | None = None
     verify_certs: bool = True
-    request_timeout: float = 30.0
+    request_timeout: Positive = 30.0
 
     def index(self, name: str) -> str:
         return f"{self.index_prefix}-{name}"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=_STRICT)
 class ModelSettings:
     path: str = ""  # a model directory, or a registry (its CURRENT version); empty: the model the package ships
-    device: str = "auto"  # auto | cpu | cuda (cuda: a missing GPU is fatal)
-    variant: str | None = None  # fp32 | int8; default: what the manifest serves
-    threads: int = 0  # CPU threads for ONNX Runtime (0: every CPU this process may use)
-    batch_size: int = 0  # 0: each item its own run on CPU (scores independent of batch-mates), 64 on a GPU
-    reload_check_seconds: float = 10.0
+    device: Literal["auto", "cpu", "cuda"] = "auto"  # cuda: a missing GPU is fatal
+    variant: Literal["fp32", "int8"] | None = None  # default: what the manifest serves
+    threads: Count = 0  # CPU threads for ONNX Runtime (0: every CPU this process may use)
+    batch_size: Count = 0  # 0: each item its own run on CPU (scores independent of batch-mates), 64 on a GPU
+    reload_check_seconds: NonNegative = 10.0
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=_STRICT)
 class MonitorSettings:
-    batch_size: int = 256  # messages per poll
-    poll_timeout_seconds: float = 1.0
-    dedup_window_hours: float = 24.0
-    retry_initial_seconds: float = 0.5
-    retry_max_seconds: float = 30.0
-    progress_seconds: float = 30.0  # a progress log line (items/s, lag, batches) this often; 0: none
+    batch_size: AtLeastOne = 256  # messages per poll
+    poll_timeout_seconds: Positive = 1.0
+    dedup_window_hours: NonNegative = 24.0
+    retry_initial_seconds: Positive = 0.5
+    retry_max_seconds: Positive = 30.0
+    progress_seconds: NonNegative = 30.0  # a progress log line (items/s, lag, batches) this often; 0: none
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=_STRICT)
 class RetrievalSettings:
-    history: str = "bm25"  # off | bm25 | knn | both: related history recorded with each item
-    k: int = 3
-    lookback_hours: float = 72.0
+    history: Literal["off", "bm25", "knn", "both"] = "bm25"  # related history recorded with each item
+    k: AtLeastOne = 3
+    lookback_hours: Positive = 72.0
     memory: bool = True  # analysts' labels (the labels index) move the scores of models with memory fusion
-    memory_search: str = "mirror"  # mirror (in the daemon, kept current) | knn (a kNN request per item)
+    # mirror: in the daemon, kept current; knn: a kNN request per item
+    memory_search: Literal["mirror", "knn"] = "mirror"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=_STRICT)
 class DetectionSettings:
-    bucket_minutes: float = 15.0
-    lateness_minutes: float = 2.0
-    alpha: float = 1e-3  # tail probability under which a window is a spike (lower: fewer, later alerts)
-    early_check_minutes: float = 1.0  # the open bucket is also checked this often (0: at its close only)
-    min_confidence: float = 0.85  # a negative alert needs its top 3 items' mean p(bearish) at least this
-    snapshot_every_batches: int = 10
-    batch_size: int = 500
+    bucket_minutes: Positive = 15.0
+    lateness_minutes: NonNegative = 2.0
+    alpha: Probability = 1e-3  # tail probability under which a window is a spike (lower: fewer, later alerts)
+    early_check_minutes: NonNegative = 1.0  # the open bucket is also checked this often (0: at its close only)
+    min_confidence: Fraction = 0.85  # a negative alert needs its top 3 items' mean p(bearish) at least this
+    snapshot_every_batches: AtLeastOne = 10
+    batch_size: AtLeastOne = 500
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=_STRICT)
 class SlackAlertSettings:
     channel: str | None = None  # with a bot token (BEARWATCH_SLACK_TOKEN): chat.postMessage
     token: Secret | None = None
     webhook_url: Secret | None = None  # or an incoming webhook (BEARWATCH_SLACK_WEBHOOK_URL)
-    base_url: str = "https://slack.com/api/"
+    base_url: Annotated[str, Field(pattern=r"^https?://")] = "https://slack.com/api/"
     kibana_url: str | None = None  # links in alerts open the drill-down dashboard here
-    timeout_seconds: float = 10.0  # one Slack request; a timeout is retried like a 5xx
+    timeout_seconds: Positive = 10.0  # one Slack request; a timeout is retried like a 5xx
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=_STRICT)
 class TrainerSettings:
-    registry: str = "registry"  # the model registry the monitor serves from (model.path)
-    recipe: str = "training/configs/default.toml"
-    workdir: str = "runs/trainer"
-    schedule: str = "interval:6h"  # "interval:<n>h|m" or a 5-field cron expression ("0 3 * * 1-5")
-    timezone: str = "UTC"
-    misfire_grace_seconds: int = 3600  # a run up to an hour late still runs (APScheduler's default is 1 s)
-    min_new_labels: int = 50  # labels added or corrected since the current model before it retrains
+    registry: Text = "registry"  # the model registry the monitor serves from (model.path)
+    recipe: Text = "training/configs/default.toml"
+    workdir: Text = "runs/trainer"
+    schedule: Text = "interval:6h"  # "interval:<n>h|m" or a 5-field cron expression ("0 3 * * 1-5")
+    timezone: Text = "UTC"
+    misfire_grace_seconds: AtLeastOne = 3600  # a run up to an hour late still runs (APScheduler's default is 1 s)
+    min_new_labels: Count = 50  # labels added or corrected since the current model before it retrains
     eval_files: str = ""  # fixed evaluation set, never trained on: "path:task,path:task"
-    margin: float = 0.005  # the candidate's mean macro-F1 must beat the current one's by this much
-    tolerance: float = 0.01  # and no head may lose more than this
-    lock_stale_seconds: int = 6 * 3600
+    # The candidate's mean macro-F1 must beat the current one's by this much (negative: may lose this much)
+    margin: float = 0.005
+    tolerance: NonNegative = 0.01  # and no head may lose more than this
+    lock_stale_seconds: AtLeastOne = 6 * 3600
     inbox: str = ""  # a folder whose labelled files (CSV/JSONL) are imported as labels; "" = none
-    inbox_poll_seconds: int = 60  # how often `trainer run` looks in the inbox (a cycle also looks first)
-    notify_slack: str = "off"  # "off", "promoted" or "all" (promoted and rejected), through the [slack] settings
+    inbox_poll_seconds: AtLeastOne = 60  # how often `trainer run` looks in the inbox (a cycle also looks first)
+    notify_slack: Literal["off", "promoted", "all"] = "off"  # all: promoted and rejected, through [slack]
+
+    def __post_init__(self) -> None:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        from apscheduler.triggers.cron import CronTrigger
+
+        try:
+            ZoneInfo(self.timezone)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise SettingsError(f"trainer.timezone {self.timezone!r} is not a time zone (UTC, Europe/London)") from None
+        if self.schedule.startswith("interval:"):
+            if not re.fullmatch(r"interval:\s*\d+(\.\d+)?[hms]", self.schedule):
+                raise SettingsError(f"trainer.schedule {self.schedule!r}: use interval:<number>h|m|s")
+        else:
+            try:
+                CronTrigger.from_crontab(self.schedule, timezone=self.timezone)
+            except ValueError as exc:
+                raise SettingsError(
+                    f"trainer.schedule {self.schedule!r} is neither interval:<n>h|m|s nor a 5-field cron expression "
+                    f"({exc})"
+                ) from None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=_STRICT)
 class MetricsSettings:
-    port: int = 9108  # 0: no HTTP endpoint
-    host: str = "127.0.0.1"
+    port: Port = 9108  # 0: no HTTP endpoint
+    host: Text = "127.0.0.1"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=_STRICT)
 class Settings:
     kafka: KafkaSettings = field(default_factory=KafkaSettings)
     elasticsearch: ElasticsearchSettings = field(default_factory=ElasticsearchSettings)
@@ -186,25 +242,23 @@ class Settings:
     trainer: TrainerSettings = field(default_factory=TrainerSettings)
 
     def __post_init__(self) -> None:
-        if self.model.device not in ("auto", "cpu", "cuda"):
-            raise SettingsError(f"model.device must be auto, cpu or cuda, not {self.model.device!r}")
-        if self.retrieval.memory_search not in ("mirror", "knn"):
-            raise SettingsError(f"retrieval.memory_search must be mirror or knn, not {self.retrieval.memory_search!r}")
-        if self.retrieval.history not in ("off", "bm25", "knn", "both"):
-            raise SettingsError(f"retrieval.history must be off, bm25, knn or both, not {self.retrieval.history!r}")
-        if self.monitor.batch_size < 1 or self.model.batch_size < 0:
-            raise SettingsError("monitor.batch_size must be at least 1, model.batch_size at least 0")
-        if self.trainer.notify_slack not in ("off", "promoted", "all"):
-            raise SettingsError(f"trainer.notify_slack must be off, promoted or all, not {self.trainer.notify_slack!r}")
+        # Checks across settings; each value's own type and range were checked as it was loaded.
         if self.elasticsearch.api_key and self.elasticsearch.username:
             raise SettingsError("give either an Elasticsearch API key or a username/password, not both")
         d = self.detection
-        if not (0 < d.alpha < 1 and d.bucket_minutes > 0 and d.lateness_minutes >= 0):
-            raise SettingsError("detection.alpha must be in (0, 1), bucket_minutes above 0, lateness_minutes 0 or more")
-        if not 0 <= d.early_check_minutes < d.bucket_minutes or not 0 <= d.min_confidence < 1:
+        if d.early_check_minutes >= d.bucket_minutes:
             raise SettingsError(
-                "detection.early_check_minutes must be 0 (off) or less than bucket_minutes, min_confidence in [0, 1)"
+                f"detection.early_check_minutes ({d.early_check_minutes:g}) must be 0 (off) or less than "
+                f"bucket_minutes ({d.bucket_minutes:g})"
             )
+        k = self.kafka
+        if k.security_protocol.startswith("SASL_") and not (k.sasl_mechanism and k.sasl_username and k.sasl_password):
+            raise SettingsError(
+                f"kafka.security_protocol {k.security_protocol} needs kafka.sasl_mechanism, kafka.sasl_username "
+                "and BEARWATCH_KAFKA_SASL_PASSWORD (or …_FILE)"
+            )
+        if self.monitor.retry_initial_seconds > self.monitor.retry_max_seconds:
+            raise SettingsError("monitor.retry_initial_seconds must not exceed monitor.retry_max_seconds")
 
 
 SECRETS = {
@@ -216,21 +270,16 @@ SECRETS = {
 }
 
 
-def _convert(value: str, current: Any, name: str) -> Any:
-    if isinstance(current, bool):
-        if value.lower() in ("1", "true", "yes", "on"):
-            return True
-        if value.lower() in ("0", "false", "no", "off"):
-            return False
-        raise SettingsError(f"{name}={value!r} is not a boolean")
-    try:
-        if isinstance(current, int):
-            return int(value)
-        if isinstance(current, float):
-            return float(value)
-    except ValueError:
-        raise SettingsError(f"{name}={value!r} is not a number") from None
-    return value
+def _explain(error: ValidationError, section: str, sources: Mapping[str, str]) -> SettingsError:
+    """One line for the first bad value: the setting, where it came from, what it must be."""
+    first = error.errors(include_url=False)[0]
+    name = str(first["loc"][0]) if first["loc"] else ""
+    where = f" (from {sources[name]})" if name in sources else ""
+    message = first["msg"].removeprefix("Value error, ").replace("Input should be", "must be")
+    if "input" in first and first["type"] != "value_error":
+        message = f"{message}, not {first['input']!r}"
+    more = f" (and {len(error.errors()) - 1} more)" if len(error.errors()) > 1 else ""
+    return SettingsError(f"{section}.{name}{where}: {message}{more}" if name else f"{message}{more}")
 
 
 def _secret_from_env(env: Mapping[str, str], variable: str) -> Secret | None:
@@ -245,26 +294,33 @@ def _secret_from_env(env: Mapping[str, str], variable: str) -> Secret | None:
 
 
 def load_settings(path: str | Path | None = None, env: Mapping[str, str] | None = None) -> Settings:
+    """Defaults, then the TOML file (``path``, else ``$BEARWATCH_CONFIG``, else none), then the environment."""
     env = os.environ if env is None else env
+    if path is None and env.get("BEARWATCH_CONFIG"):
+        path = env["BEARWATCH_CONFIG"]
     raw: dict[str, dict] = {}
     if path is not None:
         try:
             with open(path, "rb") as fh:
                 raw = tomllib.load(fh)
-        except (OSError, tomllib.TOMLDecodeError) as exc:
-            raise SettingsError(f"cannot read settings file {path}: {exc}") from None
+        except OSError as exc:
+            raise SettingsError(f"cannot read settings file {path}: {exc.strerror}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise SettingsError(f"settings file {path} is not valid TOML: {exc}") from None
     sections = {}
     for section in fields(Settings):
         cls: Any = section.default_factory  # every section is a dataclass with a default factory
-        current = cls()
-        given = dict(raw.pop(section.name, {}))
+        given = raw.pop(section.name, {})
+        if not isinstance(given, dict):
+            raise SettingsError(f"{section.name} in {path} must be a [{section.name}] table, not a value")
         unknown = set(given) - {f.name for f in fields(cls)}
         if unknown:
             raise SettingsError(f"unknown setting(s) in [{section.name}]: {', '.join(sorted(unknown))}")
         prefixes = [f"BEARWATCH_{section.name.upper()}_"] + (
             ["BEARWATCH_ES_"] if section.name == "elasticsearch" else []
         )
-        values = {}
+        values: dict[str, Any] = {}
+        sources: dict[str, str] = {}
         for f in fields(cls):
             if (section.name, f.name) in SECRETS:
                 if f.name in given:
@@ -275,11 +331,17 @@ def load_settings(path: str | Path | None = None, env: Mapping[str, str] | None 
                 values[f.name] = _secret_from_env(env, SECRETS[(section.name, f.name)])
                 continue
             variable = next((p + f.name.upper() for p in prefixes if p + f.name.upper() in env), None)
-            if variable is not None:
-                values[f.name] = _convert(env[variable], getattr(current, f.name), variable)
+            if variable is not None:  # a string: pydantic parses it as the field's type ("8", "true", "0.5")
+                values[f.name], sources[f.name] = env[variable], variable
             elif f.name in given:
-                values[f.name] = given[f.name]
-        sections[section.name] = replace(current, **values)
+                values[f.name], sources[f.name] = given[f.name], str(path)
+        try:
+            sections[section.name] = cls(**values)
+        except ValidationError as exc:
+            raise _explain(exc, section.name, sources) from None
     if raw:
         raise SettingsError(f"unknown section(s): {', '.join(sorted(raw))}")
-    return Settings(**sections)
+    try:
+        return Settings(**sections)
+    except ValidationError as exc:
+        raise SettingsError(exc.errors(include_url=False)[0]["msg"].removeprefix("Value error, ")) from None

@@ -28,7 +28,7 @@ def lines(objects: list[dict]) -> str:
 
 def test_the_committed_file_is_what_the_definitions_generate() -> None:
     assert COMMITTED.read_text(encoding="utf-8") == dashboards.ndjson(), (
-        "run: bearwatch dashboards export --out dashboards/bearwatch.ndjson"
+        "run: bearwatch dashboards export --output dashboards/bearwatch.ndjson"
     )
 
 

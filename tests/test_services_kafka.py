@@ -81,3 +81,41 @@ def test_consumer_group_resumes_at_committed_offset(kafka_bootstrap: str, topic:
 
     assert committed == 4
     assert [r.value for r in rest] == values[4:]
+
+
+def test_topics_are_created_with_the_configured_replication_and_a_refusal_is_explained(
+    kafka_bootstrap: str, unique_name: str
+) -> None:
+    from monitor.errors import SourceUnavailable
+    from monitor.settings import KafkaSettings
+    from monitor.sources.kafka import ensure_topics
+
+    admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap, client_id="bw-test-admin")
+    try:
+        # One local broker: a replication factor of 2 cannot be met, and start-up must say so.
+        with pytest.raises(SourceUnavailable, match="(?i)replication"):
+            ensure_topics(KafkaSettings(bootstrap=kafka_bootstrap, replication_factor=2), [f"{unique_name}-r2"])
+        assert f"{unique_name}-r2" not in admin.list_topics()
+        ensure_topics(KafkaSettings(bootstrap=kafka_bootstrap, replication_factor=1, partitions=2), [unique_name])
+        (described,) = admin.describe_topics([unique_name])
+        assert len(described["partitions"]) == 2
+        assert {len(p["replica_nodes"]) for p in described["partitions"]} == {1}
+        admin.delete_topics([unique_name])
+    finally:
+        admin.close()
+
+
+def test_the_publisher_is_idempotent(kafka_bootstrap: str, topic: str) -> None:
+    from monitor.settings import KafkaSettings
+    from monitor.sinks.base import Record
+    from monitor.sinks.kafka import KafkaPublisher
+
+    publisher = KafkaPublisher(KafkaSettings(bootstrap=kafka_bootstrap))
+    try:
+        assert publisher.producer.config["enable_idempotence"] is True
+        publisher.add(Record(topic, b"v", b"k"))
+        publisher.flush()
+        # The broker handed this producer an id: retried batches are deduplicated by (id, sequence).
+        assert publisher.producer._transaction_manager.producer_id_and_epoch.producer_id >= 0
+    finally:
+        publisher.close()

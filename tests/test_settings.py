@@ -52,6 +52,20 @@ def test_secret_in_settings_file_is_refused(tmp_path) -> None:
         ("[detection]\nalpha = -5\n", "detection.alpha"),
         ("[detection]\nearly_check_minutes = 15\n", "early_check_minutes"),
         ("[detection]\nmin_confidence = 1.5\n", "min_confidence"),
+        ('[kafka]\npartitions = "three"\n', r"kafka.partitions \(from .*\): must be a valid integer.*'three'"),
+        ('[kafka]\ngroup_id = "g"\n', r"unknown setting\(s\) in \[kafka\]: group_id"),
+        ("[retrieval]\nk = -5\n", "retrieval.k .*greater than or equal to 1"),
+        ("[detection]\nalpha = -5\n", "detection.alpha .*greater than 0"),
+        ("[metrics]\nport = 99999\n", "metrics.port .*less than or equal to 65535"),
+        ('[elasticsearch]\nurl = "es:9200"\n', "elasticsearch.url"),
+        ('[trainer]\nschedule = "every day"\n', "trainer.schedule 'every day'"),
+        ('[trainer]\nschedule = "interval:6 hours"\n', "interval:<number>h"),
+        ('[trainer]\ntimezone = "Mars/Olympus"\n', "not a time zone"),
+        ('[trainer]\nnotify_slack = "yes"\n', "trainer.notify_slack"),
+        ('[kafka]\nsecurity_protocol = "SASL_SSL"\n', "needs kafka.sasl_mechanism"),
+        ("[monitor]\nretry_initial_seconds = 60\n", "retry_initial_seconds must not exceed"),
+        ("kafka = 3\n", r"must be a \[kafka\] table"),
+        ("[kafka\n", "not valid TOML"),
     ],
 )
 def test_bad_settings_are_explained(tmp_path, text: str, match: str) -> None:
@@ -62,8 +76,40 @@ def test_bad_settings_are_explained(tmp_path, text: str, match: str) -> None:
 
 
 def test_bad_environment_number() -> None:
-    with pytest.raises(SettingsError, match="not a number"):
+    with pytest.raises(SettingsError, match=r"from BEARWATCH_MONITOR_BATCH_SIZE\): must be a valid integer.*'many'"):
         load_settings(env={"BEARWATCH_MONITOR_BATCH_SIZE": "many"})
+
+
+def test_environment_strings_are_parsed_as_the_settings_types() -> None:
+    s = load_settings(
+        env={
+            "BEARWATCH_KAFKA_CREATE_TOPICS": "false",
+            "BEARWATCH_DETECTION_ALPHA": "3e-3",
+            "BEARWATCH_KAFKA_PARTITIONS": "6",
+        }
+    )
+    assert s.kafka.create_topics is False and s.detection.alpha == 3e-3 and s.kafka.partitions == 6
+    with pytest.raises(SettingsError, match="BEARWATCH_KAFKA_CREATE_TOPICS.*valid boolean"):
+        load_settings(env={"BEARWATCH_KAFKA_CREATE_TOPICS": "maybe"})
+
+
+def test_bearwatch_config_names_the_file_when_no_path_is_given(tmp_path) -> None:
+    f = tmp_path / "s.toml"
+    f.write_text('[kafka]\nnews_topic = "from-config-variable"\n')
+    assert load_settings(env={"BEARWATCH_CONFIG": str(f)}).kafka.news_topic == "from-config-variable"
+    with pytest.raises(SettingsError, match="cannot read settings file .*missing.toml: No such file"):
+        load_settings(env={"BEARWATCH_CONFIG": str(tmp_path / "missing.toml")})
+
+
+def test_a_bad_value_given_in_code_is_refused_too() -> None:
+    from dataclasses import replace
+
+    from monitor.settings import KafkaSettings
+
+    with pytest.raises(ValueError, match="partitions"):
+        replace(KafkaSettings(), partitions=0)
+    with pytest.raises(ValueError, match="group_id"):
+        KafkaSettings(group_id="g")  # type: ignore[call-arg]
 
 
 def test_the_documented_example_file_loads_with_the_defaults() -> None:

@@ -154,7 +154,7 @@ def add_commands(commands, add) -> None:
 
     package = add("package", cmd_package, "copy a model directory for shipping: one ONNX variant, no PyTorch weights")
     package.add_argument("--model", required=True)
-    package.add_argument("--out", required=True)
+    package.add_argument("--output", "--out", dest="out", required=True)
     package.add_argument("--variant", choices=["fp32", "int8"], default="int8")
     package.add_argument("--reproduce", help="the command that reproduces this model, for its card")
     package.add_argument("--notes", help="a Markdown file of notes for the card")

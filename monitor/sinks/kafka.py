@@ -18,9 +18,12 @@ class KafkaPublisher:
             self.producer = KafkaProducer(
                 client_id=client_id,
                 acks="all",
+                # The broker drops a retried batch it already has (no duplicates from a lost ack), and
+                # with one request in flight per connection the order of a partition never changes.
+                enable_idempotence=True,
                 linger_ms=5,
                 retries=5,
-                max_in_flight_requests_per_connection=1,  # keeps per-partition order across retries
+                max_in_flight_requests_per_connection=1,
                 compression_type=None,
                 **settings.client_options(),
             )

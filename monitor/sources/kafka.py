@@ -14,16 +14,21 @@ log = logging.getLogger("bearwatch.kafka")
 
 
 def ensure_topics(settings: KafkaSettings, topics: list[str], partitions: int | None = None) -> None:
-    """Create missing topics (a development convenience: production creates them on purpose).
+    """Create missing topics (``kafka.create_topics``; production manifests turn it off and create
+    them on purpose), each with ``kafka.replication_factor`` replicas.
 
     The scored topic is created with one partition: the detection stage reads it as one ordered
-    log, which is what makes a replay of it give the same alerts.
+    log, which is what makes a replay of it give the same alerts. A broker that refuses (too few
+    brokers for the replication factor, no permission) ends start-up with its reason.
     """
     from kafka import KafkaAdminClient
     from kafka.admin import NewTopic
     from kafka.errors import KafkaError, TopicAlreadyExistsError
 
-    admin = KafkaAdminClient(client_id="bearwatch-admin", **settings.client_options())
+    try:
+        admin = KafkaAdminClient(client_id="bearwatch-admin", **settings.client_options())
+    except KafkaError as exc:
+        raise SourceUnavailable(f"no Kafka broker answered at {settings.bootstrap}: {exc}") from exc
     try:
         existing = set(admin.list_topics())
         missing = [t for t in topics if t not in existing]
@@ -34,7 +39,7 @@ def ensure_topics(settings: KafkaSettings, topics: list[str], partitions: int | 
                         NewTopic(
                             t,
                             num_partitions=partitions or (1 if t == settings.scored_topic else settings.partitions),
-                            replication_factor=1,
+                            replication_factor=settings.replication_factor,
                         )
                         for t in missing
                     ]
