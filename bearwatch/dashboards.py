@@ -21,6 +21,9 @@ OVERVIEW_ID = "bearwatch-overview"
 RECORDS = "___records___"  # Lens' source field of a count
 
 LENS_VERSION, DASHBOARD_VERSION, SEARCH_VERSION, VIEW_VERSION = "8.9.0", "8.9.0", "8.0.0", "8.0.0"
+# The Kibana core version the objects are written for: Kibana migrates them on import from here
+# (as its own export writes it), instead of guessing from the type versions alone.
+CORE_VERSION = "8.8.0"
 
 
 @dataclass(frozen=True)
@@ -109,7 +112,7 @@ CHARTS = (
         "line",
         (Metric("share", "average", "Negative share", field="is_negative", percent=True),),
         x=Bucket("date_histogram", "published_at", "Published"),
-        split=Bucket("terms", "topic", "Topic", size=6),
+        split=Bucket("terms", "topic", "Topic", size=6, order_by="share"),  # the most negative topics
     ),
     Chart(
         "bearwatch-negative-tickers",
@@ -308,6 +311,7 @@ def _lens(chart: Chart) -> dict:
         "id": chart.id,
         "type": "lens",
         "typeMigrationVersion": LENS_VERSION,
+        "coreMigrationVersion": CORE_VERSION,
         "attributes": {
             "title": chart.title,
             "description": "",
@@ -339,6 +343,7 @@ def _search(search: Search) -> dict:
         "id": search.id,
         "type": "search",
         "typeMigrationVersion": SEARCH_VERSION,
+        "coreMigrationVersion": CORE_VERSION,
         "attributes": {
             "title": search.title,
             "description": "",
@@ -358,6 +363,7 @@ def _view(view: DataView, prefix: str) -> dict:
         "id": view.id,
         "type": "index-pattern",
         "typeMigrationVersion": VIEW_VERSION,
+        "coreMigrationVersion": CORE_VERSION,
         "attributes": {
             "title": f"{prefix}-{view.index}",
             "name": view.name,
@@ -375,6 +381,7 @@ def _dashboard(d: Dashboard, kinds: dict[str, str]) -> dict:
         panels.append(
             {
                 "type": kinds[target],
+                "version": DASHBOARD_VERSION,  # the panel's embeddable version, as Kibana writes it
                 "gridData": {"x": x, "y": y, "w": w, "h": h, "i": pid},
                 "panelIndex": pid,
                 "embeddableConfig": {"enhancements": {}},
@@ -406,6 +413,7 @@ def _dashboard(d: Dashboard, kinds: dict[str, str]) -> dict:
         "id": d.id,
         "type": "dashboard",
         "typeMigrationVersion": DASHBOARD_VERSION,
+        "coreMigrationVersion": CORE_VERSION,
         "attributes": attributes,
         "references": refs,
     }

@@ -225,3 +225,15 @@ def test_import_posts_the_objects_as_kibana_expects_and_reports_refusals() -> No
         kibana.close()
     with pytest.raises(KibanaError, match="cannot be reached"):
         import_saved_objects(kibana.url, "{}\n", api_key=Secret("k3y"), timeout_s=2)
+
+
+def test_objects_carry_their_versions_and_topics_are_split_by_a_metric() -> None:
+    objects = dashboards.saved_objects()
+    assert all(o["coreMigrationVersion"] and o["typeMigrationVersion"] for o in objects)
+    for board in (o for o in objects if o["type"] == "dashboard"):
+        assert all(p["version"] for p in json.loads(board["attributes"]["panelsJSON"]))
+    share = next(o for o in objects if o["id"] == "bearwatch-negative-share-by-topic")
+    (layer,) = share["attributes"]["state"]["datasourceStates"]["formBased"]["layers"].values()
+    (topic,) = [c for c in layer["columns"].values() if c.get("sourceField") == "topic"]
+    assert topic["params"]["orderBy"] == {"type": "column", "columnId": "share"}  # not alphabetical
+    assert topic["params"]["orderDirection"] == "desc"
