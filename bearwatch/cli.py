@@ -417,20 +417,12 @@ def needs_training_extra(args: argparse.Namespace) -> int:
     return 2
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="bearwatch",
-        description="Streaming financial-news sentiment monitor.",
-    )
-    parser.add_argument("--version", action="version", version=f"bearwatch {__version__}")
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
-    commands.required = True
+Adder = Callable[[str, Callable[[argparse.Namespace], int], str], argparse.ArgumentParser]
+Commands = Any  # argparse's subparsers action (a private type)
 
-    def add(name: str, handler: Callable[[argparse.Namespace], int], help_text: str) -> argparse.ArgumentParser:
-        sub = commands.add_parser(name, help=help_text, description=help_text)
-        sub.set_defaults(handler=handler)
-        return sub
 
+def _add_version_and_demo(add: Adder) -> None:
+    """`version`, and `demo`: the embedded default."""
     version = add("version", cmd_version, "print the version (and, with -v, what it runs on)")
     version.add_argument(
         "-v", "--verbose", action="store_true", help="also list dependency versions and ONNX Runtime providers"
@@ -456,6 +448,9 @@ def build_parser() -> argparse.ArgumentParser:
         "retrieval memory, as analysts' labels would be",
     )
 
+
+def _add_monitor(commands: Commands) -> None:
+    """`monitor run`: the scoring daemon."""
     monitor = commands.add_parser("monitor", help="the scoring daemon", description="the scoring daemon")
     monitor_commands = monitor.add_subparsers(dest="monitor_command", metavar="COMMAND")
     monitor_commands.required = True
@@ -467,6 +462,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--max-batches", type=int, help="stop after N batches (tests, drills)")
     run.add_argument("--idle-exit", type=float, help="stop after N seconds without messages (tests, drills)")
 
+
+def _add_detect(commands: Commands) -> None:
+    """`detect run | evaluate | series`."""
     detect = commands.add_parser("detect", help="spike detection", description="spike detection")
     detect_commands = detect.add_subparsers(dest="detect_command", metavar="COMMAND")
     detect_commands.required = True
@@ -505,6 +503,9 @@ def build_parser() -> argparse.ArgumentParser:
     series.add_argument("--input", required=True, help="CSV with timestamp,value columns")
     series.add_argument("--output", required=True, help="CSV timestamp,anomaly_score,flag for every input row")
 
+
+def _add_model(commands: Commands) -> None:
+    """`model list | show | register | promote | rollback | init`: the registry."""
     model = commands.add_parser("model", help="the model registry: list, show, register, promote, rollback")
     model_commands = model.add_subparsers(dest="model_command", metavar="COMMAND")
     model_commands.required = True
@@ -531,6 +532,9 @@ def build_parser() -> argparse.ArgumentParser:
         if name in ("promote", "rollback"):
             sub.add_argument("--reason")
 
+
+def _add_label(commands: Commands) -> None:
+    """`label add | import`: analysts' labels."""
     label = commands.add_parser("label", help="analysts' labels for retraining: add one, or import a file")
     label_commands = label.add_subparsers(dest="label_command", metavar="COMMAND")
     label_commands.required = True
@@ -549,6 +553,9 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--by", required=True, help="who labelled (recorded with each label)")
         sub.add_argument("--config", help="settings TOML")
 
+
+def _add_bench_and_drill(add: Adder) -> None:
+    """`bench NAME` and `drill NAME`."""
     bench = add(
         "bench",
         cmd_bench,
@@ -578,6 +585,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--scale", choices=["ci", "full"], default="full", help="ci: the shortened form the tests run (default: full)"
     )
 
+
+def _add_dashboards(commands: Commands) -> None:
+    """`dashboards export | validate | import`: Kibana's saved objects."""
     dash = commands.add_parser(
         "dashboards", help="Kibana dashboards: export the saved objects, validate them, import them"
     )
@@ -605,6 +615,9 @@ def build_parser() -> argparse.ArgumentParser:
     for sub in (dexport, dvalidate, dimport):
         sub.set_defaults(handler=cmd_dashboards)
 
+
+def _add_produce_and_evaluate(add: Adder) -> None:
+    """`produce` (a file to Kafka) and `evaluate` (a model on a labelled file)."""
     produce = add("produce", cmd_produce, "publish a JSONL news file to Kafka (demos, tests, replays)")
     produce.add_argument("file")
     produce.add_argument("--rate", type=float, help="messages per second (default: as fast as possible)")
@@ -631,6 +644,29 @@ def build_parser() -> argparse.ArgumentParser:
         "analysts' labels would be (an item never retrieves its own text or a near-duplicate)",
     )
 
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="bearwatch",
+        description="Streaming financial-news sentiment monitor.",
+    )
+    parser.add_argument("--version", action="version", version=f"bearwatch {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands.required = True
+
+    def add(name: str, handler: Callable[[argparse.Namespace], int], help_text: str) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help_text, description=help_text)
+        sub.set_defaults(handler=handler)
+        return sub
+
+    _add_version_and_demo(add)
+    _add_monitor(commands)
+    _add_detect(commands)
+    _add_model(commands)
+    _add_label(commands)
+    _add_bench_and_drill(add)
+    _add_dashboards(commands)
+    _add_produce_and_evaluate(add)
     training_cli, missing = _training_commands()
     if training_cli is not None:
         training_cli.add_commands(commands, add)
