@@ -16,7 +16,7 @@ from pathlib import Path
 
 from monitor.app import ModelProvider, ScoringApp
 from monitor.labels_store import Label
-from monitor.observability import Health, ScoringMetrics
+from monitor.observability import DetectionMetrics, Health, ScoringMetrics
 from monitor.progress import Progress, count_lines
 from monitor.resources import demo_stream
 from monitor.settings import Settings
@@ -196,13 +196,15 @@ def run_demo(
 
 def build_detection_stage(settings: Settings):
     """The detection stage on Kafka (scored topic) and Elasticsearch (outbox, snapshots), Slack if configured."""
+    from monitor.alerting.feedback import Feedback
     from monitor.alerting.message import Headline
-    from monitor.alerting.outbox import deliver_pending
+    from monitor.alerting.outbox import Delivered, deliver_pending
     from monitor.detection.stage import DetectionStage
-    from monitor.elastic.client import connect, ensure_indices
+    from monitor.elastic.client import call, connect, ensure_indices
+    from monitor.elastic.labels import ElasticsearchLabels
     from monitor.elastic.outbox import ElasticsearchOutbox
     from monitor.elastic.snapshots import SnapshotStore
-    from monitor.indices import ALERTS, NEWS, STATE
+    from monitor.indices import ALERTS, LABELS, NEWS, STATE
     from monitor.records import ScoredItem
     from monitor.sources.kafka import KafkaTopicReader, ensure_topics
 
@@ -217,10 +219,12 @@ def build_detection_stage(settings: Settings):
     def headlines(ids: list[str]) -> list[Headline]:
         if not ids:
             return []
-        docs = es.mget(
+        docs = call(
+            "headlines",
+            es.mget,
             index=es_settings.index(NEWS),
             ids=ids,
-            source_includes=ScoredItem.fields("headline", "url", "published_at", "p_bearish"),
+            source_includes=ScoredItem.fields("headline", "url", "published_at", "p_bearish", "model_version"),
         )["docs"]
         return [
             Headline(
@@ -228,23 +232,27 @@ def build_detection_stage(settings: Settings):
                 d["_source"].get("url"),
                 d["_source"]["published_at"],
                 d["_source"].get("p_bearish", 0.0),
+                d["_source"].get("model_version"),
+                d["_id"],
             )
             for d in docs
             if d.get("found")
         ]
 
+    secret = settings.slack.signing_secret
+    posts = {}
+    if secret is not None:
+        labels = ElasticsearchLabels(es, es_settings.index(LABELS), es_settings.index(NEWS))
+        feedback = Feedback(
+            secret, labels.put, lambda ids: {h.item_id or "": h.text for h in headlines(ids)}, outbox.judge
+        )
+        posts["/slack/actions"] = feedback.handle
+
     deliver = None
     if slack is not None:
 
-        def deliver():
-            return deliver_pending(
-                outbox,
-                slack.post,
-                headlines,
-                slack.already_posted,
-                settings.slack.kibana_url,
-                update=slack.update if slack.can_update else None,
-            )
+        def deliver() -> Delivered:
+            return deliver_pending(outbox, slack, headlines, settings.slack.kibana_url, answers=secret is not None)
     else:
         log.warning(
             "no Slack configured (BEARWATCH_SLACK_TOKEN + slack.channel, or BEARWATCH_SLACK_WEBHOOK_URL): alerts are "
@@ -254,7 +262,8 @@ def build_detection_stage(settings: Settings):
     source = KafkaTopicReader(k, k.scored_topic, group=f"{k.group}-detect")
     snapshots = SnapshotStore(es, es_settings.index(STATE), f"detector:{k.scored_topic}")
     d = settings.detection
-    health = serve_health(settings, "detection")
+    metrics = DetectionMetrics()
+    health = serve_health(settings, "detection", metrics.registry, posts=posts)
     return DetectionStage.resume(
         source,
         tracker_config(settings),
@@ -264,4 +273,5 @@ def build_detection_stage(settings: Settings):
         snapshot_every=d.snapshot_every_batches,
         batch_size=d.batch_size,
         health=health,
+        metrics=metrics,
     )

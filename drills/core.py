@@ -367,13 +367,19 @@ class Stack:
         if self.slack is not None:
             alerts = self.alerts()
             acc.alerts = len(alerts)
-            sent = Counter(
-                (m.get("metadata") or {}).get("event_payload", {}).get("alert_id") for m in self.slack.messages
-            )
+
+            def ids(replies: bool) -> Counter:
+                return Counter(
+                    (m.get("metadata") or {}).get("event_payload", {}).get("alert_id")
+                    for m in self.slack.messages
+                    if bool(m.get("thread_ts")) == replies
+                )
+
+            sent, followups = ids(replies=False), ids(replies=True)  # alerts; escalations and ends in threads
             acc.slack_messages = sum(sent.values())
-            twice = [a for a, n in sent.items() if n > 1]
+            twice = [a for a, n in (sent + followups).items() if n > 1]
             if twice:
-                acc.problems.append(f"alert(s) posted to Slack more than once: {twice[:3]}")
+                acc.problems.append(f"alert(s) or follow-up(s) posted to Slack more than once: {twice[:3]}")
             unsent = [a["id"] for a in alerts if a["id"] not in sent]
             if unsent:
                 acc.problems.append(f"{len(unsent)} alert(s) never posted to Slack: {unsent[:3]}")

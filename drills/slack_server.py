@@ -73,6 +73,15 @@ class FakeSlack:
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
     @property
+    def posts(self) -> list[dict]:
+        """The channel's own messages: the alerts, without the replies in their threads."""
+        return [m for m in self.messages if not m.get("thread_ts")]
+
+    @property
+    def replies(self) -> list[dict]:
+        return [m for m in self.messages if m.get("thread_ts")]
+
+    @property
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.server.server_address[1]}/api/"
 
@@ -122,9 +131,10 @@ class FakeSlack:
                     {},
                     {
                         "ok": True,
-                        "messages": [
+                        "messages": [  # as Slack: the channel's own messages, not the replies in threads
                             {"ts": m["ts"], "text": m.get("text"), "metadata": m.get("metadata")}
                             for m in reversed(self.messages)
+                            if not m.get("thread_ts")
                         ],
                         "has_more": False,
                     },
@@ -145,3 +155,43 @@ class FakeSlack:
 
     def close(self) -> None:
         self.server.shutdown()
+
+
+def interact(
+    url: str, payload: dict, signing_secret: str, timestamp: int | None = None, signed_with: str | None = None
+) -> tuple[int, str]:
+    """POST an interaction to `url` as Slack does: a form with one ``payload`` field, signed with the
+    app's signing secret (`signed_with`: another secret, as a forger would; `timestamp`: a replay)."""
+    import urllib.error
+    import urllib.request
+    from urllib.parse import urlencode
+
+    from monitor.alerting.feedback import signature
+
+    body = urlencode({"payload": json.dumps(payload)}).encode()
+    ts = str(int(time.time()) if timestamp is None else timestamp)
+    request = urllib.request.Request(
+        url,
+        data=body,
+        method="POST",
+        headers={
+            "Content-Type": "application/x-www-form-urlencoded",
+            "X-Slack-Request-Timestamp": ts,
+            "X-Slack-Signature": signature(signed_with or signing_secret, ts, body),
+        },
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+def block_actions(user: str, *actions: dict) -> dict:
+    """A block_actions payload as Slack sends it for a click in a message."""
+    return {
+        "type": "block_actions",
+        "user": {"id": "U0TEST", "username": user},
+        "container": {"type": "message", "message_ts": "1.0", "channel_id": "C123"},
+        "actions": [{"block_id": "b", "action_ts": "1.0", **a} for a in actions],
+    }

@@ -153,9 +153,12 @@ class ScoringApp:
                 self._failed(exc)
                 continue
             if time.monotonic() - last_lag > 5:
-                lag = self._lag = self.source.lag()
-                if lag is not None:
-                    self.metrics.lag.set(lag)
+                lags = self.source.partition_lags()
+                self._lag = None if lags is None else sum(lags.values())
+                if lags is not None:
+                    self.metrics.lag.clear()  # partitions a rebalance took away are not left at their last value
+                    for (topic, partition), behind in lags.items():
+                        self.metrics.lag.labels(topic=topic, partition=str(partition)).set(behind)
                 last_lag = time.monotonic()
             if not messages:
                 self._announce_caught_up()

@@ -42,12 +42,17 @@ class SourceUnavailable(BearwatchError):
 
 
 class DeliveryFailed(BearwatchError):
-    """Slack did not take the message (after retries): the alert stays pending, or, when Slack
-    refused it for good (`permanent`: the message itself is wrong), is parked as failed."""
+    """Slack did not take the message: the alert stays pending for a later pass of the outbox
+    (`retry_after`: the seconds Slack asked to wait, on a rate limit), or, when Slack refused it
+    for good (`permanent`: the message itself is wrong), is parked as failed."""
 
-    def __init__(self, message: str, permanent: bool = False) -> None:
+    def __init__(
+        self, message: str, permanent: bool = False, retry_after: float | None = None, refused: bool = False
+    ) -> None:
         super().__init__(message)
         self.permanent = permanent
+        self.retry_after = retry_after
+        self.refused = refused  # the token or the channel was refused: the operator's to fix
 
 
 class RegistryError(BearwatchError):
@@ -96,3 +101,7 @@ def check_disk_error(exc: OSError, what: str) -> None:
             f"no room to write {what}: {exc.strerror}. Free some space (or raise the limit) and run again; "
             "it resumes after the last batch that was written in full"
         ) from exc
+
+
+class UnknownAlert(BearwatchError, ValueError):
+    """An answer about an alert the outbox does not hold."""

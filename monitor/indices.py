@@ -75,6 +75,8 @@ def alerts_mapping() -> dict:
             "status": {"type": "keyword"},  # the episode: opened, updated, ended
             "delivery": {"type": "keyword"},  # the Slack message: pending, sent, failed (refused for good)
             "notified": {"type": "keyword"},  # the episode status the Slack message last showed
+            "notified_severity": {"type": "keyword"},  # and the severity
+            "followup": {"type": "boolean"},  # escalated or ended since: a thread reply is due
             "window_start": {"type": "date"},
             "window_end": {"type": "date"},
             "created_at": {"type": "date"},
@@ -84,9 +86,18 @@ def alerts_mapping() -> dict:
             "score": {"type": "float"},
             "headline_ids": {"type": "keyword"},
             "shared_items": {"type": "integer"},  # negatives filed under many tickers, weighted down
+            "p_value": {"type": "double"},  # the test's tail probability (can be far below float's range)
+            "window_minutes": {"type": "float"},
+            "items": {"type": "float"},  # items in the test's window (weighted: many-ticker items count a share)
+            "negatives": {"type": "float"},
+            "tests": {"type": "keyword"},  # every test that flagged it
+            "next_attempt_at": {"type": "date"},  # a failed post is tried again from then on
             "slack_ts": {"type": "keyword"},
             "attempts": {"type": "integer"},
             "last_error": {"type": "text"},
+            "feedback": {"type": "keyword"},  # an analyst's verdict from Slack (false_alarm)
+            "feedback_by": {"type": "keyword"},
+            "feedback_at": {"type": "date"},
         },
     }
 

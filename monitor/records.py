@@ -15,7 +15,7 @@ Field names are written here once; everything else names fields through these cl
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -311,6 +311,12 @@ class AlertEvent:
     item_ids: tuple[str, ...]
     kinds: tuple[str, ...] = ()  # every test that flagged this bucket
     shared: int = 0  # of the window's negatives, those filed under many tickers (each counted for a share)
+    # What an analyst asks first: the test's tail probability, and the window it looked at (its
+    # length, its items and how many of them were negative).
+    p_value: float = 1.0
+    window_minutes: float = 0.0
+    items: float = 0.0
+    negatives: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -339,12 +345,14 @@ class Watermark:
 class Alert:
     """An alert episode as the outbox holds it (the alerts index document): what the detector
     decided, and where its Slack message stands. Opened once (a replayed opening changes nothing);
-    updated while its buckets keep flagging; its message edited once the episode has ended."""
+    updated while its buckets keep flagging: an update to a higher severity (an escalation) takes its
+    figures, and the end of the episode, both mark the message for a follow-up (a thread reply and an
+    edit of the message to its current state)."""
 
     id: str
     key: str  # all | topic:<name> | ticker:<symbol>
     kind: str
-    severity: str
+    severity: str  # the highest the episode reached
     status: str  # the episode: opened | updated | ended
     window_start: datetime
     window_end: datetime
@@ -355,11 +363,22 @@ class Alert:
     score: float
     headline_ids: tuple[str, ...]
     shared_items: int = 0  # negatives in the window filed under many tickers (each counted for a share)
+    p_value: float = 1.0  # of the test behind the figures (the opening's, or the last escalation's)
+    window_minutes: float = 0.0  # that test's window
+    items: float = 0.0  # items in that window, and how many were negative
+    negatives: float = 0.0
+    tests: tuple[str, ...] = ()  # every test that flagged it
     delivery: str = "pending"  # the Slack message: pending | sent | failed (refused for good)
     attempts: int = 0  # posts begun (counted before each post: a crash after it is detectable)
+    next_attempt_at: datetime | None = None  # after a failed post: not before (back-off, Retry-After)
     notified: str | None = None  # the episode status the Slack message last showed
+    notified_severity: str | None = None  # and the severity
+    followup: bool = False  # escalated or ended since the message was posted: a thread reply is due
     slack_ts: str | None = None
     last_error: str | None = None
+    feedback: str | None = None  # an analyst's verdict from Slack: false_alarm
+    feedback_by: str | None = None
+    feedback_at: datetime | None = None
 
     @property
     def key_kind(self) -> str:
@@ -371,8 +390,21 @@ class Alert:
             id=event.id, key=event.key, kind=event.kind, severity=event.severity, status=event.status,
             window_start=event.window_start, window_end=event.window_end, created_at=now, updated_at=now,
             observed=event.observed, baseline=event.baseline, score=event.score, headline_ids=event.item_ids,
-            shared_items=event.shared,
+            shared_items=event.shared, p_value=event.p_value, window_minutes=event.window_minutes,
+            items=event.items, negatives=event.negatives, tests=event.kinds,
         )  # fmt: skip
+
+    def recorded(self, event: AlertEvent, now: datetime) -> Alert:
+        """This episode after a later event of it: the window and status move on; an escalation (a
+        higher severity) takes the event's figures; an escalation or the end calls for a follow-up."""
+        if self.status == "ended":
+            return self  # a replay of an episode that is over: nothing new to say
+        moved: dict[str, Any] = {"status": event.status, "window_end": event.window_end, "updated_at": now}
+        if event.status == "ended":
+            return replace(self, **moved, followup=True)
+        if SEVERITY_RANK.get(event.severity, 0) > SEVERITY_RANK.get(self.severity, 0):
+            return replace(self, **moved, **escalation(event), followup=True)
+        return replace(self, **moved)
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -381,30 +413,55 @@ class Alert:
             "window_end": format_time(self.window_end), "created_at": format_time(self.created_at),
             "updated_at": format_time(self.updated_at), "observed": self.observed, "baseline": self.baseline,
             "score": self.score, "headline_ids": list(self.headline_ids), "shared_items": self.shared_items,
-            "attempts": self.attempts,
+            "p_value": self.p_value, "window_minutes": self.window_minutes, "items": self.items,
+            "negatives": self.negatives, "tests": list(self.tests), "attempts": self.attempts,
+            "followup": self.followup,
         }  # fmt: skip
-        for name in ("notified", "slack_ts", "last_error"):
+        for name in ("notified", "notified_severity", "slack_ts", "last_error", "feedback", "feedback_by"):
             if getattr(self, name) is not None:
                 out[name] = getattr(self, name)
+        for name in ("next_attempt_at", "feedback_at"):
+            if getattr(self, name) is not None:
+                out[name] = format_time(getattr(self, name))
         return out
 
     @classmethod
     def from_json(cls, doc: dict[str, Any]) -> Alert:
+        retry, judged = doc.get("next_attempt_at"), doc.get("feedback_at")
         return cls(
             id=doc["id"], key=doc["key"], kind=doc["kind"], severity=doc["severity"], status=doc["status"],
             window_start=parse_stored_time(doc["window_start"]), window_end=parse_stored_time(doc["window_end"]),
             created_at=parse_stored_time(doc["created_at"]), updated_at=parse_stored_time(doc["updated_at"]),
             observed=float(doc["observed"]), baseline=float(doc["baseline"]), score=float(doc["score"]),
             headline_ids=tuple(doc.get("headline_ids") or ()), shared_items=int(doc.get("shared_items") or 0),
-            delivery=doc.get("delivery", "pending"),
-            attempts=int(doc.get("attempts", 0)), notified=doc.get("notified"), slack_ts=doc.get("slack_ts"),
-            last_error=doc.get("last_error"),
+            p_value=float(doc.get("p_value", 1.0)), window_minutes=float(doc.get("window_minutes") or 0.0),
+            items=float(doc.get("items") or 0.0), negatives=float(doc.get("negatives") or 0.0),
+            tests=tuple(doc.get("tests") or ()), delivery=doc.get("delivery", "pending"),
+            attempts=int(doc.get("attempts", 0)), next_attempt_at=parse_stored_time(retry) if retry else None,
+            notified=doc.get("notified"), notified_severity=doc.get("notified_severity"),
+            followup=bool(doc.get("followup", False)), slack_ts=doc.get("slack_ts"), last_error=doc.get("last_error"),
+            feedback=doc.get("feedback"), feedback_by=doc.get("feedback_by"),
+            feedback_at=parse_stored_time(judged) if judged else None,
         )  # fmt: skip
+
+
+SEVERITY_RANK = {"warning": 0, "high": 1, "critical": 2}
+
+
+def escalation(event: AlertEvent) -> dict[str, Any]:
+    """The fields of an alert document that an escalating event replaces (both outboxes use it)."""
+    return {
+        "severity": event.severity, "kind": event.kind, "observed": event.observed, "baseline": event.baseline,
+        "score": event.score, "headline_ids": event.item_ids, "shared_items": event.shared, "p_value": event.p_value,
+        "window_minutes": event.window_minutes, "items": event.items, "negatives": event.negatives,
+        "tests": event.kinds,
+    }  # fmt: skip
 
 
 # Every field an alert document can have (the alerts index mapping is checked against it).
 ALERT_FIELDS = (
-    "id", "key", "key_kind", "kind", "severity", "status", "delivery", "notified", "window_start", "window_end",
-    "created_at", "updated_at", "observed", "baseline", "score", "headline_ids", "shared_items", "slack_ts", "attempts",
-    "last_error",
+    "id", "key", "key_kind", "kind", "severity", "status", "delivery", "notified", "notified_severity", "followup",
+    "window_start", "window_end", "created_at", "updated_at", "observed", "baseline", "score", "headline_ids",
+    "shared_items", "p_value", "window_minutes", "items", "negatives", "tests", "slack_ts", "attempts",
+    "next_attempt_at", "last_error", "feedback", "feedback_by", "feedback_at",
 )  # fmt: skip

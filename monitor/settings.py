@@ -179,6 +179,9 @@ class SlackAlertSettings:
     token: Secret | None = None
     webhook_url: Secret | None = None  # or an incoming webhook (BEARWATCH_SLACK_WEBHOOK_URL)
     base_url: Annotated[str, Field(pattern=r"^https?://")] = "https://slack.com/api/"
+    # With the Slack app's signing secret, alerts carry "False alarm" and "Wrong sentiment" controls,
+    # answered at POST /slack/actions on the detector's HTTP server (the app's Request URL)
+    signing_secret: Secret | None = None
     kibana_url: str | None = None  # links in alerts open the drill-down dashboard here
     timeout_seconds: Positive = 10.0  # one Slack request; a timeout is retried like a 5xx
 
@@ -267,6 +270,7 @@ SECRETS = {
     ("elasticsearch", "password"): "BEARWATCH_ES_PASSWORD",
     ("slack", "token"): "BEARWATCH_SLACK_TOKEN",
     ("slack", "webhook_url"): "BEARWATCH_SLACK_WEBHOOK_URL",
+    ("slack", "signing_secret"): "BEARWATCH_SLACK_SIGNING_SECRET",
 }
 
 

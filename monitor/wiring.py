@@ -68,15 +68,19 @@ def slack_delivery(settings: Settings) -> SlackDelivery | None:
     )
 
 
-def serve_health(settings: Settings, what: str, registry=None, health: Health | None = None) -> Health | None:
+def serve_health(
+    settings: Settings, what: str, registry=None, health: Health | None = None, posts=None
+) -> Health | None:
     """/metrics and /healthz on settings.metrics for a daemon (a fresh Health and an empty registry
-    unless given); None when the port is 0."""
+    unless given), and `posts` (the detector's Slack answers); None when the port is 0."""
     if not settings.metrics.port:
+        if posts:
+            log.warning("%s: metrics.port is 0, so %s cannot be answered", what, ", ".join(posts))
         return None
     from prometheus_client import CollectorRegistry
 
     health = health or Health()
-    server = serve(settings.metrics.host, settings.metrics.port, registry or CollectorRegistry(), health)
+    server = serve(settings.metrics.host, settings.metrics.port, registry or CollectorRegistry(), health, posts)
     log.info(
         "%s: metrics and health on http://%s:%d/metrics, /healthz",
         what,

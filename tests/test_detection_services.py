@@ -76,7 +76,7 @@ def run_detection(settings, **run):
 
 
 def hlcy_messages(slack) -> list[dict]:
-    return [m for m in slack.messages if "ticker:HLCY" in str(m.get("blocks"))]
+    return [m for m in slack.posts if "ticker:HLCY" in str(m.get("blocks"))]
 
 
 def test_planted_episode_gives_one_alert_document_and_one_slack_message(settings, slack, es_client) -> None:
@@ -85,11 +85,15 @@ def test_planted_episode_gives_one_alert_document_and_one_slack_message(settings
     hlcy = [d for d in docs if d["key"] == "ticker:HLCY"]
     assert len(hlcy) == 1 and hlcy[0]["delivery"] == "sent" and hlcy[0]["slack_ts"]
     assert len(hlcy_messages(slack)) == 1
-    assert len(slack.messages) == len(docs)  # every alert once, nothing else
+    assert len(slack.posts) == len(docs)  # every alert once, nothing else
     assert all(d["delivery"] == "sent" for d in docs)
-    assert hlcy[0]["status"] == "ended" and hlcy[0]["notified"] == "ended"
+    assert hlcy[0]["status"] == "ended" and hlcy[0]["notified"] == "ended" and not hlcy[0]["followup"]
     message = hlcy_messages(slack)[0]
     assert message.get("edited") and "ended" in message["text"]  # the same message now says the episode ended
+    thread = [r for r in slack.replies if r["thread_ts"] == message["ts"]]
+    assert thread and "Ended" in thread[-1]["text"]  # and a reply in its thread says so
+    ended = [d for d in docs if d["status"] == "ended"]
+    assert len(slack.replies) >= len(ended)  # every end (and escalation) replied, each once (checked in drills)
 
 
 def test_rate_limits_and_server_errors_still_deliver_exactly_once(settings, slack, es_client) -> None:
@@ -97,8 +101,10 @@ def test_rate_limits_and_server_errors_still_deliver_exactly_once(settings, slac
     slack.server_error(2)
     run_detection(settings, idle_timeout_s=3)
     docs = alert_docs(es_client, settings)
-    assert len(hlcy_messages(slack)) == 1 and len(slack.messages) == len(docs)
-    assert slack.requests.count("/api/chat.postMessage") == len(docs) + 4
+    assert len(hlcy_messages(slack)) == 1 and len(slack.posts) == len(docs)
+    assert slack.script == []  # every scripted failure was met (by a post, or the duplicate check before a re-post)
+    calls = slack.requests.count("/api/chat.postMessage") + slack.requests.count("/api/conversations.history")
+    assert calls >= len(docs) + len(slack.replies) + 4
 
 
 def test_restart_mid_episode_does_not_alert_again(settings, slack, es_client) -> None:
@@ -107,7 +113,7 @@ def test_restart_mid_episode_does_not_alert_again(settings, slack, es_client) ->
     second, _ = run_detection(settings, idle_timeout_s=3)
     docs = alert_docs(es_client, settings)
     assert len([d for d in docs if d["key"] == "ticker:HLCY"]) == 1
-    assert len(hlcy_messages(slack)) == 1 and len(slack.messages) == len(docs)
+    assert len(hlcy_messages(slack)) == 1 and len(slack.posts) == len(docs)
 
 
 def test_crash_after_posting_before_recording_does_not_post_twice(settings, slack, es_client, monkeypatch) -> None:
@@ -123,15 +129,15 @@ def test_crash_after_posting_before_recording_does_not_post_twice(settings, slac
     monkeypatch.setattr(ElasticsearchOutbox, "mark_sent", crash_before_recording)
     monkeypatch.setattr(DetectionStage, "_save_snapshot", lambda self: None)  # and no snapshot survives
     run_detection(settings, idle_timeout_s=3)
-    posted = len(slack.messages)
+    posted = len(slack.posts)
     assert posted >= 1 and all(d["delivery"] == "pending" for d in alert_docs(es_client, settings))
 
     monkeypatch.setattr(ElasticsearchOutbox, "mark_sent", real_mark_sent)
     monkeypatch.undo()
-    first_ids = [m["metadata"]["event_payload"]["alert_id"] for m in slack.messages]
+    first_ids = [m["metadata"]["event_payload"]["alert_id"] for m in slack.posts]
     run_detection(settings, idle_timeout_s=3)  # replays the whole topic from scratch
     docs = alert_docs(es_client, settings)
-    ids = [m["metadata"]["event_payload"]["alert_id"] for m in slack.messages]
+    ids = [m["metadata"]["event_payload"]["alert_id"] for m in slack.posts]
     assert sorted(ids) == sorted(d["id"] for d in docs)  # every alert exactly once
     assert ids[:posted] == first_ids  # what reached Slack before the crash was found there, not posted again
     assert all(d["delivery"] == "sent" for d in docs)

@@ -226,27 +226,77 @@ def test_an_outbox_keeps_an_alert_pending_until_it_is_marked_sent(outbox) -> Non
     assert pending.attempts == 1 and pending.last_error == "Slack said no"
     outbox.mark_sent(pending.id, "1700000000.000100")
     assert outbox.pending() == []
-    assert outbox.ended_unnotified() == []
+    assert outbox.followups() == []
+
+
+def test_an_outbox_keeps_when_a_failed_post_may_be_tried_again(outbox) -> None:
+    outbox.record([alert("opened")], T0)
+    outbox.attempt(alert("opened").id)
+    outbox.attempt(alert("opened").id, "HTTP 429: ratelimited", T0 + timedelta(seconds=30))
+    (pending,) = outbox.pending()
+    assert pending.next_attempt_at == T0 + timedelta(seconds=30) and pending.last_error == "HTTP 429: ratelimited"
 
 
 def test_an_outbox_reports_an_episode_that_ended_after_its_message_was_sent(outbox) -> None:
     outbox.record([alert("opened")], T0)
     outbox.mark_sent(alert("opened").id, "1700000000.000100")
     outbox.record([alert("updated", minutes=15), alert("ended", minutes=30)], T0 + timedelta(minutes=45))
-    (ended,) = outbox.ended_unnotified()
+    (ended,) = outbox.followups()
     assert ended.status == "ended" and ended.slack_ts == "1700000000.000100" and ended.notified == "opened"
     assert ended.window_end == T0 + timedelta(minutes=45) and ended.created_at == T0
-    outbox.mark_notified(ended.id, "ended")
-    assert outbox.ended_unnotified() == []
+    outbox.mark_notified(ended.id, "ended", "high")
+    assert outbox.followups() == []
+    outbox.record([alert("ended", minutes=30)], T0 + timedelta(hours=1))  # a replay of the end: nothing new
+    assert outbox.followups() == [] and outbox.pending() == []
     assert outbox.record([alert("updated", key="ticker:NEVER")], T0) == []  # an update of an unknown episode
+
+
+def test_an_escalation_takes_its_figures_and_calls_for_a_follow_up(outbox) -> None:
+    from dataclasses import replace
+
+    outbox.record([alert("opened")], T0)
+    outbox.mark_sent(alert("opened").id, "1700000000.000100")
+    outbox.record([replace(alert("updated", minutes=15), severity="warning", observed=1.0)], T0)  # lower: figures kept
+    assert outbox.followups() == []
+    worse = replace(alert("updated", minutes=15), severity="critical", observed=30.0, baseline=2.0, score=0.9999,
+                    item_ids=("c",), kinds=("negative_share", "negative_volume"), p_value=3e-12,
+                    window_minutes=240.0, items=40.0, negatives=30.0)  # fmt: skip
+    outbox.record([worse], T0 + timedelta(minutes=31))
+    (up,) = outbox.followups()
+    assert (up.severity, up.observed, up.baseline, up.headline_ids, up.p_value, up.items, up.negatives) == (
+        "critical",
+        30.0,
+        2.0,
+        ("c",),
+        3e-12,
+        40.0,
+        30.0,
+    )
+    assert up.tests == ("negative_share", "negative_volume") and up.window_minutes == 240.0
+    assert up.notified_severity == "high" and up.status == "updated" and up.delivery == "sent"
+    outbox.mark_notified(up.id, up.status, up.severity)
+    assert outbox.followups() == []
 
 
 def test_an_outbox_parks_an_alert_slack_refused_for_good_and_never_offers_it_again(outbox) -> None:
     outbox.record([alert("opened")], T0)
     outbox.mark_failed(alert("opened").id, "Slack refused alert x: HTTP 200: invalid_blocks")
-    assert outbox.pending() == [] and outbox.ended_unnotified() == []
+    assert outbox.pending() == [] and outbox.followups() == []
     outbox.record([alert("ended", minutes=30)], T0 + timedelta(minutes=45))  # its episode goes on being tracked
-    assert outbox.pending() == [] and outbox.ended_unnotified() == []
+    assert outbox.pending() == [] and outbox.followups() == []
+
+
+def test_an_outbox_keeps_an_analysts_verdict_and_refuses_one_on_an_unknown_alert(outbox) -> None:
+    from monitor.errors import UnknownAlert
+
+    outbox.record([alert("opened")], T0)
+    outbox.judge(alert("opened").id, "false_alarm", "slack:ana", T0 + timedelta(hours=1))
+    (judged,) = outbox.pending()
+    assert (judged.feedback, judged.feedback_by, judged.feedback_at) == (
+        "false_alarm", "slack:ana", T0 + timedelta(hours=1)
+    )  # fmt: skip
+    with pytest.raises(UnknownAlert):
+        outbox.judge("ticker:NEVER@x", "false_alarm", "slack:ana", T0)
 
 
 # --- Labels store: the last label wins, earlier ones are kept in the history ----------------------

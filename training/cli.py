@@ -95,14 +95,25 @@ def cmd_trainer(args: argparse.Namespace) -> int:
         )
         return 1 if result.outcome == "failed" else 0
 
-    def job() -> None:
-        result = run_once(trainer, labels, notify=notify)
-        logging.getLogger("bearwatch.trainer").info("cycle: %s (%s)", result.outcome, result.reason)
+    import time
 
-    s = scheduler(trainer, job, inbox_job=(lambda: poll_inbox(trainer, labels)) if trainer.inbox else None)
+    from monitor.observability import TrainerMetrics
+    from monitor.registry import ModelRegistry
     from monitor.wiring import serve_health
 
-    health = serve_health(settings, "trainer")
+    metrics = TrainerMetrics()
+
+    def job() -> None:
+        started = time.monotonic()
+        result = run_once(trainer, labels, notify=notify)
+        metrics.cycle(result.outcome, time.monotonic() - started, ModelRegistry(trainer.registry).current_version())
+        logging.getLogger("bearwatch.trainer").info("cycle: %s (%s)", result.outcome, result.reason)
+
+    def inbox_job() -> None:
+        metrics.inbox_labels.inc(poll_inbox(trainer, labels))
+
+    s = scheduler(trainer, job, inbox_job=inbox_job if trainer.inbox else None)
+    health = serve_health(settings, "trainer", metrics.registry)
     if health is not None:  # alive while the scheduler runs its jobs (a long training run does not block this one)
         s.add_job(health.loop_turned, "interval", seconds=30, id="bearwatch-heartbeat", coalesce=True, max_instances=1)
     logging.getLogger("bearwatch.trainer").info(

@@ -223,7 +223,7 @@ def slack_notifier(delivery, level: str) -> Callable[[CycleResult], None] | None
     def notify(result: CycleResult) -> None:
         if result.outcome == "promoted" or level == "all":
             text, blocks = notice(result)
-            delivery.post(f"model-{result.candidate}-{result.outcome}", text, blocks)
+            delivery.post_retrying(f"model-{result.candidate}-{result.outcome}", text, blocks)
 
     return notify
 

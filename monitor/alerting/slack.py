@@ -1,14 +1,15 @@
 """Slack delivery with slack-sdk: bot token + channel (chat.postMessage) or an incoming webhook.
 
-Rate limits (429 + Retry-After), server errors and transient ``ok: false`` answers are retried with
-back-off that honours Retry-After; anything still failing raises :class:`DeliveryFailed`, and the
-outbox keeps the alert pending for a later attempt; so it does, without retrying, for a refusal of
-the token or the channel (the operator's to fix). When Slack refuses the message itself
-(``invalid_blocks``, ``msg_too_long``...), no attempt can ever work: it raises with ``permanent``,
-and the outbox parks the alert as failed, with the reason, instead of re-posting it forever. With a
-bot token every message carries the alert id in its metadata, so before re-sending an alert whose
-earlier attempt may have reached Slack, the channel is checked for it: a crash between posting and
-recording never posts twice.
+Each call is one attempt: a rate limit (429 + Retry-After), a server error, a timeout or a transient
+``ok: false`` raises :class:`DeliveryFailed` (with Slack's Retry-After when it gave one), and the
+outbox tries again at a later pass, after its back-off (monitor/alerting/outbox.py); nothing here
+sleeps in the detection loop. So it does for a refusal of the token or the channel (the operator's
+to fix). When Slack refuses the message itself (``invalid_blocks``, ``msg_too_long``...), no attempt
+can ever work: it raises with ``permanent``, and the outbox parks the alert as failed, with the
+reason. With a bot token every message carries the alert id in its metadata, so before re-sending
+an alert whose earlier attempt may have reached Slack, the channel is checked for it: a crash
+between posting and recording never posts twice. :meth:`SlackDelivery.post_retrying` (the trainer's
+notices, off any detection loop) retries in place.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ MESSAGE_ERRORS = {
     "metadata_too_large",
 }
 METADATA_EVENT = "bearwatch_alert"
+METADATA_REPLY = "bearwatch_alert_followup"  # a thread reply: never taken for the alert's own message
 
 
 @dataclass(frozen=True)
@@ -114,34 +116,41 @@ class SlackDelivery:
         except OSError as exc:
             raise DeliveryFailed(f"Slack chat.update failed: {type(exc).__name__}: {exc}") from None
 
-    def post(self, alert_id: str, text: str, blocks: list[dict]) -> str:
-        """Post once (with retries); returns the message ts (token mode) or "webhook"."""
-        delay = 1.0
-        last = ""
+    def post(self, alert_id: str, text: str, blocks: list[dict], thread_ts: str | None = None) -> str:
+        """One attempt; returns the message ts (token mode) or "webhook". `thread_ts`: a reply in
+        that message's thread (token mode)."""
+        outcome, wait, detail = self._try(alert_id, text, blocks, thread_ts)
+        if outcome == "ok":
+            return detail
+        if outcome == "message":
+            raise DeliveryFailed(f"Slack refused alert {alert_id}: {detail}", permanent=True)
+        raise DeliveryFailed(
+            f"Slack did not accept alert {alert_id}: {detail}", retry_after=wait, refused=outcome == "refused"
+        )
+
+    def post_retrying(self, alert_id: str, text: str, blocks: list[dict]) -> str:
+        """Post with up to `attempts` tries in place, honouring Retry-After: for callers with no
+        outbox to retry later (the trainer's notices). A refused token or channel is not retried."""
+        delay, detail = 1.0, ""
         for attempt in range(1, self.settings.attempts + 1):
             outcome, wait, detail = self._try(alert_id, text, blocks)
             if outcome == "ok":
                 return detail
-            last = detail
             if outcome == "message":
-                raise DeliveryFailed(f"Slack refused alert {alert_id}: {detail}", permanent=True)
+                raise DeliveryFailed(f"Slack refused {alert_id}: {detail}", permanent=True)
             if outcome == "refused":
-                break  # the token or the channel: no use retrying now, the outbox keeps it pending
-            wait = min(self.settings.max_wait_s, wait if wait is not None else delay * (0.5 + random.random()))
+                break
             if attempt < self.settings.attempts:
-                log.warning(
-                    "Slack delivery of %s failed (%s), attempt %d/%d; retrying in %.1fs",
-                    alert_id,
-                    detail,
-                    attempt,
-                    self.settings.attempts,
-                    wait,
-                )
+                wait = min(self.settings.max_wait_s, wait if wait is not None else delay * (0.5 + random.random()))
+                log.warning("Slack did not accept %s (%s), attempt %d/%d; retrying in %.1fs", alert_id, detail,
+                            attempt, self.settings.attempts, wait)  # fmt: skip
                 self.sleep(wait)
-            delay = min(self.settings.max_wait_s, delay * 2)
-        raise DeliveryFailed(f"Slack did not accept alert {alert_id}: {last}")
+                delay = min(self.settings.max_wait_s, delay * 2)
+        raise DeliveryFailed(f"Slack did not accept {alert_id}: {detail}")
 
-    def _try(self, alert_id: str, text: str, blocks: list[dict]) -> tuple[str, float | None, str]:
+    def _try(
+        self, alert_id: str, text: str, blocks: list[dict], thread_ts: str | None = None
+    ) -> tuple[str, float | None, str]:
         """('ok', None, ts) | ('retry', retry_after or None, why) | ('message' | 'refused', None, why)."""
         from slack_sdk.errors import SlackApiError
 
@@ -151,9 +160,13 @@ class SlackDelivery:
                     channel=self.channel,
                     text=text,
                     blocks=blocks,
+                    thread_ts=thread_ts,
                     unfurl_links=False,
                     unfurl_media=False,
-                    metadata={"event_type": METADATA_EVENT, "event_payload": {"alert_id": alert_id}},
+                    metadata={
+                        "event_type": METADATA_REPLY if thread_ts else METADATA_EVENT,
+                        "event_payload": {"alert_id": alert_id},
+                    },
                 )
                 return "ok", None, response["ts"]
             response = self.webhook.send(text=text, blocks=blocks, unfurl_links=False, unfurl_media=False)

@@ -17,14 +17,16 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Protocol
 
-from monitor.alerting.outbox import Outbox
+from monitor.alerting.outbox import Delivered, Outbox
 from monitor.detection.tracker import NewsTracker, TrackerConfig
 from monitor.errors import StoreUnavailable
+from monitor.observability import DetectionMetrics
 from monitor.progress import Progress
 from monitor.records import AlertEvent, ScoredEvent, Watermark
 from monitor.sources.base import TopicReader, caught_up
 
 log = logging.getLogger("bearwatch.detect")
+DELIVERY_GRACE_S = 120.0  # an idle exit waits this long at most for Slack to take the pending alerts
 
 
 class Snapshots(Protocol):
@@ -64,11 +66,12 @@ class DetectionStage:
         tracker: NewsTracker,
         outbox: Outbox,
         snapshots: Snapshots | None = None,
-        deliver: Callable[[], tuple[int, int]] | None = None,
+        deliver: Callable[[], Delivered] | None = None,
         snapshot_every: int = 10,
         batch_size: int = 500,
         health=None,
         progress: Progress | None = None,
+        metrics: DetectionMetrics | None = None,
     ) -> None:
         self.source = source
         # a log line every 30 s: scored items read, alerts, late items (the embedded default passes none)
@@ -81,6 +84,9 @@ class DetectionStage:
         self.batch_size = batch_size
         self.health = health  # monitor.observability.Health: /healthz says whether the loop turns
         self.stats = DetectionStats()
+        self.metrics = metrics
+        self._late_counted = 0
+        self._lag_checked = 0.0
         self._unrecorded: list[AlertEvent] = []
         self._offsets: dict[str, int] = {}
         self._batches = 0
@@ -109,16 +115,21 @@ class DetectionStage:
         """Consume until stopped; with `idle_timeout_s`, until the input has ended: the scored topic
         is read to its end. If every news partition was announced caught up too, the input has
         ended: the buckets left open are closed (`finish`), as the embedded default does at the end
-        of its file; otherwise they stay open (in the snapshot) for what is still to come."""
+        of its file; otherwise they stay open (in the snapshot) for what is still to come. Before an
+        idle exit, alerts Slack has not taken yet are tried again as their back-off allows, for up
+        to `DELIVERY_GRACE_S` (what is still pending then waits in the outbox for the next run)."""
         import time
 
         idle_since = time.monotonic()
+        idle_exit = False
         if self.progress is None:
             self.progress = Progress("detection", unit="records", bar=False)
         while not self._stop.is_set() and (max_batches is None or self._batches < max_batches):
             if self.health is not None:
                 self.health.loop_turned()
             messages = self.source.poll(self.batch_size, 1.0)
+            if time.monotonic() - self._lag_checked > 5:
+                self._measure_lag()
             if messages:
                 idle_since = time.monotonic()
                 self._process(messages)
@@ -131,11 +142,17 @@ class DetectionStage:
                             "idle exit with buckets open: news partitions not caught up yet: %s",
                             sorted(s for s in self.tracker.sources if s not in self.tracker.idle)[:10],
                         )
+                    idle_exit = True
                     break
                 idle_since = time.monotonic()  # behind, or the broker cannot say: not idle
             self._deliver()
         self._save_snapshot()
-        self._deliver()
+        done = self._deliver()
+        deadline = time.monotonic() + DELIVERY_GRACE_S
+        while idle_exit and done is not None and done.pending and not done.refused and time.monotonic() < deadline:
+            time.sleep(0.5)  # the input has ended: nothing to detect while waiting for Slack
+            done = self._deliver()
+        self._measure_lag()
         self.progress.close()
         log.info(
             "detection stopped: %d scored items read, %d late (older than their partition's watermark: left out), %d "
@@ -145,6 +162,14 @@ class DetectionStage:
             len(self.stats.alerts),
         )
         return self.stats
+
+    def _measure_lag(self) -> None:
+        import time
+
+        self._lag_checked = time.monotonic()
+        lag = self.source.lag() if self.metrics is not None else None
+        if lag is not None and self.metrics is not None:
+            self.metrics.lag.set(lag)
 
     def drain(self) -> None:
         """Process everything the source holds now (the embedded default, between scoring batches)."""
@@ -174,10 +199,19 @@ class DetectionStage:
                     self._unrecorded += self.tracker.add(event)
             except (ValueError, KeyError, TypeError) as exc:
                 self.stats.skipped += 1  # the scored topic is ours; a bad record is a bug, not an outage
+                if self.metrics is not None:
+                    self.metrics.skipped.inc()
                 log.error("skipping scored record at %s/%d/%d: %s", m.topic, m.partition, m.offset, exc)
             self._offsets[str(m.partition)] = m.offset + 1
         self._record()
         self._batches += 1
+        if self.metrics is not None:
+            m = self.metrics
+            m.records.inc(len(messages))
+            m.late.inc(self.tracker.late - self._late_counted)
+            self._late_counted = self.tracker.late
+            if self.tracker.watermark is not None:
+                m.watermark.set(self.tracker.watermark.timestamp())
         if self.progress is not None:
             self.progress.update(len(messages), alerts=len(self.stats.alerts), late=self.tracker.late)
         if self._batches % self.snapshot_every == 0:
@@ -190,9 +224,14 @@ class DetectionStage:
         while self._unrecorded and not self._stop.is_set():
             try:
                 self.outbox.record(self._unrecorded, datetime.now(timezone.utc))
+                if self.metrics is not None:
+                    for a in self._unrecorded:
+                        self.metrics.alert_events.labels(kind=a.kind, severity=a.severity, status=a.status).inc()
                 self.stats.alerts += self._unrecorded
                 self._unrecorded = []
             except StoreUnavailable as exc:
+                if self.metrics is not None:
+                    self.metrics.store_errors.inc()
                 log.warning("%s; alerts kept in memory, retrying in %.1fs", exc, delay)
                 time.sleep(delay)
                 delay = min(30.0, delay * 2)
@@ -203,14 +242,31 @@ class DetectionStage:
         try:
             self.snapshots.save({"offsets": self._offsets, "tracker": self.tracker.snapshot()})
             self.source.commit({(self.source.topic, int(p)): o for p, o in self._offsets.items()})
+            if self.metrics is not None:
+                self.metrics.last_snapshot.set_to_current_time()
         except StoreUnavailable as exc:
+            if self.metrics is not None:
+                self.metrics.store_errors.inc()
             log.warning("snapshot not saved (%s); the next one will be", exc)
 
-    def _deliver(self) -> None:
+    def _deliver(self) -> Delivered | None:
+        """One delivery pass (None: no Slack, or the outbox could not be read)."""
         if self.deliver is None:
-            return
+            return None
         try:
-            sent, pending = self.deliver()
-            self.stats.delivered += sent
+            done = self.deliver()
         except StoreUnavailable as exc:
+            if self.metrics is not None:
+                self.metrics.store_errors.inc()
             log.warning("alert delivery postponed: %s", exc)
+            return None
+        self.stats.delivered += done.sent
+        if self.metrics is not None:
+            m = self.metrics
+            for outcome, n in (("sent", done.sent), ("retry", done.retried), ("failed", done.failed),
+                               ("followup", done.followups)):  # fmt: skip
+                m.slack_attempts.labels(outcome=outcome).inc(n)
+            m.pending.set(done.pending)
+            if done.sent or done.followups:
+                m.last_sent.set_to_current_time()
+        return done

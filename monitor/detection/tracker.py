@@ -57,6 +57,8 @@ class Flagged(NamedTuple):
     test: WindowTest
     ids: list[tuple[float, str]]  # (p_bearish, id) of the window's top negative items
     window_start: datetime
+    window: _Bucket | None = None  # the window's sums (items, negatives)
+    buckets: int = 1  # its length
 
 
 @dataclass(frozen=True)
@@ -503,7 +505,7 @@ class NewsTracker:
                 window_start = start - w.age * self.config.bucket  # where its negatives begin
                 for kind, test in (kinds or {}).items():
                     if test.flag and (kind not in flagged or test.p_value < flagged[kind].test.p_value):
-                        flagged[kind] = Flagged(test, w.negative_ids[:5], window_start)
+                        flagged[kind] = Flagged(test, w.negative_ids[:5], window_start, w, sc.scale)
                         shared = max(shared, w.shared) if kind != "volume_burst" else shared
             if early:
                 if not flagged:
@@ -611,6 +613,7 @@ class NewsTracker:
             kind, top = min(flagged.items(), key=lambda kv: (kv[0] == "volume_burst", kv[1].test.p_value, kv[0]))
             _, p, observed, expected = top.test
             ids, window_start = top.ids, top.window_start
+            window, buckets = top.window, top.buckets
             status = "opened" if episode is None else "updated"
             since = window_start if episode is None else episode[0]  # the episode began with the window that showed it
             self.episodes[key] = (since, 0)
@@ -622,7 +625,9 @@ class NewsTracker:
             del self.episodes[key]
             since, status, kind = episode[0], "ended", "negative_volume"
             _, p, observed, expected = shortest or WindowTest(False, 1.0, 0.0, 0.0)
-            ids = self._window(current, row, self.scales[0].scale).negative_ids[:5]
+            buckets = self.scales[0].scale
+            window = self._window(current, row, buckets)
+            ids = window.negative_ids[:5]
         else:
             return None
         ratio = observed / expected if expected > 0 else math.inf
@@ -640,6 +645,10 @@ class NewsTracker:
             tuple(i for _, i in ids),
             tuple(sorted(flagged)),
             shared,
+            p_value=p,
+            window_minutes=buckets * self.config.bucket.total_seconds() / 60,
+            items=round(window.items, 3) if window else 0.0,
+            negatives=round(window.negatives, 3) if window else 0.0,
         )
 
     # --- persistence: the whole state as JSON, so a restart resumes exactly where it was --------

@@ -32,6 +32,9 @@ class Source(Protocol):
     def lag(self) -> int | None:
         """Messages left to read (0: at the end for now), or None when it cannot say (a broker down)."""
 
+    def partition_lags(self) -> dict[tuple[str, int], int] | None:
+        """The same by (topic, partition), for the lag metric; None when it cannot say."""
+
     def has_assignment(self) -> bool:
         """Whether it has partitions to read (False while a consumer group rebalances: idle time
         does not count then)."""

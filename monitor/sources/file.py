@@ -38,6 +38,9 @@ class FileSource:
         """0 once the end of the file was reached; before that, unknown (it is not counted ahead)."""
         return 0 if self._eof else None
 
+    def partition_lags(self) -> dict[tuple[str, int], int] | None:
+        return {(self.name, 0): 0} if self._eof else None
+
     def has_assignment(self) -> bool:
         return True
 

@@ -86,14 +86,19 @@ class _ConsumerReads:
 
     def lag(self) -> int | None:
         """Messages behind the end of the assigned partitions, or None when unknown."""
+        lags = self.partition_lags()
+        return None if lags is None else sum(lags.values())
+
+    def partition_lags(self) -> dict[tuple[str, int], int] | None:
+        """Messages behind the end of each assigned partition, or None when unknown."""
         from kafka.errors import KafkaError
 
         try:
             assigned = list(self.consumer.assignment())
             if not assigned:
-                return 0
+                return {}
             ends = self.consumer.end_offsets(assigned, timeout_ms=2000)  # a down broker must not stall the loop
-            return sum(max(0, ends[tp] - self.consumer.position(tp)) for tp in assigned)
+            return {(tp.topic, tp.partition): max(0, ends[tp] - self.consumer.position(tp)) for tp in assigned}
         except KafkaError as exc:  # lag is informational (a rebalance, a slow broker): never stop scoring for it
             log.info("consumer lag unknown for now: %s", exc)
             return None
