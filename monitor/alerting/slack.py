@@ -174,8 +174,8 @@ class SlackDelivery:
                 return "ok", None, "webhook"
             return self._classify(response.status_code, response.headers or {}, response.body)
         except SlackApiError as exc:
-            r = exc.response
-            return self._classify(r.status_code, r.headers or {}, r.get("error") if hasattr(r, "get") else str(exc))
+            r = exc.response  # a SlackResponse: Slack's JSON answer, its status and headers
+            return self._classify(r.status_code, r.headers or {}, r.get("error") or str(exc))
         except OSError as exc:  # connection refused, timeouts
             return "retry", None, f"{type(exc).__name__}: {exc}"
 
