@@ -237,3 +237,63 @@ def test_objects_carry_their_versions_and_topics_are_split_by_a_metric() -> None
     (topic,) = [c for c in layer["columns"].values() if c.get("sourceField") == "topic"]
     assert topic["params"]["orderBy"] == {"type": "column", "columnId": "share"}  # not alphabetical
     assert topic["params"]["orderDirection"] == "desc"
+
+
+# Kibana's own schema for a dashboard's attributes (its dashboard plugin, saved-object model version 1,
+# which forbids unknown keys; later versions add controlGroupInput options and sections), and for a
+# panel's grid data (model version 3), restated: key -> (accepted types, required)
+KIBANA_DASHBOARD_ATTRIBUTES = {
+    "title": ((str,), True),
+    "description": ((str,), False),
+    "kibanaSavedObjectMeta": ((dict,), False),
+    "timeRestore": ((bool,), False),
+    "timeFrom": ((str,), False),
+    "timeTo": ((str,), False),
+    "refreshInterval": ((dict,), False),
+    "controlGroupInput": ((dict,), False),
+    "panelsJSON": ((str,), False),
+    "optionsJSON": ((str,), False),
+    "hits": ((int, float), False),
+    "version": ((int, float), False),
+}
+KIBANA_REFRESH_INTERVAL = {"pause": ((bool,), True), "value": ((int, float), True), "display": ((str,), False)}
+KIBANA_GRID_DATA = {
+    "x": ((int, float), True),
+    "y": ((int, float), True),
+    "w": ((int, float), True),
+    "h": ((int, float), True),
+    "i": ((str,), True),
+    "sectionId": ((str,), False),
+}
+
+
+def kibana_schema_errors(value: dict, schema: dict, where: str) -> list[str]:
+    errors = [f"{where}.{k}: unknown to Kibana" for k in value if k not in schema]
+    for key, (types, required) in schema.items():
+        if key not in value:
+            errors += [f"{where}.{key}: required"] if required else []
+        elif isinstance(value[key], bool) and bool not in types or not isinstance(value[key], types):
+            errors.append(f"{where}.{key}: {type(value[key]).__name__}, Kibana wants {types[0].__name__}")
+    return errors
+
+
+def test_dashboards_satisfy_kibanas_own_saved_object_schema() -> None:
+    boards = [o for o in dashboards.saved_objects() if o["type"] == "dashboard"]
+    assert boards
+    for board in boards:
+        a = board["attributes"]
+        errors = kibana_schema_errors(a, KIBANA_DASHBOARD_ATTRIBUTES, board["id"])
+        if "refreshInterval" in a:
+            errors += kibana_schema_errors(a["refreshInterval"], KIBANA_REFRESH_INTERVAL, "refreshInterval")
+        assert set(a.get("kibanaSavedObjectMeta", {})) <= {"searchSourceJSON"}
+        for panel in json.loads(a["panelsJSON"]):
+            errors += kibana_schema_errors(panel["gridData"], KIBANA_GRID_DATA, f"{board['id']} panel")
+        assert errors == []
+    # the check itself: a key Kibana forbids, a wrong type, a grid without its id
+    broken = copy.deepcopy(boards[0]["attributes"])
+    broken["owner"], broken["timeRestore"] = "desk", "yes"
+    assert kibana_schema_errors(broken, KIBANA_DASHBOARD_ATTRIBUTES, "b") == [
+        "b.owner: unknown to Kibana",
+        "b.timeRestore: str, Kibana wants bool",
+    ]
+    assert kibana_schema_errors({"x": 0, "y": 0, "w": 1, "h": 1}, KIBANA_GRID_DATA, "p") == ["p.i: required"]
