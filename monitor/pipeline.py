@@ -198,8 +198,20 @@ class ScoringPipeline:
         do not depend on where batches begin, and a batch replayed after a crash decides the same.
         Returns the versions to score, and their flags by position in that list.
         """
-        window = self.settings.dedup_window
         stored = self.store.stored([item.id for _, item in valid]) if valid else {}
+        to_score, hashes, keys = self._versions(valid, result)
+        flags, lookups = self._replays_and_queries(to_score, hashes, keys, stored, result)
+        window = self.settings.dedup_window
+        found = dict(zip((pos for pos, _ in lookups), self.store.originals([q for _, q in lookups], window)))
+        self._decide(to_score, hashes, keys, flags, found)
+        result.duplicates += sum(1 for f in flags.values() if f["duplicate"])
+        return to_score, flags
+
+    def _versions(
+        self, valid: list[tuple[Message, NewsItem]], result: BatchResult
+    ) -> tuple[list[tuple[Message, NewsItem]], list[str], list[str]]:
+        """The batch's versions to score, with each one's content hash and dedup key: the same item
+        again within the batch is stored once; an item whose keys cannot be computed is dead-lettered."""
         to_score: list[tuple[Message, NewsItem]] = []
         hashes: list[str] = []
         keys: list[str] = []
@@ -218,6 +230,19 @@ class ScoringPipeline:
             to_score.append((message, item))
             hashes.append(digest)
             keys.append(key)
+        return to_score, hashes, keys
+
+    @staticmethod
+    def _replays_and_queries(
+        to_score: list[tuple[Message, NewsItem]],
+        hashes: list[str],
+        keys: list[str],
+        stored: dict[str, dict],
+        result: BatchResult,
+    ) -> tuple[dict[int, dict], list[tuple[int, DedupQuery]]]:
+        """Flags for the versions stored before with the same content (a replay keeps its flags),
+        and a store query for each other version: the first of its key within the window, leaving
+        out this batch's own earlier versions and copies an interrupted attempt at it stored."""
         # A stored copy of one of this batch's messages (same source position) was written by an
         # interrupted attempt at this batch: it stands for nothing before that message, so searches
         # skip it, and the batch's own versions take its place in order. So does every id with an
@@ -248,7 +273,19 @@ class ScoringPipeline:
                 sorted(i for i in by_key[key] if i != item.id and (i in replayed or first_seen.get(i, pos) < pos))
             )
             lookups.append((pos, DedupQuery(item.id, key, item.published_at, exclude=skip)))
-        found = dict(zip((pos for pos, _ in lookups), self.store.originals([q for _, q in lookups], window)))
+        return flags, lookups
+
+    def _decide(
+        self,
+        to_score: list[tuple[Message, NewsItem]],
+        hashes: list[str],
+        keys: list[str],
+        flags: dict[int, dict],
+        found: dict[int, Original | None],
+    ) -> None:
+        """Complete `flags` in batch order: a version is a duplicate of the first of its key within
+        the window, among what the store holds (`found`) and the batch's versions before it."""
+        window = self.settings.dedup_window
         current: dict[str, tuple[str, Original]] = {}  # id -> (key, version) as of the item being decided
         for pos, ((_, item), key) in enumerate(zip(to_score, keys)):
             if pos not in flags:
@@ -266,8 +303,6 @@ class ScoringPipeline:
                 key,
                 Original(parse_stored_time(format_time(item.published_at)), item.id, flags[pos]["duplicate_of"]),
             )
-        result.duplicates += sum(1 for f in flags.values() if f["duplicate"])
-        return to_score, flags
 
     def _score(self, items: list[NewsItem]) -> tuple[Scores | None, dict[int, str]]:
         """Score a batch: the encoder, then the retrieval memory's neighbours, then the heads. If the
