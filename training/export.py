@@ -37,8 +37,10 @@ TORCH_DIR = "torch"
 
 def save_torch(model: MultiTaskEncoder, model_dir: Path) -> None:
     """The PyTorch weights an export starts from (LoRA adapters merged into the encoder)."""
+    from peft import PeftModel
+
     encoder: Any = model.encoder  # a transformers model (peft-wrapped with LoRA)
-    if hasattr(encoder, "merge_and_unload"):
+    if isinstance(encoder, PeftModel):
         encoder = encoder.merge_and_unload()
         model.encoder = encoder
     target = model_dir / TORCH_DIR
