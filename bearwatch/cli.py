@@ -378,7 +378,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from monitor.retrieval.memory import InProcessMemory
     from monitor.scoring.onnx import OnnxScorer
 
-    scorer = OnnxScorer(ModelArtifact.load(args.model), device=args.device, threads=args.threads, variant=args.variant)
+    artifact = ModelArtifact.load(args.model)
+    scorer = OnnxScorer.load(artifact, device=args.device, threads=args.threads, variant=args.variant)
     memory = None
     if args.labels:
         labels, rejected = memory_labels(args.labels, args.task)

@@ -50,14 +50,14 @@ def build_kafka_app(settings: Settings, client_id: str = "bearwatch-monitor") ->
     from monitor.sources.kafka import KafkaSource, ensure_topics
 
     k = settings.kafka
-    models = ModelProvider(settings.model)
+    models = ModelProvider(settings.model).start()
     es = connect(settings.elasticsearch)
     ensure_indices(es, settings.elasticsearch, models.scorer.embedding_dims)
     if k.create_topics:
         ensure_topics(k, [k.news_topic, k.scored_topic, k.dlq_topic])
     metrics, health = ScoringMetrics(), Health()
     app = ScoringApp(
-        source=KafkaSource(k, client_id=client_id),
+        source=KafkaSource(k, client_id=client_id).start(),
         store=ElasticsearchHistory(es, settings.elasticsearch),
         publisher=KafkaPublisher(k, client_id=f"{client_id}-publisher"),
         models=models,
@@ -144,7 +144,7 @@ def build_embedded_app(
     from monitor.sinks.file import FilePublisher
     from monitor.sources.file import FileSource
 
-    models = ModelProvider(settings.model)
+    models = ModelProvider(settings.model).start()
     return ScoringApp(
         source=FileSource(input_path, state_file=out_dir / "offsets.json"),
         store=EmbeddedHistory(out_dir / "history", vectors=settings.retrieval.history in VECTOR_METHODS),

@@ -19,8 +19,8 @@ class EncoderTimer:
         from monitor.scoring.onnx import OnnxScorer
 
         self.artifact = ModelArtifact.load(model)
-        self.per_item = OnnxScorer(self.artifact, device="cpu", threads=threads)
-        self.batched = OnnxScorer(self.artifact, device="cpu", threads=threads, batch_size=32)
+        self.per_item = OnnxScorer.load(self.artifact, device="cpu", threads=threads)
+        self.batched = OnnxScorer.load(self.artifact, device="cpu", threads=threads, batch_size=32)
         self.tokenizer = self.per_item.tokenizer
 
     def measure(self, inputs: list, settings, batch: int, repeats: int = 3) -> tuple[float, float]:

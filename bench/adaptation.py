@@ -145,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--record", action="store_true", help="record the figures in the model's manifest and card")
     args = parser.parse_args(argv)
     data = Path(args.data)
-    scorer = OnnxScorer(ModelArtifact.load(args.model or shipped_model()), device="cpu")
+    scorer = OnnxScorer.load(ModelArtifact.load(args.model or shipped_model()), device="cpu")
     if scorer.memory_fusion is None:
         print(f"model {scorer.version} does not use the retrieval memory", file=sys.stderr)
         return 2

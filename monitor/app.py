@@ -40,7 +40,10 @@ log = logging.getLogger("bearwatch.monitor")
 
 
 class ModelProvider:
-    """The scorer to use: a model directory, or the current version of a registry (hot-reloaded)."""
+    """The scorer to use: a model directory, or the current version of a registry (hot-reloaded).
+    The constructor only finds the path; `start` loads the model."""
+
+    scorer: OnnxScorer
 
     def __init__(self, settings: ModelSettings, clock=time.monotonic) -> None:
         self.settings = settings
@@ -48,14 +51,18 @@ class ModelProvider:
         self.is_registry = (self.path / CURRENT).exists() or (self.path / "versions").is_dir()
         self.clock = clock
         self._checked = 0.0
+
+    def start(self) -> ModelProvider:
+        """Load the model (the registry's current version); returns the provider."""
         self.scorer = self._load(self._resolve())
+        return self
 
     def _resolve(self) -> ModelArtifact:
         return ModelRegistry(self.path).current() if self.is_registry else ModelArtifact.load(self.path)
 
     def _load(self, artifact: ModelArtifact) -> OnnxScorer:
         s = self.settings
-        return OnnxScorer(artifact, device=s.device, threads=s.threads, variant=s.variant, batch_size=s.batch_size)
+        return OnnxScorer.load(artifact, device=s.device, threads=s.threads, variant=s.variant, batch_size=s.batch_size)
 
     def maybe_reload(self) -> bool:
         """Between batches: switch to the registry's current version if it changed."""

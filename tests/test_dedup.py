@@ -60,7 +60,7 @@ def scorer():
     from monitor.model_artifact import ModelArtifact
     from monitor.scoring.onnx import OnnxScorer
 
-    return OnnxScorer(ModelArtifact.load(shipped_model()), threads=1)
+    return OnnxScorer.load(ModelArtifact.load(shipped_model()), threads=1)
 
 
 def flags(scorer, store, messages: list[Message], batch: int) -> dict[str, tuple]:

@@ -143,7 +143,7 @@ def shipped_scorer():
     from monitor.resources import shipped_model
     from monitor.scoring.onnx import OnnxScorer
 
-    return OnnxScorer(ModelArtifact.load(shipped_model()), device="cpu")
+    return OnnxScorer.load(ModelArtifact.load(shipped_model()), device="cpu")
 
 
 BASE = "Northwind Traders to open 40 new stores in Texas next year"

@@ -127,7 +127,7 @@ def shipped():
     from monitor.resources import shipped_model
     from monitor.scoring.onnx import OnnxScorer
 
-    return OnnxScorer(ModelArtifact.load(shipped_model()), device="cpu")
+    return OnnxScorer.load(ModelArtifact.load(shipped_model()), device="cpu")
 
 
 STREAM = [

@@ -184,9 +184,8 @@ def test_n_messages_become_n_documents_and_bad_ones_dead_letters(settings, es_cl
     from monitor.model_artifact import ModelArtifact
     from monitor.scoring.onnx import OnnxScorer
 
-    vector = (
-        OnnxScorer(ModelArtifact.load(settings.model.path), device="cpu").score_texts([doc["headline"]]).embedding[0]
-    )
+    scorer = OnnxScorer.load(ModelArtifact.load(settings.model.path), device="cpu")
+    vector = scorer.score_texts([doc["headline"]]).embedding[0]
     hits = es_client.search(
         index=settings.elasticsearch.index("news"),
         knn={"field": "embedding", "query_vector": vector.tolist(), "k": 1, "num_candidates": 20},

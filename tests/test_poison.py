@@ -69,7 +69,7 @@ def pipeline():
     from monitor.resources import shipped_model
     from monitor.scoring.onnx import OnnxScorer
 
-    scorer = OnnxScorer(ModelArtifact.load(shipped_model()), threads=1)
+    scorer = OnnxScorer.load(ModelArtifact.load(shipped_model()), threads=1)
     return ScoringPipeline(scorer, EmbeddedHistory(), PipelineSettings("scored", "dlq", related_method="bm25"))
 
 

@@ -92,7 +92,7 @@ class Sources:
             return FileSource(str(self.tmp / "news.jsonl"), state_file=self.tmp / "offsets.json")
         from monitor.sources.kafka import KafkaSource
 
-        return KafkaSource(kafka_settings(self.name))
+        return KafkaSource(kafka_settings(self.name)).start()
 
 
 def drain(source, want: int, timeout_s: float = 30.0) -> list:
@@ -168,7 +168,7 @@ class Publishers:
             return [(r["key"].encode() if r["key"] else None, json.dumps(r["value"]).encode()) for r in rows]
         from monitor.sources.kafka import KafkaSource
 
-        source = KafkaSource(kafka_settings(self.name))
+        source = KafkaSource(kafka_settings(self.name)).start()
         try:
             return [(m.key, m.value) for m in drain(source, want)]
         finally:

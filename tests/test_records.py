@@ -31,7 +31,7 @@ def result():
     from monitor.model_artifact import ModelArtifact
     from monitor.scoring.onnx import OnnxScorer
 
-    scorer = OnnxScorer(ModelArtifact.load(shipped_model()), threads=1)
+    scorer = OnnxScorer.load(ModelArtifact.load(shipped_model()), threads=1)
     items = [
         {
             "id": "a1",
@@ -152,7 +152,7 @@ def test_the_vector_is_stored_only_where_related_history_searches_it(method: str
     from monitor.model_artifact import ModelArtifact
     from monitor.scoring.onnx import OnnxScorer
 
-    scorer = OnnxScorer(ModelArtifact.load(shipped_model()), threads=1)
+    scorer = OnnxScorer.load(ModelArtifact.load(shipped_model()), threads=1)
     item = {"id": "v1", "headline": "Acme shares slump", "published_at": "2026-11-02T09:00:00Z"}
     pipeline = ScoringPipeline(scorer, EmbeddedHistory(), PipelineSettings("scored", "dlq", related_method=method))
     (doc,) = pipeline.process([Message("news", 0, 0, json.dumps(item).encode())]).documents

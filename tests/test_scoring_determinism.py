@@ -34,7 +34,7 @@ def _texts() -> list[str]:
 
 
 def test_scores_do_not_depend_on_batch_mates_or_order() -> None:
-    scorer = OnnxScorer(ModelArtifact.load(shipped_model()), device="cpu", threads=2)
+    scorer = OnnxScorer.load(ModelArtifact.load(shipped_model()), device="cpu", threads=2)
     assert scorer.workers is not None  # with batch_size=32 this test fails (checked when it was written)
     texts = _texts()
     together = scorer.score_texts(texts)
@@ -56,12 +56,12 @@ def test_scores_do_not_depend_on_batch_mates_or_order() -> None:
 
 
 def test_batched_scoring_is_still_available() -> None:
-    scorer = OnnxScorer(ModelArtifact.load(shipped_model()), device="cpu", threads=2, batch_size=32)
+    scorer = OnnxScorer.load(ModelArtifact.load(shipped_model()), device="cpu", threads=2, batch_size=32)
     assert scorer.workers is None
     texts = _texts()[:50]
     batched, alone = (
         scorer.score_texts(texts),
-        OnnxScorer(ModelArtifact.load(shipped_model()), device="cpu").score_texts(texts),
+        OnnxScorer.load(ModelArtifact.load(shipped_model()), device="cpu").score_texts(texts),
     )
     # Close to the per-item scores (the same model), though not always equal.
     assert np.abs(batched.probabilities["sentiment"] - alone.probabilities["sentiment"]).mean() < 0.05

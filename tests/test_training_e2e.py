@@ -94,7 +94,7 @@ def test_scorer_returns_probabilities_and_unit_embeddings(tiny_run) -> None:
     # A tiny random encoder maps many texts to nearly the same vector, which the near-duplicate
     # rule (rightly) excludes; lift the threshold so this test sees neighbours whatever the weights.
     artifact = replace(loaded, manifest=replace(loaded.manifest, near_duplicate=1.01))
-    scorer = OnnxScorer(artifact, device="cpu", threads=1)
+    scorer = OnnxScorer.load(artifact, device="cpu", threads=1)
     scores = scorer.score_texts(["$ACME Acme shares plunge after profit warning", "Hooli raises dividend"])
     for task in ("topic", "sentiment"):
         assert np.allclose(scores.probabilities[task].sum(axis=1), 1.0, atol=1e-5)
@@ -117,7 +117,7 @@ def test_device_cuda_without_gpu_is_fatal(tiny_run) -> None:
         pytest.skip("this machine has a CUDA provider")
     _, model_dir, _ = tiny_run
     with pytest.raises(DeviceUnavailable):
-        OnnxScorer(ModelArtifact.load(model_dir), device="cuda")
+        OnnxScorer.load(ModelArtifact.load(model_dir), device="cuda")
 
 
 def test_evaluate_cli_json_reports_metrics_and_unknown_labels(tiny_run, tmp_path: Path) -> None:
@@ -161,7 +161,7 @@ def test_package_keeps_one_variant_and_no_torch_weights(tiny_run, tmp_path: Path
     artifact = ModelArtifact.load(out)
     assert artifact.manifest.onnx_files == {"int8": "model.int8.onnx"}
     assert "bearwatch train --config X --output Y" in (out / "MODEL_CARD.md").read_text()
-    assert OnnxScorer(artifact, device="cpu").score_texts(["Acme raises dividend"]).predicted("sentiment")[0] in (
+    assert OnnxScorer.load(artifact, device="cpu").score_texts(["Acme raises dividend"]).predicted("sentiment")[0] in (
         "bearish",
         "neutral",
         "bullish",

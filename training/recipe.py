@@ -226,7 +226,7 @@ def _record_speed(model_dir: Path, texts: list[str], threads: int) -> None:
     speed: dict[str, Any] = {"threads": threads, "batch_size": 32, "items": len(texts)}
     artifact = ModelArtifact.load(model_dir)
     for variant in manifest["onnx"]["files"]:
-        scorer = OnnxScorer(artifact, device="cpu", threads=threads, variant=variant, batch_size=32)
+        scorer = OnnxScorer.load(artifact, device="cpu", threads=threads, variant=variant, batch_size=32)
         scorer.score_texts(texts[:64])  # warm-up
         runs = []
         for _ in range(3):

@@ -93,7 +93,7 @@ def evaluate_model(model_dir: Path, sets: list[tuple[str, str]]) -> dict[str, di
     from monitor.evaluation import evaluate_file
     from monitor.scoring.onnx import OnnxScorer
 
-    scorer = OnnxScorer(ModelArtifact.load(model_dir), device="cpu")
+    scorer = OnnxScorer.load(ModelArtifact.load(model_dir), device="cpu")
     reports: dict[str, dict] = {}
     for path, task in sets:
         r = evaluate_file(scorer, path, task)

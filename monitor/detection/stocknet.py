@@ -101,7 +101,7 @@ def score_stream(
     if cache.exists():
         with gzip.open(cache, "rt", encoding="utf-8") as fh:
             return [_from_cached(json.loads(line)) for line in fh if line.strip()]
-    scorer = OnnxScorer(artifact)
+    scorer = OnnxScorer.load(artifact)
     items = [parse_item(json.dumps(raw).encode()) for raw in stream_items(tweets)]
     events: list[ScoredEvent] = []
     batch = 256

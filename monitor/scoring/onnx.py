@@ -19,6 +19,7 @@ import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -97,10 +98,22 @@ class Scores:
 class OnnxScorer:
     """Scores news texts with a bearwatch model directory.
 
-    >>> scorer = OnnxScorer(ModelArtifact.load(shipped_model()))  # doctest: +SKIP
+    The constructor only keeps what to load; `start` reads the tokenizer, the heads and the
+    retrieval pool and creates the ONNX Runtime session (`OnnxScorer.load` does both).
+
+    >>> scorer = OnnxScorer.load(ModelArtifact.load(shipped_model()))  # doctest: +SKIP
     >>> scorer.score_texts(["Acme shares plunge after profit warning"]).predicted("sentiment")  # doctest: +SKIP
     ['bearish']
     """
+
+    tokenizer: Any  # tokenizers.Tokenizer
+    session: Any  # onnxruntime.InferenceSession
+    provider: str
+    workers: ThreadPoolExecutor | None
+    labels: dict[str, tuple[str, ...]]
+    pool: VectorIndex | None
+    fusion: dict[str, FusionHead]
+    memory_fusion: MemoryFusion | None
 
     def __init__(
         self,
@@ -114,12 +127,34 @@ class OnnxScorer:
         faster on some machines, but an item's scores then depend on its batch-mates)."""
         self.artifact = artifact
         self.settings = artifact.context
+        self.device, self.threads, self.variant = device, threads, variant
+        self.batch_size = batch_size
+        self.started = False
+
+    @classmethod
+    def load(
+        cls,
+        artifact: ModelArtifact,
+        device: str = "auto",
+        threads: int = 0,
+        variant: str | None = None,
+        batch_size: int = 0,
+    ) -> OnnxScorer:
+        """A started scorer (see the constructor for the arguments)."""
+        return cls(artifact, device, threads, variant, batch_size).start()
+
+    def start(self) -> OnnxScorer:
+        """Load the model's files and create the session (DeviceUnavailable when `device` cannot
+        be had); returns the scorer. Once only."""
+        if self.started:
+            return self
+        artifact, threads = self.artifact, self.threads
         self.tokenizer = load_tokenizer(artifact.path / "tokenizer.json")
-        per_item = batch_size <= 1
+        per_item = self.batch_size <= 1
         self.session, self.provider = create_session(
-            str(artifact.onnx_file(variant)), device, 1 if per_item else threads
+            str(artifact.onnx_file(self.variant)), self.device, 1 if per_item else threads
         )
-        self.batch_size = batch_size or (64 if self.provider == "CUDAExecutionProvider" else 1)
+        self.batch_size = self.batch_size or (64 if self.provider == "CUDAExecutionProvider" else 1)
         self.workers = None
         if per_item and self.provider == "CPUExecutionProvider":
             # One single-threaded session run concurrently (ONNX Runtime's run is thread-safe and
@@ -130,6 +165,8 @@ class OnnxScorer:
         self.fusion = {task: FusionHead.load(artifact.path / name) for task, name in artifact.fusion_files.items()}
         memory = artifact.manifest.memory
         self.memory_fusion = MemoryFusion.from_json(memory) if memory and self.settings.mode != "concat" else None
+        self.started = True
+        return self
 
     @property
     def version(self) -> str:

@@ -54,9 +54,19 @@ def ensure_topics(settings: KafkaSettings, topics: list[str], partitions: int | 
 
 
 class _ConsumerReads:
-    """What both Kafka readers do the same way with their consumer: poll, commit, lag, close."""
+    """What both Kafka readers do the same way with their consumer: connect, poll, commit, lag,
+    close. Their constructors only keep settings; `start` connects."""
 
-    consumer: Any
+    consumer: Any = None
+
+    def _connect(self, settings: KafkaSettings, *topics: str, **options: Any) -> None:
+        from kafka import KafkaConsumer
+        from kafka.errors import KafkaError
+
+        try:
+            self.consumer = KafkaConsumer(*topics, **options, **settings.client_options())
+        except KafkaError as exc:
+            raise SourceUnavailable(f"cannot connect to Kafka at {settings.bootstrap}: {exc}") from exc
 
     def poll(self, max_records: int, timeout_s: float) -> list[Message]:
         from kafka.errors import KafkaError
@@ -104,7 +114,8 @@ class _ConsumerReads:
             return None
 
     def close(self) -> None:
-        self.consumer.close(autocommit=False)
+        if self.consumer is not None:  # never started: nothing to close
+            self.consumer.close(autocommit=False)
 
 
 class KafkaSource(_ConsumerReads):
@@ -115,22 +126,25 @@ class KafkaSource(_ConsumerReads):
         group: str | None = None,
         client_id: str = "bearwatch-monitor",
     ) -> None:
-        from kafka import KafkaConsumer
-        from kafka.errors import KafkaError
-
-        try:
-            self.consumer = KafkaConsumer(
-                topic or settings.news_topic,
-                group_id=group or settings.group,
-                client_id=client_id,
-                enable_auto_commit=False,  # offsets are committed after the batch's writes, never on a timer
-                auto_offset_reset="earliest",
-                max_poll_interval_ms=600_000,
-                **settings.client_options(),
-            )
-        except KafkaError as exc:
-            raise SourceUnavailable(f"cannot connect to Kafka at {settings.bootstrap}: {exc}") from exc
+        self.settings = settings
+        self.topic = topic or settings.news_topic
+        self.group = group or settings.group
+        self.client_id = client_id
         self._partitions: dict[str, int] = {}
+
+    def start(self) -> KafkaSource:
+        """Connect and join the consumer group on the topic (SourceUnavailable when no broker
+        answers); returns the source."""
+        self._connect(
+            self.settings,
+            self.topic,
+            group_id=self.group,
+            client_id=self.client_id,
+            enable_auto_commit=False,  # offsets are committed after the batch's writes, never on a timer
+            auto_offset_reset="earliest",
+            max_poll_interval_ms=600_000,
+        )
+        return self
 
     def rewind(self, first_offsets: Mapping[tuple[str, int], int]) -> None:
         from kafka import TopicPartition
@@ -174,26 +188,20 @@ class KafkaTopicReader(_ConsumerReads):
     """
 
     def __init__(self, settings: KafkaSettings, topic: str, group: str, client_id: str = "bearwatch-detect") -> None:
-        from kafka import KafkaConsumer
-        from kafka.errors import KafkaError
-
+        self.settings = settings
         self.topic = topic
-        try:
-            self.consumer = KafkaConsumer(
-                group_id=group,
-                client_id=client_id,
-                enable_auto_commit=False,
-                auto_offset_reset="earliest",
-                **settings.client_options(),
-            )
-        except KafkaError as exc:
-            raise SourceUnavailable(f"cannot connect to Kafka at {settings.bootstrap}: {exc}") from exc
+        self.group = group
+        self.client_id = client_id
 
     def start(self, offsets: Mapping[int, int]) -> None:
         import time
 
         from kafka import TopicPartition
 
+        self._connect(
+            self.settings, group_id=self.group, client_id=self.client_id, enable_auto_commit=False,
+            auto_offset_reset="earliest",
+        )  # fmt: skip
         deadline = time.monotonic() + 30
         partitions = self.consumer.partitions_for_topic(self.topic)
         while not partitions and time.monotonic() < deadline:
