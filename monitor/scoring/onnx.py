@@ -132,16 +132,9 @@ class OnnxScorer:
         self.started = False
 
     @classmethod
-    def load(
-        cls,
-        artifact: ModelArtifact,
-        device: str = "auto",
-        threads: int = 0,
-        variant: str | None = None,
-        batch_size: int = 0,
-    ) -> OnnxScorer:
-        """A started scorer (see the constructor for the arguments)."""
-        return cls(artifact, device, threads, variant, batch_size).start()
+    def load(cls, artifact: ModelArtifact, **options: Any) -> OnnxScorer:
+        """A started scorer (`options`: the constructor's device, threads, variant, batch_size)."""
+        return cls(artifact, **options).start()
 
     def start(self) -> OnnxScorer:
         """Load the model's files and create the session (DeviceUnavailable when `device` cannot
