@@ -201,19 +201,16 @@ def serve(
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
             route = routes.get(self.path.split("?", 1)[0])
-            length = int(self.headers.get("Content-Length") or 0)
+            length = self.headers.get("Content-Length") or "0"
             if route is None:
                 status, text = 404, "not found\n"
-            elif not 0 <= length <= MAX_POST_BYTES:
+            elif not length.isdigit():
+                status, text = 400, "a Content-Length is needed\n"
+            elif int(length) > MAX_POST_BYTES:
                 status, text = 413, "too large\n"
             else:
-                status, text = route(dict(self.headers.items()), self.rfile.read(length))
-            body = text.encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "text/plain; charset=utf-8")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+                status, text = route(dict(self.headers.items()), self.rfile.read(int(length)))
+            self._reply(status, "text/plain; charset=utf-8", text.encode())
 
         def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
             if self.path.startswith("/metrics"):
@@ -223,6 +220,9 @@ def serve(
                 body, status, ctype = json.dumps(state).encode(), 200 if ok else 503, "application/json"
             else:
                 body, status, ctype = b"not found\n", 404, "text/plain"
+            self._reply(status, ctype, body)
+
+        def _reply(self, status: int, ctype: str, body: bytes) -> None:
             self.send_response(status)
             self.send_header("Content-Type", ctype)
             self.send_header("Content-Length", str(len(body)))

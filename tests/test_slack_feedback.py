@@ -105,3 +105,23 @@ def test_the_alert_carries_the_controls_within_slacks_limits() -> None:
     assert not blocks_invalid(blocks)
     _, plain = alert_blocks(Alert.opened(EVENT, T0), headlines, "http://kibana:5601")
     assert all(e.get("action_id") is None for b in plain if b["type"] == "actions" for e in b["elements"])
+
+
+@pytest.mark.parametrize(
+    ("length", "status"), [("abc", 400), ("-5", 400), (str(2 << 20), 413)], ids=["not-a-number", "negative", "huge"]
+)
+def test_a_request_with_a_bad_length_is_answered_and_changes_nothing(endpoint, length, status) -> None:
+    import http.client
+    from urllib.parse import urlsplit
+
+    url, outbox, labels = endpoint
+    parts = urlsplit(url)
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=5)
+    try:
+        conn.putrequest("POST", parts.path)
+        conn.putheader("Content-Length", length)
+        conn.endheaders()
+        assert conn.getresponse().status == status
+    finally:
+        conn.close()
+    assert outbox.docs[EVENT.id].feedback is None and labels.docs == {}

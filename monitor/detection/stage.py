@@ -167,8 +167,10 @@ class DetectionStage:
         import time
 
         self._lag_checked = time.monotonic()
-        lag = self.source.lag() if self.metrics is not None else None
-        if lag is not None and self.metrics is not None:
+        if self.metrics is None:
+            return
+        lag = self.source.lag()
+        if lag is not None:
             self.metrics.lag.set(lag)
 
     def drain(self) -> None:
