@@ -95,16 +95,39 @@ class _WordTokenizer:
     """Stands in for tokenizers.Tokenizer in encode(): one id per word, to check the layout."""
 
     vocab = {"[PAD]": 0, "[CLS]": 1, "[SEP]": 2}
+    template = ("[CLS]", "[SEP]")  # what its post-processor wraps a text in
 
-    def token_to_id(self, token: str) -> int:
-        return self.vocab[token]
+    def token_to_id(self, token: str) -> int | None:
+        return self.vocab.get(token)
+
+    def id_to_token(self, i: int) -> str:
+        return {v: k for k, v in self.vocab.items()}[i]
+
+    def encode(self, text, add_special_tokens=True):
+        return self.encode_batch([text], add_special_tokens)[0]
 
     def encode_batch(self, texts, add_special_tokens=False):
         class Enc:
             def __init__(self, ids):
                 self.ids = ids
 
-        return [Enc([10 + len(w) for w in t.split()]) for t in texts]
+        frame = ([self.vocab[self.template[0]]], [self.vocab[self.template[1]]]) if add_special_tokens else ([], [])
+        return [Enc(frame[0] + [10 + len(w) for w in t.split()] + frame[1]) for t in texts]
+
+
+class _MPNetTokenizer(_WordTokenizer):
+    """An MPNet vocabulary: <s> … </s> and <pad>, with a "[CLS]" among its ordinary tokens."""
+
+    vocab = {"<s>": 0, "<pad>": 1, "</s>": 2, "[CLS]": 5, "[PAD]": 6}
+    template = ("<s>", "</s>")
+
+
+def test_encode_uses_the_tokenizer_s_own_special_tokens() -> None:
+    settings = ContextSettings(mode="none", max_length=10)
+    batch = encode(_MPNetTokenizer(), [ModelInput("a b"), ModelInput("a")], settings)
+    assert batch.input_ids.tolist() == [[0, 11, 11, 2], [0, 11, 2, 1]]  # <s> … </s>, padded with <pad>
+    bert = encode(_WordTokenizer(), [ModelInput("a b"), ModelInput("a")], settings)
+    assert bert.input_ids.tolist() == [[1, 11, 11, 2], [1, 11, 2, 0]]
 
 
 def test_encode_truncates_context_before_text_and_marks_segments() -> None:

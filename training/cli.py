@@ -5,12 +5,13 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import sys
 from pathlib import Path
 
 
 def cmd_train(args: argparse.Namespace) -> int:
     from training.recipe import train_model
-    from training.train import TrainConfig
+    from training.train import TrainConfig, TrainingStopped
 
     overrides = dict(
         output=args.output,
@@ -24,11 +25,16 @@ def cmd_train(args: argparse.Namespace) -> int:
         context_mode=args.context,
         threads=args.threads,
         resume=args.resume or None,
+        checkpoint_minutes=args.checkpoint_minutes,
         max_length=args.max_length,
         data_root=args.data_root,
     )
     config = TrainConfig.from_toml(args.config, **overrides)
-    model_dir = train_model(config, export=not args.no_export)
+    try:
+        model_dir = train_model(config, export=not args.no_export)
+    except TrainingStopped as stopped:
+        print(f"bearwatch: {stopped}; go on with --resume", file=sys.stderr)
+        return 130
     print(model_dir)
     return 0
 
@@ -146,7 +152,13 @@ def add_commands(commands, add) -> None:
     train.add_argument("--seed", type=int)
     train.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     train.add_argument("--limit-per-source", type=int, help="use only the first N rows of each file (smoke runs)")
-    train.add_argument("--resume", action="store_true", help="continue from OUTPUT/checkpoint-last.pt")
+    train.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue from OUTPUT/checkpoint-last.pt (saved at each epoch's end, every --checkpoint-minutes "
+        "and on SIGTERM/SIGINT, at the batch it stopped at)",
+    )
+    train.add_argument("--checkpoint-minutes", type=float, help="save a resumable checkpoint this often (default 10)")
     train.add_argument("--no-export", action="store_true", help="skip ONNX export")
 
     export = add("export", cmd_export, "export a trained model directory to ONNX (parity-checked, optional int8)")

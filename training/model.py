@@ -32,6 +32,8 @@ class MultiTaskEncoder(nn.Module):
         self.encoder = encoder
         config: Any = encoder.config  # a transformers model's PretrainedConfig
         hidden = int(config.hidden_size)
+        # Segment (token type) embeddings are declared by BERT-style configs only.
+        self.segments = int(config.to_dict().get("type_vocab_size") or 0) > 0
         self.dropout = nn.Dropout(dropout)
         self.topic_head = nn.Linear(hidden, n_topic)
         self.sentiment_head = nn.Linear(hidden, n_sentiment)
@@ -54,9 +56,9 @@ class MultiTaskEncoder(nn.Module):
         return cls(encoder, n_topic, n_sentiment)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor):
-        hidden = self.encoder(
-            input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids
-        ).last_hidden_state
+        # MPNet and RoBERTa-style encoders have no segment embeddings: only BERT-style ones take them.
+        segments = {"token_type_ids": token_type_ids} if self.segments else {}
+        hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask, **segments).last_hidden_state
         mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
         pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
         features = self.dropout(pooled)

@@ -74,6 +74,10 @@ class TrainConfig:
     memory: bool = True  # serve with the retrieval memory (analysts' labels move scores; MemoryFusion)
     threads: int = 0
     resume: bool = False
+    # A long run (a teacher on CPU takes hours) saves OUTPUT/checkpoint-last.pt this often inside an
+    # epoch too, and on SIGTERM/SIGINT, so `--resume` goes on from the batch it stopped at; 0: after
+    # every batch.
+    checkpoint_minutes: float = 10.0
 
     def __post_init__(self) -> None:
         if self.method not in ("full", "lora"):
@@ -269,72 +273,136 @@ def fit(config: TrainConfig, data: Dataset, tokenizer, base_dir: Path, run_dir: 
     optimizer, scheduler = _optimizer(model, config, total_steps)
     eval_points = {round(len(train_batches) * (i + 1) / config.evals_per_epoch) for i in range(config.evals_per_epoch)}
 
-    state: dict[str, Any] = {"epoch": 0, "step": 0, "best_metric": -1.0, "bad_evals": 0, "history": []}
+    state: dict[str, Any] = {"epoch": 0, "position": 0, "step": 0, "best_metric": -1.0, "bad_evals": 0, "history": []}
     last = run_dir / "checkpoint-last.pt"
     if config.resume and last.exists():
         saved = torch.load(last, weights_only=False)
         model.load_state_dict(saved["model"])
         optimizer.load_state_dict(saved["optimizer"])
         scheduler.load_state_dict(saved["scheduler"])
-        state = saved["state"]
-        log.info("resumed from %s at epoch %d", last, state["epoch"])
+        state = {"position": 0, **saved["state"]}
+        if "rng" in saved:
+            torch.set_rng_state(saved["rng"])
+        log.info("resumed from %s at epoch %d, batch %d", last, state["epoch"], state["position"])
 
-    from monitor.progress import Progress
-
-    started = time.monotonic()
-    stop = False
-    for epoch in range(state["epoch"], config.epochs):
-        model.train()
-        batches = train_batches.order(seed=config.seed + epoch)
-        # a bar on a terminal, a log line every 30 s otherwise (a scheduled retrain writes to a log)
-        bar = Progress(f"epoch {epoch + 1}/{config.epochs}", total=len(batches), unit="batches")
-        for position, rows in enumerate(batches, start=1):
-            topic, sentiment, _ = model(**train_batches.tensors(rows))
-            loss = masked_multitask_loss(topic, sentiment, targets["topic"][rows], targets["sentiment"][rows])
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            state["step"] += 1
-            bar.update(loss=f"{loss.item():.3f}", step=state["step"])
-            if position in eval_points:
-                reports = head_reports(data.valid, predict(model, valid_batches))
-                metric = primary_metric(reports)
-                entry = {
-                    "epoch": epoch + position / len(batches),
-                    "step": state["step"],
-                    "primary": metric,
-                    **{f"{t}_{m}": reports[t][m] for t in reports for m in ("accuracy", "macro_f1")},
-                }
-                state["history"].append(entry)
-                log.info("validation %s", json.dumps(entry))
-                if metric > state["best_metric"]:
-                    state["best_metric"], state["bad_evals"] = metric, 0
-                    torch.save(model.state_dict(), run_dir / "best.pt")
-                else:
-                    state["bad_evals"] += 1
-                    if state["bad_evals"] > config.patience:
-                        log.info("early stop: %d evaluations without improvement", state["bad_evals"])
-                        stop = True
-                        break
-                model.train()
-        bar.close()
-        state["epoch"] = epoch + 1
+    def checkpoint() -> None:
+        partial = last.with_suffix(".partial")
         torch.save(
             {
                 "model": model.state_dict(),
                 "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(),
                 "state": state,
+                "rng": torch.get_rng_state(),
             },
-            last,
+            partial,
         )
-        if stop:
-            break
+        partial.replace(last)  # a kill while saving leaves the previous checkpoint whole
+
+    from monitor.progress import Progress
+
+    started = time.monotonic()
+    stop = False
+    with _StopRequests() as requests:
+        saved_at = time.monotonic()
+        for epoch in range(state["epoch"], config.epochs):
+            model.train()
+            batches = train_batches.order(seed=config.seed + epoch)
+            # a bar on a terminal, a log line every 30 s otherwise (a scheduled retrain writes to a log)
+            bar = Progress(f"epoch {epoch + 1}/{config.epochs}", total=len(batches), unit="batches")
+            bar.update(state["position"])
+            for position, rows in enumerate(batches, start=1):
+                if position <= state["position"]:
+                    continue  # done before the run was stopped
+                topic, sentiment, _ = model(**train_batches.tensors(rows))
+                loss = masked_multitask_loss(topic, sentiment, targets["topic"][rows], targets["sentiment"][rows])
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+                state["step"] += 1
+                state["position"] = position
+                bar.update(loss=f"{loss.item():.3f}", step=state["step"])
+                if position in eval_points:
+                    at = epoch + position / len(batches)
+                    stop = _evaluate(model, data, valid_batches, state, at, run_dir, config)
+                    model.train()
+                if stop:
+                    break
+                if position < len(batches) and (
+                    requests.asked or time.monotonic() - saved_at >= config.checkpoint_minutes * 60
+                ):
+                    checkpoint()
+                    saved_at = time.monotonic()
+                    if requests.asked:
+                        bar.close()
+                        raise TrainingStopped(f"stopped at epoch {epoch + 1}, batch {position}: {last}")
+            bar.close()
+            state["epoch"], state["position"] = epoch + 1, 0
+            checkpoint()
+            saved_at = time.monotonic()
+            if stop:
+                break
     model.load_state_dict(torch.load(run_dir / "best.pt", weights_only=True))
     best = max(state["history"], key=lambda h: h["primary"])
     return FitResult(model, state["history"], best, time.monotonic() - started)
+
+
+def _evaluate(
+    model, data: Dataset, valid_batches: Batches, state: dict, epoch: float, run_dir: Path, config: TrainConfig
+) -> bool:
+    """One validation pass: the history entry, best.pt when it improves; True when patience runs out."""
+    reports = head_reports(data.valid, predict(model, valid_batches))
+    metric = primary_metric(reports)
+    entry = {
+        "epoch": epoch,
+        "step": state["step"],
+        "primary": metric,
+        **{f"{t}_{m}": reports[t][m] for t in reports for m in ("accuracy", "macro_f1")},
+    }
+    state["history"].append(entry)
+    log.info("validation %s", json.dumps(entry))
+    if metric > state["best_metric"]:
+        state["best_metric"], state["bad_evals"] = metric, 0
+        torch.save(model.state_dict(), run_dir / "best.pt")
+        return False
+    state["bad_evals"] += 1
+    if state["bad_evals"] > config.patience:
+        log.info("early stop: %d evaluations without improvement", state["bad_evals"])
+        return True
+    return False
+
+
+class TrainingStopped(Exception):
+    """A stop was asked for (SIGTERM, SIGINT): the run saved its checkpoint; `--resume` goes on."""
+
+
+class _StopRequests:
+    """SIGTERM and SIGINT ask the training loop to save a checkpoint and stop at the next batch
+    (in the main thread only: elsewhere signals cannot be caught and nothing changes)."""
+
+    def __init__(self) -> None:
+        self.asked = False
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> _StopRequests:
+        import signal
+        import threading
+
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                self._previous[sig] = signal.signal(sig, self._ask)
+        return self
+
+    def _ask(self, signum, frame) -> None:
+        self.asked = True
+
+    def __exit__(self, *exc) -> None:
+        import signal
+
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
 
 
 def config_record(config: TrainConfig) -> dict:

@@ -60,7 +60,7 @@ def encode(tokenizer, inputs: Sequence[ModelInput], settings: ContextSettings) -
     The text takes what it needs of ``max_length``; context fills what is left, at most
     ``context_budget`` tokens, neighbour by neighbour, the last one cut to fit.
     """
-    cls_id, sep_id, pad_id = (tokenizer.token_to_id(t) for t in ("[CLS]", "[SEP]", "[PAD]"))
+    cls_id, sep_id, pad_id = special_ids(tokenizer)
     texts = tokenizer.encode_batch([i.text for i in inputs], add_special_tokens=False)
     contexts = [tokenizer.encode_batch(list(i.context), add_special_tokens=False) if i.context else [] for i in inputs]
     rows: list[tuple[list[int], list[int]]] = []
@@ -85,6 +85,17 @@ def encode(tokenizer, inputs: Sequence[ModelInput], settings: ContextSettings) -
         token_types[r, : len(types)] = types
         mask[r, : len(ids)] = 1
     return EncodedBatch(input_ids, mask, token_types)
+
+
+def special_ids(tokenizer) -> tuple[int, int, int]:
+    """The start, separator and padding ids of a tokenizer: [CLS]/[SEP]/[PAD] of a BERT vocabulary,
+    <s>/</s>/<pad> of an MPNet or RoBERTa one. Its own template says which (an empty text encodes to
+    its start and end tokens); an MPNet vocabulary holds a "[CLS]" too, as an ordinary token."""
+    frame = tokenizer.encode("", add_special_tokens=True).ids
+    pad = tokenizer.token_to_id("[PAD]" if tokenizer.id_to_token(frame[0]) == "[CLS]" else "<pad>") if frame else None
+    if len(frame) != 2 or pad is None:
+        raise ValueError("the tokenizer has no [CLS] … [SEP] (or <s> … </s>) template with a padding token")
+    return frame[0], frame[1], pad
 
 
 def load_tokenizer(path: str | Path):

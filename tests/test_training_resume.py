@@ -1,0 +1,106 @@
+"""A long training run stopped in the middle of an epoch (a kill, the end of a session) goes on with
+`--resume` from the batch it stopped at, and ends with exactly the weights of a run never stopped."""
+
+from __future__ import annotations
+
+import os
+import signal
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from tests.tiny_model import build_tiny_base, synthetic_rows, write_csv  # noqa: E402
+from training import train as train_module  # noqa: E402
+from training.train import TrainConfig, TrainingStopped, fit, load_dataset  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    from monitor.scoring.inputs import load_tokenizer
+
+    root = tmp_path_factory.mktemp("resume")
+    sentiment, topic = synthetic_rows()
+    sources = f"""
+[[sources]]
+path = "{write_csv(root / "sentiment.csv", sentiment)}"
+task = "sentiment"
+[[sources]]
+path = "{write_csv(root / "topic.csv", topic)}"
+task = "topic"
+"""
+    base = build_tiny_base(root / "base", [t for t, _ in sentiment + topic])
+    recipe = root / "recipe.toml"
+    recipe.write_text(
+        f'base_model = "{base}"\nepochs = 2\nbatch_size = 16\nlr = 2e-3\nmax_length = 32\nthreads = 1\n'
+        f"evals_per_epoch = 2\nvalid_fraction = 0.3\n{sources}"
+    )
+    config = TrainConfig.from_toml(recipe, output=str(root / "unused"))
+    torch.set_num_threads(1)
+    return config, load_dataset(config), load_tokenizer(base / "tokenizer.json"), base
+
+
+def _weights(model) -> dict:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def test_a_run_stopped_mid_epoch_resumes_to_the_same_weights(setup, tmp_path: Path, monkeypatch) -> None:
+    config, data, tokenizer, base = setup
+    whole = fit(replace(config, output=str(tmp_path / "a")), data, tokenizer, base, _dir(tmp_path / "a"))
+
+    # The same run, asked to stop (SIGTERM) in the middle of its first epoch.
+    calls = {"n": 0}
+    loss = train_module.masked_multitask_loss
+
+    def stop_at_third(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            os.kill(os.getpid(), signal.SIGTERM)  # handled: the loop saves and stops after this batch
+        return loss(*args, **kwargs)
+
+    monkeypatch.setattr(train_module, "masked_multitask_loss", stop_at_third)
+    stopped = replace(config, output=str(tmp_path / "b"), checkpoint_minutes=60.0)
+    with pytest.raises(TrainingStopped, match="epoch 1, batch 3"):
+        fit(stopped, data, tokenizer, base, _dir(tmp_path / "b"))
+    saved = torch.load(tmp_path / "b" / "checkpoint-last.pt", weights_only=False)
+    assert (saved["state"]["epoch"], saved["state"]["position"], saved["state"]["step"]) == (0, 3, 3)
+    assert signal.getsignal(signal.SIGTERM) is not None  # the previous handler is back
+
+    monkeypatch.setattr(train_module, "masked_multitask_loss", loss)
+    resumed = fit(replace(stopped, resume=True), data, tokenizer, base, tmp_path / "b")
+    assert calls["n"] == 3  # the resumed run did not redo the three batches (the fault is gone)
+    assert resumed.history == whole.history
+    a, b = _weights(whole.model), _weights(resumed.model)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_checkpoint_every_batch_resumes_from_any_of_them(setup, tmp_path: Path, monkeypatch) -> None:
+    """With checkpoint_minutes = 0 every batch is saved; a crash (not a polite stop) after batch 5
+    loses nothing that was saved."""
+    config, data, tokenizer, base = setup
+    whole = fit(replace(config, output=str(tmp_path / "a")), data, tokenizer, base, _dir(tmp_path / "a"))
+    calls = {"n": 0}
+    loss = train_module.masked_multitask_loss
+
+    def crash_at_sixth(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 6:
+            raise RuntimeError("injected crash")
+        return loss(*args, **kwargs)
+
+    monkeypatch.setattr(train_module, "masked_multitask_loss", crash_at_sixth)
+    every = replace(config, output=str(tmp_path / "b"), checkpoint_minutes=0.0)
+    with pytest.raises(RuntimeError, match="injected crash"):
+        fit(every, data, tokenizer, base, _dir(tmp_path / "b"))
+    assert torch.load(tmp_path / "b" / "checkpoint-last.pt", weights_only=False)["state"]["position"] == 5
+    monkeypatch.setattr(train_module, "masked_multitask_loss", loss)
+    resumed = fit(replace(every, resume=True), data, tokenizer, base, tmp_path / "b")
+    a, b = _weights(whole.model), _weights(resumed.model)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def _dir(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    return path
