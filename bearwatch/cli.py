@@ -680,7 +680,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     import logging
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from monitor.progress import log_lines
+
+    log_lines()
     logging.getLogger("elastic_transport").setLevel(logging.WARNING)  # one line per HTTP request otherwise
     parser = build_parser()
     args, unknown = parser.parse_known_args(argv)

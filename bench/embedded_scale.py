@@ -91,7 +91,10 @@ def fill(history: Path, items: list[dict], start: int, count: int, copies: int) 
 
     store = EmbeddedHistory(history, vectors=False)
     began = time.perf_counter()
-    refused = store.write_all((as_document(item) for item in repeated(items, start, count, copies)), batch=2000)
+    from monitor.progress import tracked
+
+    documents = (as_document(item) for item in repeated(items, start, count, copies))
+    refused = store.write_all(tracked(documents, f"history {start:,} to {start + count:,}", total=count), batch=2000)
     store.close()
     if refused:
         raise SystemExit(f"{refused} history documents were refused")
@@ -136,15 +139,15 @@ def run_measure(out: Path, items: list[dict], start: int, count: int, copies: in
             fh.write(json.dumps(item, ensure_ascii=False) + "\n")
     for name in ("offsets.json", "bearwatch.news.scored.jsonl", "bearwatch.news.dlq.jsonl"):
         (out / name).unlink(missing_ok=True)
-    result = subprocess.run(
+    result = subprocess.run(  # its progress lines (stderr) pass through; its figures (stdout) are read
         [sys.executable, __file__, "--measure", str(out), str(items_file), history],
-        capture_output=True,
+        stdout=subprocess.PIPE,
         text=True,
         cwd=ROOT,
         env={**os.environ, "PYTHONWARNINGS": "ignore"},
     )
     if result.returncode != 0:
-        raise SystemExit(f"the measured run failed: {result.stderr[-2000:]}")
+        raise SystemExit(f"the measured run failed with exit code {result.returncode} (its errors are above)")
     figures = json.loads(result.stdout.strip().splitlines()[-1])
     if figures["scored"] != count:
         raise SystemExit(f"the measured run scored {figures['scored']} of {count} items: {figures}")
@@ -159,6 +162,9 @@ def main() -> int:
     parser.add_argument("--keep", help="keep the history in this folder (default: a temporary one, removed)")
     parser.add_argument("--measure", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    from monitor.progress import log_lines
+
+    log_lines()  # how far a long run is, on stderr: a bar on a terminal, a log line every 30 s otherwise
     if args.measure:
         measure(*args.measure)
         return 0

@@ -50,9 +50,11 @@ def fill_history(client, index: str, docs: int, texts: list[str]) -> float:
                 },
             }
 
-    for _ok, _info in helpers.streaming_bulk(
-        client, actions(), chunk_size=5000, raise_on_error=True, request_timeout=120
-    ):
+    from monitor.progress import tracked
+
+    filling = tracked(actions(), f"filling {index}", total=docs, unit="docs")
+    bulk = helpers.streaming_bulk(client, filling, chunk_size=5000, raise_on_error=True, request_timeout=120)
+    for _ok, _info in bulk:
         pass
     client.indices.refresh(index=index)
     return time.monotonic() - start
@@ -130,6 +132,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--model", default=str(shipped_model()))
     p.add_argument("--json")
     args = p.parse_args(argv)
+    from monitor.progress import log_lines
+
+    log_lines()  # how far a long run is, on stderr: a bar on a terminal, a log line every 30 s otherwise
 
     from elasticsearch import Elasticsearch
 

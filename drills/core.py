@@ -168,6 +168,20 @@ class Accounting:
         return self
 
 
+def latest_progress(log: Path, tail_bytes: int = 64_000) -> str:
+    """The last progress line a daemon wrote to its log (what follows the logger's name), or a note."""
+    try:
+        with log.open("rb") as fh:
+            fh.seek(max(0, log.stat().st_size - tail_bytes))
+            lines = fh.read().decode("utf-8", errors="replace").splitlines()
+    except OSError as exc:
+        return f"(no log: {exc.strerror})"
+    for line in reversed(lines):
+        if "bearwatch.progress:" in line:
+            return line.split("bearwatch.progress:", 1)[1].strip()
+    return "(no progress line yet)"
+
+
 class Stack:
     """Fresh topics and indices, the daemons as processes, and a Slack-like server."""
 
@@ -234,8 +248,18 @@ class Stack:
             proc.send_signal(sig)
             proc.wait(timeout=60)
 
-    def wait(self, name: str, timeout_s: float = 1800) -> int:
-        return self.procs[name].wait(timeout=timeout_s)
+    def wait(self, name: str, timeout_s: float = 1800, every_s: float = 30.0) -> int:
+        """Wait for a daemon to exit; a long wait says how far it is every `every_s`: the daemon's own
+        latest progress line (items/s, lag, batches) from its log."""
+        proc, started = self.procs[name], time.monotonic()
+        while True:
+            try:
+                return proc.wait(timeout=max(0.1, min(every_s, started + timeout_s - time.monotonic())))
+            except subprocess.TimeoutExpired:
+                if time.monotonic() - started >= timeout_s:
+                    raise
+                said = latest_progress(self.logs / f"{name}.{self.starts[name]}.log")
+                print(f"{self.run}: waiting for {name} ({time.monotonic() - started:.0f} s): {said}", flush=True)
 
     def close(self) -> None:
         """Stop what runs, and remove the run's indices and topics (kept with BEARWATCH_DRILL_KEEP=1)."""
@@ -264,13 +288,14 @@ class Stack:
 
     # --- input ---
     def produce(self, values: list[bytes], rate: float | None = None) -> None:
+        from monitor.progress import tracked
         from monitor.sinks.base import Record
         from monitor.sinks.kafka import KafkaPublisher
 
         publisher = KafkaPublisher(self.settings.kafka, client_id=f"{self.run}-producer", flush_timeout_s=120)
         start = time.monotonic()
         pending = 0  # bytes not yet flushed: hundreds of 600 kB hostile messages must not wait in one flush
-        for i, value in enumerate(values):
+        for i, value in enumerate(tracked(values, f"{self.run}: producing", total=len(values), unit="messages")):
             publisher.add(Record(self.settings.kafka.news_topic, value, key=str(i).encode()))
             pending += len(value)
             if (rate and (i + 1) % 50 == 0) or pending > 16_000_000:

@@ -661,6 +661,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("name", choices=[*DRILLS, "all"])
     p.add_argument("--scale", choices=["ci", "full"], default="full")
     args = p.parse_args(argv)
+    from monitor.progress import log_lines
+
+    log_lines()  # how far a long drill is (the producer's progress; `bearwatch drill` has set this up already)
     names = list(DRILLS) if args.name == "all" else [args.name]
     failed = []
     for name in names:

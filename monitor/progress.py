@@ -16,7 +16,10 @@ from __future__ import annotations
 import logging
 import sys
 import time
-from typing import IO, Any
+from collections.abc import Iterable, Iterator
+from typing import IO, Any, TypeVar
+
+T = TypeVar("T")
 
 log = logging.getLogger("bearwatch.progress")
 
@@ -87,6 +90,22 @@ class Progress:
     def _log(self, final: bool = False) -> None:
         log.info("%s", self.line(final))
         self._mark_time, self._mark_done = self.clock(), self.done
+
+
+def log_lines(level: int = logging.INFO) -> None:
+    """Log lines on stderr as every bearwatch command writes them (progress lines among them)."""
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def tracked(
+    items: Iterable[T], what: str, total: int | None = None, unit: str = "items", **options: Any
+) -> Iterator[T]:
+    """`items`, passed through one by one while a :class:`Progress` counts them (a bench's fill, a
+    drill's producer)."""
+    with Progress(what, total=total, unit=unit, **options) as progress:
+        for item in items:
+            yield item
+            progress.update()
 
 
 def _is_tty(stream: IO[str]) -> bool:
