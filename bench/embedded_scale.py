@@ -133,14 +133,19 @@ def measure(out: str, items_file: str, history: str) -> None:
 
 
 def run_measure(out: Path, items: list[dict], start: int, count: int, copies: int, history: str = "bm25") -> dict:
-    items_file = out / "items.jsonl"
-    with items_file.open("w", encoding="utf-8") as fh:
-        for item in repeated(items, start, count, copies):
-            fh.write(json.dumps(item, ensure_ascii=False) + "\n")
     for name in ("offsets.json", "bearwatch.news.scored.jsonl", "bearwatch.news.dlq.jsonl"):
         (out / name).unlink(missing_ok=True)
-    result = subprocess.run(  # its progress lines (stderr) pass through; its figures (stdout) are read
-        [sys.executable, __file__, "--measure", str(out), str(items_file), history],
+    return measured_run(__file__, str(out), out / "items.jsonl", repeated(items, start, count, copies), count, history)
+
+
+def measured_run(script: str, target: str, items_file: Path, items: Iterator[dict], count: int, history: str) -> dict:
+    """`script --measure target items_file history` in a fresh process, on `items` written to
+    items_file: the figures of its last stdout line (its progress lines, on stderr, pass through)."""
+    with items_file.open("w", encoding="utf-8") as fh:
+        for item in items:
+            fh.write(json.dumps(item, ensure_ascii=False) + "\n")
+    result = subprocess.run(
+        [sys.executable, script, "--measure", target, str(items_file), history],
         stdout=subprocess.PIPE,
         text=True,
         cwd=ROOT,

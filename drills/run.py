@@ -135,8 +135,10 @@ def _outage(name: str, which: str, copies: int, down_s: float) -> Accounting:
 
         while time.monotonic() < deadline:  # mid-stream: some items written, most still to come
             try:
-                if es.indices.exists(index=index) and es.count(index=index)["count"] >= 200:
-                    break
+                if es.indices.exists(index=index):
+                    es.indices.refresh(index=index)  # the index itself refreshes only every refresh_seconds
+                    if es.count(index=index)["count"] >= 200:
+                        break
             except (ApiError, TransportError):
                 pass  # a new index whose shard is not active yet (just after the previous drill's restart): ask again
             time.sleep(0.2)

@@ -127,6 +127,12 @@ class ElasticsearchSettings:
     ca_certs: str | None = None
     verify_certs: bool = True
     request_timeout: Positive = 30.0
+    # How soon a scored document becomes searchable (the news index's refresh_interval; Kibana sees
+    # it then). The scoring daemon refreshes the index itself at most this often while it writes,
+    # and answers dedup lookups from its own writes in between. Each refresh makes Elasticsearch
+    # redo per-segment work for every search: at 1M documents the 1-second default tripled the
+    # related-history cost (docs/benchmarks.md).
+    refresh_seconds: Positive = 10.0
 
     def index(self, name: str) -> str:
         return f"{self.index_prefix}-{name}"

@@ -51,3 +51,25 @@ def test_bulk_bm25_knn_and_delete(es_client, index: str) -> None:
     es_client.indices.delete(index=index)
     with pytest.raises(NotFoundError):
         es_client.indices.get(index=index)
+
+
+def test_the_news_index_refreshes_at_the_configured_interval(es_client, unique_name: str) -> None:
+    """bearwatch's news index is created with elasticsearch.refresh_seconds as its refresh interval,
+    and an existing one takes a changed setting at the next start; the other indices keep the default."""
+    from monitor.elastic.client import ensure_indices
+    from monitor.indices import mappings
+    from monitor.settings import ElasticsearchSettings
+
+    def interval(name: str) -> str | None:
+        index = settings.index(name)
+        return es_client.indices.get_settings(index=index)[index]["settings"]["index"].get("refresh_interval")
+
+    settings = ElasticsearchSettings(url=es_client.transport.node_pool.get().base_url, index_prefix=unique_name)
+    try:
+        ensure_indices(es_client, settings, embedding_dims=4)
+        assert interval("news") == "10000ms" and interval("alerts") is None
+        settings = ElasticsearchSettings(url=settings.url, index_prefix=unique_name, refresh_seconds=2.5)
+        ensure_indices(es_client, settings, embedding_dims=4)
+        assert interval("news") == "2500ms"
+    finally:
+        es_client.indices.delete(index=",".join(settings.index(n) for n in mappings()), ignore_unavailable=True)

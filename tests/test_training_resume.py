@@ -50,17 +50,9 @@ def test_a_run_stopped_mid_epoch_resumes_to_the_same_weights(setup, tmp_path: Pa
     config, data, tokenizer, base = setup
     whole = fit(replace(config, output=str(tmp_path / "a")), data, tokenizer, base, _dir(tmp_path / "a"))
 
-    # The same run, asked to stop (SIGTERM) in the middle of its first epoch.
-    calls = {"n": 0}
-    loss = train_module.masked_multitask_loss
-
-    def stop_at_third(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 3:
-            os.kill(os.getpid(), signal.SIGTERM)  # handled: the loop saves and stops after this batch
-        return loss(*args, **kwargs)
-
-    monkeypatch.setattr(train_module, "masked_multitask_loss", stop_at_third)
+    # The same run, asked to stop (SIGTERM) in the middle of its first epoch: handled, the loop
+    # saves and stops after that batch.
+    loss, calls = _fault_at(monkeypatch, 3, lambda: os.kill(os.getpid(), signal.SIGTERM))
     stopped = replace(config, output=str(tmp_path / "b"), checkpoint_minutes=60.0)
     with pytest.raises(TrainingStopped, match="epoch 1, batch 3"):
         fit(stopped, data, tokenizer, base, _dir(tmp_path / "b"))
@@ -81,16 +73,7 @@ def test_a_checkpoint_every_batch_resumes_from_any_of_them(setup, tmp_path: Path
     loses nothing that was saved."""
     config, data, tokenizer, base = setup
     whole = fit(replace(config, output=str(tmp_path / "a")), data, tokenizer, base, _dir(tmp_path / "a"))
-    calls = {"n": 0}
-    loss = train_module.masked_multitask_loss
-
-    def crash_at_sixth(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 6:
-            raise RuntimeError("injected crash")
-        return loss(*args, **kwargs)
-
-    monkeypatch.setattr(train_module, "masked_multitask_loss", crash_at_sixth)
+    loss, _ = _fault_at(monkeypatch, 6, _crash)
     every = replace(config, output=str(tmp_path / "b"), checkpoint_minutes=0.0)
     with pytest.raises(RuntimeError, match="injected crash"):
         fit(every, data, tokenizer, base, _dir(tmp_path / "b"))
@@ -99,6 +82,25 @@ def test_a_checkpoint_every_batch_resumes_from_any_of_them(setup, tmp_path: Path
     resumed = fit(replace(every, resume=True), data, tokenizer, base, tmp_path / "b")
     a, b = _weights(whole.model), _weights(resumed.model)
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def _fault_at(monkeypatch, batch: int, fault) -> tuple:
+    """Fault injection: `fault()` runs when the training loss of batch number `batch` is computed.
+    Returns the real loss (to put back) and the call counter."""
+    loss, calls = train_module.masked_multitask_loss, {"n": 0}
+
+    def faulty(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == batch:
+            fault()
+        return loss(*args, **kwargs)
+
+    monkeypatch.setattr(train_module, "masked_multitask_loss", faulty)
+    return loss, calls
+
+
+def _crash() -> None:
+    raise RuntimeError("injected crash")
 
 
 def _dir(path: Path) -> Path:

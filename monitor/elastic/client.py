@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from monitor.errors import StoreUnavailable
-from monitor.indices import mappings
+from monitor.indices import NEWS, mappings
 from monitor.settings import ElasticsearchSettings
 
 log = logging.getLogger("bearwatch.elasticsearch")
@@ -64,12 +64,16 @@ def ensure_indices(client, settings: ElasticsearchSettings, embedding_dims: int)
 
     for name, mapping in mappings(embedding_dims).items():
         index = settings.index(name)
+        # The news index takes the bulk of the writes: it refreshes every elasticsearch.refresh_seconds.
+        options = {"refresh_interval": f"{round(settings.refresh_seconds * 1000)}ms"} if name == NEWS else {}
         try:
             if not client.indices.exists(index=index):
-                client.indices.create(index=index, mappings=mapping)
+                client.indices.create(index=index, mappings=mapping, settings={"index": options} if options else None)
                 log.info("created index %s", index)
             else:
                 client.indices.put_mapping(index=index, properties=mapping["properties"])
+                if options:
+                    client.indices.put_settings(index=index, settings={"index": options})
         except ApiError as exc:
             if getattr(exc, "error", "") == "resource_already_exists_exception":
                 continue  # another instance created it between exists and create

@@ -9,8 +9,9 @@ Writes do not wait for a refresh (that would cost up to a second per batch), so 
 see the last batches yet. The dedup lookup must: whether an item is a duplicate cannot depend on
 how fast the previous batch became searchable, or a replay after a crash would decide it
 differently and detection would count differently. So the store remembers what it wrote until it
-has refreshed the index itself (at most every ``visible_after_s``), and answers dedup lookups from
-both. `related` history may miss the last second of items; that changes no decision.
+has refreshed the index itself (at most every ``visible_after_s``: `elasticsearch.refresh_seconds`,
+the news index's own refresh interval too), and answers dedup lookups from both. `related` history
+may miss the last few seconds of items (up to that interval); that changes no decision.
 """
 
 from __future__ import annotations
@@ -47,12 +48,17 @@ _SOURCE_FIELDS = ScoredItem.fields(
 
 class ElasticsearchHistory:
     def __init__(
-        self, client, settings: ElasticsearchSettings, refresh: str | bool = False, visible_after_s: float = 10.0
+        self,
+        client,
+        settings: ElasticsearchSettings,
+        refresh: str | bool = False,
+        visible_after_s: float | None = None,
     ) -> None:
         self.client = client
         self.index = settings.index(NEWS)
         self.refresh = refresh
-        self.visible_after_s = visible_after_s
+        # as often as the index refreshes itself (elasticsearch.refresh_seconds) unless told otherwise
+        self.visible_after_s = settings.refresh_seconds if visible_after_s is None else visible_after_s
         self._pending: list[dict] = []
         # Written since our last refresh, so perhaps not yet searchable: dedup key -> id -> Original,
         # and id -> dedup key. The first lookup refreshes too (a previous process's last writes).
