@@ -64,6 +64,7 @@ def test_a_run_stopped_mid_epoch_resumes_to_the_same_weights(setup, tmp_path: Pa
     resumed = fit(replace(stopped, resume=True), data, tokenizer, base, tmp_path / "b")
     assert calls["n"] == 3  # the resumed run did not redo the three batches (the fault is gone)
     assert resumed.history == whole.history
+    assert resumed.seconds > saved["state"]["seconds"] > 0  # the run's wall time counts both parts
     a, b = _weights(whole.model), _weights(resumed.model)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 

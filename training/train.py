@@ -285,7 +285,10 @@ def fit(config: TrainConfig, data: Dataset, tokenizer, base_dir: Path, run_dir: 
             torch.set_rng_state(saved["rng"])
         log.info("resumed from %s at epoch %d, batch %d", last, state["epoch"], state["position"])
 
+    started, before = time.monotonic(), float(state.get("seconds", 0.0))  # training time of earlier runs
+
     def checkpoint() -> None:
+        state["seconds"] = before + time.monotonic() - started  # the wall time of the whole run, all parts
         partial = last.with_suffix(".partial")
         torch.save(
             {
@@ -301,7 +304,6 @@ def fit(config: TrainConfig, data: Dataset, tokenizer, base_dir: Path, run_dir: 
 
     from monitor.progress import Progress
 
-    started = time.monotonic()
     stop = False
     with _StopRequests() as requests:
         saved_at = time.monotonic()
@@ -344,9 +346,11 @@ def fit(config: TrainConfig, data: Dataset, tokenizer, base_dir: Path, run_dir: 
             saved_at = time.monotonic()
             if stop:
                 break
+            if requests.asked and epoch + 1 < config.epochs:
+                raise TrainingStopped(f"stopped after epoch {epoch + 1}: {last}")
     model.load_state_dict(torch.load(run_dir / "best.pt", weights_only=True))
     best = max(state["history"], key=lambda h: h["primary"])
-    return FitResult(model, state["history"], best, time.monotonic() - started)
+    return FitResult(model, state["history"], best, before + time.monotonic() - started)
 
 
 def _evaluate(
