@@ -28,6 +28,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         checkpoint_minutes=args.checkpoint_minutes,
         max_length=args.max_length,
         data_root=args.data_root,
+        soft_labels=args.soft_labels,
     )
     config = TrainConfig.from_toml(args.config, **overrides)
     try:
@@ -36,6 +37,42 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(f"bearwatch: {stopped}; go on with --resume", file=sys.stderr)
         return 130
     print(model_dir)
+    return 0
+
+
+def cmd_distil_labels(args: argparse.Namespace) -> int:
+    """The teacher's logits for the recipe's training texts (resumable), and its figures on validation."""
+    import torch
+
+    from monitor.labels import TASKS
+    from training.distil import load_teacher, teacher_logits, write_soft_labels
+    from training.train import LABELS, TrainConfig, head_reports, load_dataset
+
+    config = TrainConfig.from_toml(
+        args.config,
+        output=".",
+        data_root=args.data_root,
+        soft_labels=args.output,
+        limit_per_source=args.limit_per_source,
+    )
+    if not config.soft_labels:
+        raise SystemExit("give --output FILE (or set soft_labels in the recipe)")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    data = load_dataset(config)
+    teacher = load_teacher(args.teacher, args.base_model)
+    texts = [e.text for e in data.train + data.unlabelled]
+    counts = write_soft_labels(teacher, texts, config.soft_labels, LABELS, config.max_length, args.batch_size)
+    summary: dict = {"soft_labels": config.soft_labels, "teacher": teacher.description, **counts}
+    if not args.no_validation:
+        # The teacher's own figures, on the validation split the student is judged on (never written to the file).
+        logits = teacher_logits(teacher, [e.text for e in data.valid], config.max_length, args.batch_size)
+        reports = head_reports(data.valid, logits)
+        summary["teacher_validation"] = {
+            t: {m: reports[t][m] for m in ("accuracy", "macro_f1", "n")} for t in TASKS if t in reports
+        }
+        Path(config.soft_labels + ".teacher.json").write_text(json.dumps(summary, indent=2) + "\n")
+    print(json.dumps(summary, indent=2))
     return 0
 
 
@@ -160,6 +197,22 @@ def add_commands(commands, add) -> None:
     )
     train.add_argument("--checkpoint-minutes", type=float, help="save a resumable checkpoint this often (default 10)")
     train.add_argument("--no-export", action="store_true", help="skip ONNX export")
+    train.add_argument("--soft-labels", help="distil from this file of a teacher's logits (bearwatch distil-labels)")
+
+    distil = add(
+        "distil-labels",
+        cmd_distil_labels,
+        "write a trained teacher's soft labels for a recipe's training and unlabelled texts (resumable)",
+    )
+    distil.add_argument("--config", required=True, help="the student's TOML recipe (its sources and unlabelled files)")
+    distil.add_argument("--teacher", required=True, help="a model directory or run folder with PyTorch weights")
+    distil.add_argument("--base-model", help="for a teacher that is an unfinished run's best.pt: its base encoder")
+    distil.add_argument("--output", help="the soft-label file (default: the recipe's soft_labels); appended to")
+    distil.add_argument("--data-root", help="folder the recipe's source paths are relative to")
+    distil.add_argument("--batch-size", type=int, default=64)
+    distil.add_argument("--threads", type=int, help="torch CPU threads")
+    distil.add_argument("--limit-per-source", type=int, help="the first N rows of each labelled file (smoke runs)")
+    distil.add_argument("--no-validation", action="store_true", help="skip the teacher's figures on validation")
 
     export = add("export", cmd_export, "export a trained model directory to ONNX (parity-checked, optional int8)")
     export.add_argument("--model", required=True)

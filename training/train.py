@@ -13,6 +13,7 @@ same items with the same amount of fitting.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -39,13 +40,29 @@ from training.data import (
     file_sha256,
     grouped_split,
     load_source,
+    shuffled,
 )
+from training.distil import distillation_loss
 from training.model import IGNORE, LoraSettings, MultiTaskEncoder, masked_multitask_loss
 
 log = logging.getLogger("bearwatch.train")
 
 LABELS = {"topic": TOPIC_LABELS, "sentiment": SENTIMENT_LABELS}
 DEFAULT_BASE = "minilm-l6"
+
+
+@dataclass(frozen=True)
+class UnlabelledSource:
+    """A file of texts with no label (CSV with a `text` column, or JSONL): training texts that
+    teach only through a teacher's soft labels. `limit` > 0: a seeded sample of that many."""
+
+    path: str
+    name: str = ""
+    limit: int = 0
+
+    @property
+    def label(self) -> str:
+        return self.name or Path(self.path).stem
 
 
 @dataclass(frozen=True)
@@ -78,6 +95,13 @@ class TrainConfig:
     # epoch too, and on SIGTERM/SIGINT, so `--resume` goes on from the batch it stopped at; 0: after
     # every batch.
     checkpoint_minutes: float = 10.0
+    # Distillation (training/distil.py): a teacher's logits for every training text, from
+    # `bearwatch distil-labels`; each head's loss is (1 - w) CE(gold) + w T² KL(teacher || student).
+    soft_labels: str = ""
+    distill_weight: float = 0.5
+    distill_temperature: float = 2.0
+    # Texts without labels (real tweets the daemon sees) that teach through the soft labels only.
+    unlabelled: tuple[UnlabelledSource, ...] = ()
 
     def __post_init__(self) -> None:
         if self.method not in ("full", "lora"):
@@ -88,6 +112,10 @@ class TrainConfig:
             raise ValueError("no data sources configured")
         if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
             raise ValueError("epochs, batch_size and lr must be positive")
+        if self.unlabelled and not self.soft_labels:
+            raise ValueError("unlabelled sources teach only through a teacher's soft labels: set soft_labels")
+        if not 0 <= self.distill_weight <= 1 or self.distill_temperature <= 0:
+            raise ValueError("distill_weight must be in [0, 1] and distill_temperature positive")
 
     @classmethod
     def from_toml(cls, path: str | Path, **overrides) -> TrainConfig:
@@ -106,11 +134,18 @@ class TrainConfig:
             )
             for s in raw.pop("sources", [])
         )
+        unlabelled = tuple(
+            UnlabelledSource(
+                path=str((data_root / u["path"]).resolve()), name=u.get("name", ""), limit=u.get("limit", 0)
+            )
+            for u in raw.pop("unlabelled", [])
+        )
         lora = LoraSettings(**raw.pop("lora", {}))
         values = {**raw, **{k: v for k, v in overrides.items() if v is not None}}
-        if "output" in values and not os.path.isabs(values["output"]):
-            values["output"] = str(Path(values["output"]).resolve())
-        return cls(sources=sources, lora=lora, **values)
+        for name in ("output", "soft_labels"):  # relative to where the command runs
+            if values.get(name) and not os.path.isabs(values[name]):
+                values[name] = str(Path(values[name]).resolve())
+        return cls(sources=sources, lora=lora, unlabelled=unlabelled, **values)
 
 
 def resolve_base_model(name: str) -> Path:
@@ -139,6 +174,7 @@ class Dataset:
     train: list[Example]
     valid: list[Example]
     reports: list[LoadReport]
+    unlabelled: list[Example] = field(default_factory=list)  # train-only texts with soft labels alone
 
 
 def load_dataset(config: TrainConfig) -> Dataset:
@@ -155,7 +191,36 @@ def load_dataset(config: TrainConfig) -> Dataset:
         examples.extend(loaded)
         reports.append(report)
     train, valid = grouped_split(examples, config.valid_fraction, config.seed)
-    return Dataset(train, valid, reports)
+    seen = {e.group for e in train} | {e.group for e in valid}
+    unlabelled = []
+    for extra in config.unlabelled:
+        loaded = load_unlabelled(extra, seen, config.seed)
+        seen.update(e.group for e in loaded)
+        unlabelled += loaded
+    return Dataset(train, valid, reports, unlabelled)
+
+
+def load_unlabelled(source: UnlabelledSource, seen: set[str], seed: int) -> list[Example]:
+    """One text per near-duplicate group, none near a labelled text (training or validation: a
+    teacher's opinion of a validation text never reaches the student), a seeded sample of `limit`."""
+    from monitor.labelled_files import read_rows
+
+    examples: dict[str, Example] = {}
+    rows = 0
+    for line_no, row in read_rows(source.path, required=("text",)):
+        rows += 1
+        text = str(row.get("text") or "").strip()
+        if not text:
+            continue
+        digest = hashlib.sha1(f"{source.label}:{line_no}:{text}".encode()).hexdigest()[:16]
+        example = Example(id=f"{source.label}:{digest}", text=text, source=source.label)
+        if example.group not in seen:
+            examples.setdefault(example.group, example)
+    kept = list(examples.values())
+    if source.limit:
+        kept = shuffled(kept, seed)[: source.limit]
+    log.info("%s: %d rows, %d distinct texts kept (unlabelled)", source.path, rows, len(kept))
+    return kept
 
 
 def _targets(examples: Sequence[Example], task: str) -> torch.Tensor:
@@ -266,9 +331,11 @@ def fit(config: TrainConfig, data: Dataset, tokenizer, base_dir: Path, run_dir: 
     settings = ContextSettings(mode="none", max_length=config.max_length)
     lora = config.lora if config.method == "lora" else None
     model = MultiTaskEncoder.from_base(str(base_dir), len(TOPIC_LABELS), len(SENTIMENT_LABELS), lora=lora)
-    train_batches = Batches(data.train, tokenizer, settings, config.batch_size)
+    examples = data.train + data.unlabelled
+    train_batches = Batches(examples, tokenizer, settings, config.batch_size)
     valid_batches = Batches(data.valid, tokenizer, settings, config.batch_size * 2)
-    targets = {task: _targets(data.train, task) for task in TASKS}
+    targets = {task: _targets(examples, task) for task in TASKS}
+    teacher = _teacher_targets(config, examples)
     total_steps = len(train_batches) * config.epochs
     optimizer, scheduler = _optimizer(model, config, total_steps)
     eval_points = {round(len(train_batches) * (i + 1) / config.evals_per_epoch) for i in range(config.evals_per_epoch)}
@@ -317,7 +384,22 @@ def fit(config: TrainConfig, data: Dataset, tokenizer, base_dir: Path, run_dir: 
                 if position <= state["position"]:
                     continue  # done before the run was stopped
                 topic, sentiment, _ = model(**train_batches.tensors(rows))
-                loss = masked_multitask_loss(topic, sentiment, targets["topic"][rows], targets["sentiment"][rows])
+                if teacher is None:
+                    loss = masked_multitask_loss(topic, sentiment, targets["topic"][rows], targets["sentiment"][rows])
+                else:
+                    loss = distillation_loss(
+                        topic,
+                        targets["topic"][rows],
+                        teacher["topic"][rows],
+                        config.distill_weight,
+                        config.distill_temperature,
+                    ) + distillation_loss(
+                        sentiment,
+                        targets["sentiment"][rows],
+                        teacher["sentiment"][rows],
+                        config.distill_weight,
+                        config.distill_temperature,
+                    )
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
                 optimizer.step()
@@ -351,6 +433,23 @@ def fit(config: TrainConfig, data: Dataset, tokenizer, base_dir: Path, run_dir: 
     model.load_state_dict(torch.load(run_dir / "best.pt", weights_only=True))
     best = max(state["history"], key=lambda h: h["primary"])
     return FitResult(model, state["history"], best, before + time.monotonic() - started)
+
+
+def _teacher_targets(config: TrainConfig, examples: Sequence[Example]) -> dict[str, torch.Tensor] | None:
+    """The teacher's logits for every training text, or None when the recipe distils nothing."""
+    if not config.soft_labels:
+        return None
+    from training.distil import read_soft_labels
+
+    soft = read_soft_labels(config.soft_labels)
+    log.info(
+        "distilling from %s (%d texts): weight %.2f, temperature %.1f",
+        soft.header["teacher"],
+        len(soft),
+        config.distill_weight,
+        config.distill_temperature,
+    )
+    return soft.targets([e.text for e in examples], LABELS)
 
 
 def _evaluate(
@@ -415,4 +514,10 @@ def config_record(config: TrainConfig) -> dict:
         {"path": Path(s.path).name, "task": s.task, "name": s.label, "sha256": file_sha256(s.path)}
         for s in config.sources
     ]
+    record["unlabelled"] = [
+        {"path": Path(u.path).name, "name": u.label, "limit": u.limit, "sha256": file_sha256(u.path)}
+        for u in config.unlabelled
+    ]
+    if config.soft_labels:
+        record["soft_labels"] = {"path": Path(config.soft_labels).name, "sha256": file_sha256(config.soft_labels)}
     return record

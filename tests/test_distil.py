@@ -1,0 +1,183 @@
+"""Distillation: a teacher's soft labels written resumably, read back, and taught to a student,
+on a tiny model built on the spot (real training code, seconds)."""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from monitor.labels import SENTIMENT_LABELS, TASKS  # noqa: E402
+from tests.tiny_model import build_tiny_base, synthetic_rows, write_csv  # noqa: E402
+from training import distil  # noqa: E402
+from training.model import IGNORE  # noqa: E402
+from training.train import LABELS, TrainConfig, fit, load_dataset  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("distil")
+    sentiment, topic = synthetic_rows()
+    base = build_tiny_base(root / "base", [t for t, _ in sentiment + topic])
+    # Real-looking unlabelled tweets: new texts, a repeat of one of them, and one near-duplicate of a labelled row.
+    tweets = root / "tweets.csv"
+    with tweets.open("w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["created_at", "text"])
+        for i in range(40):
+            writer.writerow([f"2015-01-{i % 28 + 1:02d}", f"$ACME shares plunge {i} as selloff deepens"])
+        writer.writerow(["2015-02-01", "$ACME shares plunge 0 as selloff deepens"])
+        writer.writerow(["2015-02-02", sentiment[0][0].upper() + " https://t.co/zz"])
+    recipe = root / "recipe.toml"
+    recipe.write_text(
+        f'base_model = "{base}"\nepochs = 2\nbatch_size = 16\nlr = 2e-3\nmax_length = 32\nthreads = 1\n'
+        f'valid_fraction = 0.3\nsoft_labels = "{root / "soft.jsonl"}"\n'
+        f'[[sources]]\npath = "{write_csv(root / "sentiment.csv", sentiment)}"\ntask = "sentiment"\n'
+        f'[[sources]]\npath = "{write_csv(root / "topic.csv", topic)}"\ntask = "topic"\n'
+        f'[[unlabelled]]\npath = "{tweets}"\nname = "tweets"\n'
+    )
+    torch.set_num_threads(1)
+    return root, recipe, base
+
+
+def _teacher(base: Path, bullish_bias: float = 0.0) -> distil.Teacher:
+    """A tiny untrained teacher; `bullish_bias` makes it call everything bullish, loudly."""
+    from monitor.labels import TOPIC_LABELS
+    from monitor.scoring.inputs import load_tokenizer
+    from training.model import MultiTaskEncoder
+
+    torch.manual_seed(0)
+    model = MultiTaskEncoder.from_base(str(base), len(TOPIC_LABELS), len(SENTIMENT_LABELS)).eval()
+    with torch.no_grad():
+        model.sentiment_head.bias[SENTIMENT_LABELS.index("bullish")] += bullish_bias
+    return distil.Teacher(
+        model, load_tokenizer(base / "tokenizer.json"), {"model": f"tiny-{bullish_bias}", "base": "tiny"}
+    )
+
+
+def test_unlabelled_texts_are_distinct_and_never_near_a_labelled_one(setup) -> None:
+    _, recipe, _ = setup
+    data = load_dataset(TrainConfig.from_toml(recipe, output="."))
+    texts = [e.text for e in data.unlabelled]
+    assert len(texts) == 40  # the repeat and the near-duplicate of a labelled row are left out
+    labelled = {e.group for e in data.train + data.valid}
+    assert all(e.group not in labelled and e.sentiment is None and e.topic is None for e in data.unlabelled)
+
+
+def test_unlabelled_sources_need_soft_labels(setup) -> None:
+    _, recipe, _ = setup
+    with pytest.raises(ValueError, match="soft labels"):
+        replace(TrainConfig.from_toml(recipe, output="."), soft_labels="")
+
+
+def test_soft_labels_resume_after_a_torn_line_and_refuse_another_teacher(setup, tmp_path: Path) -> None:
+    _, _, base = setup
+    teacher = _teacher(base)
+    texts = [f"Acme shares {w} today" for w in ("plunge", "surge", "hold", "slump", "rally")]
+    path = tmp_path / "soft.jsonl"
+    first = distil.write_soft_labels(teacher, texts[:3] + texts[:1], path, LABELS, 32, batch_size=2)
+    assert first == {"distinct": 3, "already": 0, "labelled": 3}
+    with path.open("a", encoding="utf-8") as fh:
+        fh.write(
+            '{"key": "torn',
+        )  # a kill in the middle of an append
+    second = distil.write_soft_labels(teacher, texts, path, LABELS, 32, batch_size=2)
+    assert second == {"distinct": 5, "already": 3, "labelled": 2}
+    soft = distil.read_soft_labels(path)
+    assert len(soft) == 5 and path.read_text().count("\n") == 6  # header + one line per text, no torn line left
+    whole = distil.teacher_logits(teacher, texts, 32)
+    targets = soft.targets(texts, LABELS)
+    for task in TASKS:  # what was written is the teacher's output for that text, whatever its batch
+        assert torch.allclose(targets[task], torch.from_numpy(whole[task]), atol=2e-4)
+    with pytest.raises(distil.SoftLabelError, match="another teacher"):
+        distil.write_soft_labels(_teacher(base, 1.0), texts, path, LABELS, 32)
+    with pytest.raises(distil.SoftLabelError, match="no teacher logits for 1 of 6"):
+        soft.targets(texts + ["never labelled"], LABELS)
+
+
+def test_distillation_loss_is_cross_entropy_at_weight_zero_and_teaches_rows_without_gold() -> None:
+    from torch.nn import functional as F
+
+    logits = torch.randn(4, 3, requires_grad=True)
+    gold = torch.tensor([0, IGNORE, 2, IGNORE])
+    teacher = torch.randn(4, 3)
+    plain = F.cross_entropy(logits, gold, ignore_index=IGNORE)
+    assert torch.allclose(distil.distillation_loss(logits, gold, teacher, 0.0, 2.0), plain)
+    assert distil.distillation_loss(teacher.clone().requires_grad_(), gold, teacher, 1.0, 2.0).item() == pytest.approx(
+        0, abs=1e-6
+    )
+    distil.distillation_loss(logits, torch.full((4,), IGNORE), teacher, 0.5, 2.0).backward()
+    assert logits.grad is not None and bool((logits.grad.abs().sum(dim=1) > 0).all())  # no gold, still taught
+
+
+def test_a_student_learns_what_its_teacher_says(setup, tmp_path: Path) -> None:
+    """A teacher that calls everything bullish, full weight on its soft labels: the student follows
+    it on validation texts it never saw, against gold labels that are two-thirds something else."""
+    _, recipe, base = setup
+    config = replace(
+        TrainConfig.from_toml(recipe, output=str(tmp_path)),
+        distill_weight=1.0,
+        epochs=3,
+        soft_labels=str(tmp_path / "s.jsonl"),
+    )
+    data = load_dataset(config)
+    distil.write_soft_labels(
+        _teacher(base, 8.0), [e.text for e in data.train + data.unlabelled], config.soft_labels, LABELS, 32
+    )
+    from monitor.model_artifact import ContextSettings
+    from monitor.scoring.inputs import load_tokenizer
+    from training.train import Batches, predict
+
+    tokenizer = load_tokenizer(base / "tokenizer.json")
+    student = fit(config, data, tokenizer, base, tmp_path).model
+    sentiment = predict(student, Batches(data.valid, tokenizer, ContextSettings(mode="none", max_length=32), 16))[
+        "sentiment"
+    ]
+    bullish = (sentiment.argmax(axis=1) == SENTIMENT_LABELS.index("bullish")).mean()
+    assert bullish > 0.95
+
+
+def test_distil_labels_command_then_train_records_the_teacher(setup, tmp_path: Path, capsys) -> None:
+    """The commands end to end: a teacher run's best.pt labels the recipe's texts, the student trains on them."""
+    from bearwatch.cli import main
+
+    root, recipe, base = setup
+    teacher_run = tmp_path / "teacher"
+    teacher_run.mkdir()
+    torch.save(_teacher(base).model.state_dict(), teacher_run / "best.pt")
+    soft = tmp_path / "soft.jsonl"
+    args = ["distil-labels", "--config", str(recipe), "--teacher", str(teacher_run), "--output", str(soft)]
+    with pytest.raises(SystemExit, match="--base-model"):
+        main(args)
+    assert main([*args, "--base-model", str(base), "--batch-size", "8"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    data = load_dataset(TrainConfig.from_toml(recipe, output="."))
+    assert summary["labelled"] == len({e.text for e in data.train + data.unlabelled}) and summary["already"] == 0
+    assert set(summary["teacher_validation"]) == set(TASKS)
+    assert json.loads(Path(str(soft) + ".teacher.json").read_text())["teacher"]["model"].startswith("best.pt:")
+
+    out = tmp_path / "student"
+    code = main(
+        [
+            "train",
+            "--config",
+            str(recipe),
+            "--output",
+            str(out),
+            "--soft-labels",
+            str(soft),
+            "--no-export",
+            "--epochs",
+            "1",
+        ]
+    )
+    assert code == 0
+    manifest = json.loads((out / "model" / "manifest.json").read_text())
+    recorded = manifest["training"]["config"]
+    assert recorded["soft_labels"]["path"] == "soft.jsonl" and recorded["unlabelled"][0]["name"] == "tweets"
+    assert manifest["data"]["split"]["train"] == len(data.train)  # the pool and split hold labelled texts only
