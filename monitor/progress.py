@@ -58,12 +58,13 @@ class Progress:
         if self.every_s > 0 and self.clock() - self._mark_time >= self.every_s:
             self._log()
 
-    def close(self) -> None:
+    def close(self, outcome: str = "finished") -> None:
+        """The last line, ending with `outcome` ("finished"; a job stopped part-way says "stopped")."""
         if self._bar is not None:
             self._bar.close()
             self._bar = None
         elif self.done:
-            self._log(final=True)
+            self._log(final=True, outcome=outcome)
 
     def __enter__(self) -> Progress:
         return self
@@ -71,7 +72,7 @@ class Progress:
     def __exit__(self, *_) -> None:
         self.close()
 
-    def line(self, final: bool = False) -> str:
+    def line(self, final: bool = False, outcome: str = "finished") -> str:
         now = self.clock()
         elapsed = max(now - self.started, 1e-9)
         recent = (self.done - self._mark_done) / max(now - self._mark_time, 1e-9)
@@ -84,11 +85,11 @@ class Progress:
         parts.append(f"elapsed={_duration(elapsed)}")
         parts += [f"{k}={v}" for k, v in self.fields.items()]
         if final:
-            parts.append("finished")
+            parts.append(outcome)
         return " ".join(parts)
 
-    def _log(self, final: bool = False) -> None:
-        log.info("%s", self.line(final))
+    def _log(self, final: bool = False, outcome: str = "finished") -> None:
+        log.info("%s", self.line(final, outcome))
         self._mark_time, self._mark_done = self.clock(), self.done
 
 

@@ -85,6 +85,22 @@ def test_a_checkpoint_every_batch_resumes_from_any_of_them(setup, tmp_path: Path
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_a_second_stop_request_stops_at_once_without_saving(setup, tmp_path: Path, monkeypatch) -> None:
+    """Two SIGTERMs in a row (an impatient operator during a long validation pass): the second one
+    does not wait for the batch to end, and writes no checkpoint of a half-done batch."""
+    config, data, tokenizer, base = setup
+
+    def twice() -> None:
+        os.kill(os.getpid(), signal.SIGTERM)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    _fault_at(monkeypatch, 2, twice)
+    with pytest.raises(TrainingStopped, match="at once"):
+        fit(replace(config, output=str(tmp_path), checkpoint_minutes=60.0), data, tokenizer, base, tmp_path)
+    assert not (tmp_path / "checkpoint-last.pt").exists()
+    assert signal.getsignal(signal.SIGTERM) is not None  # the previous handler is back
+
+
 def _fault_at(monkeypatch, batch: int, fault) -> tuple:
     """Fault injection: `fault()` runs when the training loss of batch number `batch` is computed.
     Returns the real loss (to put back) and the call counter."""

@@ -420,7 +420,7 @@ def fit(config: TrainConfig, data: Dataset, tokenizer, base_dir: Path, run_dir: 
                     checkpoint()
                     saved_at = time.monotonic()
                     if requests.asked:
-                        bar.close()
+                        bar.close("stopped")
                         raise TrainingStopped(f"stopped at epoch {epoch + 1}, batch {position}: {last}")
             bar.close()
             state["epoch"], state["position"] = epoch + 1, 0
@@ -483,7 +483,9 @@ class TrainingStopped(Exception):
 
 class _StopRequests:
     """SIGTERM and SIGINT ask the training loop to save a checkpoint and stop at the next batch
-    (in the main thread only: elsewhere signals cannot be caught and nothing changes)."""
+    (in the main thread only: elsewhere signals cannot be caught and nothing changes). A second one
+    while the first waits (a validation pass takes minutes on CPU) stops at once, without a new
+    checkpoint: `--resume` then goes on from the last one saved."""
 
     def __init__(self) -> None:
         self.asked = False
@@ -499,7 +501,12 @@ class _StopRequests:
         return self
 
     def _ask(self, signum, frame) -> None:
+        if self.asked:
+            raise TrainingStopped(
+                "stopped at once (a second stop request): nothing new saved, --resume goes on from the last checkpoint"
+            )
         self.asked = True
+        log.warning("stop requested: saving a checkpoint after this batch (again to stop at once)")
 
     def __exit__(self, *exc) -> None:
         import signal
