@@ -128,6 +128,7 @@ class ScoringApp:
         self._backoff = settings.retry_initial_seconds
         self._pipeline = ScoringPipeline(models.scorer, store, pipeline_settings, memory)
         self._dead_sent: set[tuple] = set()  # source positions whose dead letter this batch already published
+        self._ahead: list = []  # the next batch, polled while this one is processed (settings.prefetch)
         self._announced: dict[tuple[str, int], int] = {}  # partition -> end offset announced caught up
         self._announce_checked = 0.0
         self._announce_model()
@@ -155,7 +156,10 @@ class ScoringApp:
                 self._pipeline = ScoringPipeline(self.models.scorer, self.store, self.pipeline_settings, self.memory)
                 self._announce_model()
             try:
-                messages = self.source.poll(self.settings.batch_size, self.settings.poll_timeout_seconds)
+                messages, self._ahead = (
+                    self._ahead or self.source.poll(self.settings.batch_size, self.settings.poll_timeout_seconds),
+                    [],
+                )
             except SourceUnavailable as exc:
                 self._failed(exc)
                 continue
@@ -178,14 +182,31 @@ class ScoringApp:
                     idle_since = time.monotonic()  # behind, or the broker cannot say (it is down): not idle
                 continue
             idle_since = time.monotonic()
+            if self.settings.prefetch and self.source.replayable:
+                self._poll_ahead()
             self._process(messages)
+        if self._ahead:  # run() returns with the source where processing stopped
+            self.source.rewind(batch_offsets(self._ahead)[0])
+            self._ahead = []
         self.progress.close()
         return self.stats
+
+    def _poll_ahead(self) -> None:
+        """The next batch, if the source already holds one (no waiting): its encoding then overlaps
+        this batch's writes. Its messages are processed next, in order; nothing of them is
+        committed before they are."""
+        try:
+            self._ahead = self.source.poll(self.settings.batch_size, 0.0)
+        except SourceUnavailable as exc:  # the next regular poll meets it again and reports it
+            log.debug("polling ahead failed: %s", exc)
+            self._ahead = []
 
     def _process(self, messages) -> None:
         first, next_offsets = batch_offsets(messages)
         try:
-            result = self._pipeline.process(messages, partitions=self._partitions({m.topic for m in messages}))
+            result = self._pipeline.process(
+                messages, partitions=self._partitions({m.topic for m in messages}), upcoming=self._ahead
+            )
             # The store first: a document it refuses for good becomes a dead letter before anything
             # is published, and an outage publishes nothing (so a retried batch publishes once).
             self.store.add(result.documents)
@@ -193,7 +214,10 @@ class ScoringApp:
             self._publish(result)
         except (StoreUnavailable, SinkUnavailable) as exc:
             self._failed(exc)
-            self.source.rewind(first)  # nothing committed: the batch comes again
+            # Nothing committed: the batch comes again, and the one polled ahead after it (a
+            # partition only that one read must go back too).
+            self.source.rewind(batch_offsets([*messages, *self._ahead])[0])
+            self._ahead = []
             return
         try:
             self.source.commit(next_offsets)

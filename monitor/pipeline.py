@@ -126,10 +126,16 @@ class ScoringPipeline:
         self.memory = memory  # analysts' labels, searched before scoring (models with memory fusion)
 
     def process(
-        self, messages: Sequence[Message], now: datetime | None = None, partitions: dict[str, int] | None = None
+        self,
+        messages: Sequence[Message],
+        now: datetime | None = None,
+        partitions: dict[str, int] | None = None,
+        upcoming: Sequence[Message] = (),
     ) -> BatchResult:
         """`partitions`: how many partitions each source topic has (scored records carry it, so the
-        detection stage knows which sources its event-time watermark waits for)."""
+        detection stage knows which sources its event-time watermark waits for). `upcoming`: the
+        next batch, already polled; once this one is scored the encoder starts on it in the
+        background (`OnnxScorer.prefetch`), while this batch's history, documents and writes go on."""
         result = BatchResult(dlq_topic=self.settings.dlq_topic)
         t0 = time.perf_counter()
         valid: list[tuple[Message, NewsItem]] = []
@@ -150,6 +156,8 @@ class ScoringPipeline:
         for index, reason in failed.items():
             result.dead_letter(to_score[index][0], reason, "score")
         kept = [i for i in range(len(to_score)) if i not in failed]
+        if upcoming:
+            self.scorer.prefetch(self._texts(upcoming, now))
         t3 = time.perf_counter()
         related = self._related([to_score[i][1] for i in kept], [scores.embedding[i] for i in kept] if scores else [])
         t4 = time.perf_counter()
@@ -185,6 +193,18 @@ class ScoringPipeline:
             result.messages.append(message)
             result.scored.append(record)
         return result
+
+    @staticmethod
+    def _texts(messages: Sequence[Message], now: datetime | None) -> list[str]:
+        """What the encoder will be asked for these messages (the ones that fail validation are
+        left out here, and dead-lettered when their batch is processed)."""
+        texts = []
+        for message in messages:
+            try:
+                texts.append(parse_item(message.value, now).text)
+            except Exception:  # noqa: BLE001 — decided, with its reason, when its batch is processed
+                continue
+        return texts
 
     def _dedup(
         self, valid: list[tuple[Message, NewsItem]], result: BatchResult

@@ -155,6 +155,9 @@ class MonitorSettings:
     retry_initial_seconds: Positive = 0.5
     retry_max_seconds: Positive = 30.0
     progress_seconds: NonNegative = 30.0  # a progress log line (items/s, lag, batches) this often; 0: none
+    # Poll the next batch (if the source holds one already) and start the encoder on it while this
+    # batch's history, documents and writes go on (per-item CPU scoring: the same scores either way).
+    prefetch: bool = True
 
 
 @dataclass(frozen=True, config=_STRICT)

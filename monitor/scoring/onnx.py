@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -130,6 +130,9 @@ class OnnxScorer:
         self.device, self.threads, self.variant = device, threads, variant
         self.batch_size = batch_size
         self.started = False
+        # The next batch's texts, started in the background (`prefetch`): (texts, future outputs).
+        self._ahead: tuple[list[str], Future] | None = None
+        self._ahead_pool: ThreadPoolExecutor | None = None
 
     @classmethod
     def load(cls, artifact: ModelArtifact, **options: Any) -> OnnxScorer:
@@ -216,14 +219,48 @@ class OnnxScorer:
         return self.pool.search(queries, self.settings.k, self.artifact.near_duplicate)
 
     def encode(self, texts: Sequence[str]) -> dict[str, np.ndarray]:
-        """The encoder's raw outputs for texts alone (logits per head, embedding), in input order."""
+        """The encoder's raw outputs for texts alone (logits per head, embedding), in input order;
+        the texts a `prefetch` already ran are taken from it, the others run now."""
+        ahead, self._ahead = self._ahead, None
+        if ahead is None or not texts:
+            return self._encode_now(texts)
+        known, future = ahead
+        try:
+            done = future.result()
+        except Exception:  # noqa: BLE001 — the same texts run again below, where the failure is raised and handled
+            log.debug("the prefetched batch failed; its texts run again", exc_info=True)
+            return self._encode_now(texts)
+        row = {t: i for i, t in enumerate(known)}
+        missing = [t for t in dict.fromkeys(texts) if t not in row]
+        if missing:
+            extra = self._encode_now(missing)
+            row.update((t, len(known) + i) for i, t in enumerate(missing))
+            done = {name: np.concatenate([done[name], extra[name]]) for name in OUTPUTS}
+        take = np.fromiter((row[t] for t in texts), dtype=np.int64, count=len(texts))
+        return {name: done[name][take] for name in OUTPUTS}
+
+    def prefetch(self, texts: Sequence[str]) -> bool:
+        """Start the encoder on the texts the next `encode` will probably ask for (the next batch)
+        in the background, so it runs while this batch is written. Only per-item CPU runs, whose
+        outputs do not depend on their batch-mates: what `encode` takes from it is exactly what it
+        would have computed. Replaces an earlier prefetch not taken; False when it does nothing."""
+        if self.workers is None or self.settings.mode == "concat" or not texts:
+            return False
+        if self._ahead_pool is None:
+            self._ahead_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bearwatch-prefetch")
+        distinct = list(dict.fromkeys(texts))
+        self._ahead = (distinct, self._ahead_pool.submit(self._encode_now, distinct))
+        return True
+
+    def _encode_now(self, texts: Sequence[str]) -> dict[str, np.ndarray]:
         if self.settings.mode == "concat":
             raise ScoringError("concat models need retrieved texts: use score_inputs")
         return self.run_encoder([build_model_input(t, [], self.settings) for t in texts])
 
     def embed(self, texts: Sequence[str]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-        """For the retrieval memory: each text's embedding and the encoder's own probabilities."""
-        raw = self.encode(texts)
+        """For the retrieval memory: each text's embedding and the encoder's own probabilities
+        (never from a prefetch: that is the news batch's)."""
+        raw = self._encode_now(texts)
         return raw["item_embedding"], {task: _softmax(raw[f"{task}_logits"]) for task in TASKS}
 
     def score_texts(

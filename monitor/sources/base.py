@@ -29,6 +29,10 @@ class Source(Protocol):
     def rewind(self, first_offsets: Mapping[tuple[str, int], int]) -> None:
         """Deliver again from these offsets (a batch whose writes failed)."""
 
+    @property
+    def replayable(self) -> bool:
+        """Whether `rewind` can deliver again (standard input cannot): only then is a batch polled ahead."""
+
     def lag(self) -> int | None:
         """Messages left to read (0: at the end for now), or None when it cannot say (a broker down)."""
 

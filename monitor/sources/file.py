@@ -71,6 +71,10 @@ class FileSource:
                 check_disk_error(exc, f"the offsets in {self.state_file}")
                 raise SourceUnavailable(f"cannot record the offsets in {self.state_file}: {exc.strerror}") from exc
 
+    @property
+    def replayable(self) -> bool:
+        return self._fh is not sys.stdin.buffer
+
     def rewind(self, first_offsets: Mapping[tuple[str, int], int]) -> None:
         if self._fh is sys.stdin.buffer:
             raise RuntimeError("standard input cannot be replayed")

@@ -146,6 +146,8 @@ class KafkaSource(_ConsumerReads):
         )
         return self
 
+    replayable = True
+
     def rewind(self, first_offsets: Mapping[tuple[str, int], int]) -> None:
         from kafka import TopicPartition
 
