@@ -103,14 +103,20 @@ def docs_in(prefix: str) -> int:
     return int(es.count(index=settings.index("news"))["count"])
 
 
-def measure(prefix: str, items_file: str, history: str) -> None:
+def measure(prefix: str, items_file: str, history: str, prefetch: str = "on") -> None:
     """In a fresh process: the scoring stage on the items in items_file (a backlog); one JSON line."""
     import resource
 
     from scoring_stage import run_stage
 
     values = [line.encode() for line in Path(items_file).read_text(encoding="utf-8").splitlines() if line]
-    result = run_stage(values, str(shipped_model()), history=history, extra_env={"BEARWATCH_ES_INDEX_PREFIX": prefix})
+    result = run_stage(
+        values,
+        str(shipped_model()),
+        history=history,
+        extra_env={"BEARWATCH_ES_INDEX_PREFIX": prefix},
+        prefetch=prefetch == "on",
+    )
     result["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     print(json.dumps(result))
 
@@ -135,7 +141,7 @@ def main() -> int:
     parser.add_argument("--items", type=int, default=10000, help="items scored at each size")
     parser.add_argument("--json", help="write the figures here")
     parser.add_argument("--keep", action="store_true", help="keep the indices (default: removed at the end)")
-    parser.add_argument("--measure", nargs=3, help=argparse.SUPPRESS)
+    parser.add_argument("--measure", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
     from monitor.progress import log_lines
 

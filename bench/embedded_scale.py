@@ -10,8 +10,10 @@ the ones that come next, so their 72-hour look-back holds the history's last day
 the embedded default (`build_embedded_app`: file source, the shipped model, related history on,
 JSON-lines outputs) in a fresh process, which reports its items/s (model loading excluded) and its
 peak resident set (VmHWM). The last row runs the same items with related history off against the
-largest history: what the model and the rest cost without the store's queries. Prints a table with
-ratios to the first size; --json writes the figures.
+largest history: what the model and the rest cost without the store's queries; and, with
+`--prefetch-off`, one more runs them with related history on and `monitor.prefetch = false` (the
+next batch is not encoded while this one is written): the overlap's own gain, side by side. Prints
+a table with ratios to the first size; --json writes the figures.
 """
 
 from __future__ import annotations
@@ -101,18 +103,19 @@ def fill(history: Path, items: list[dict], start: int, count: int, copies: int) 
     return time.perf_counter() - began
 
 
-def measure(out: str, items_file: str, history: str) -> None:
+def measure(out: str, items_file: str, history: str, prefetch: str = "on") -> None:
     """In a fresh process: the embedded default on items_file; prints one JSON line."""
     import resource
+    from dataclasses import replace
 
     from bearwatch.daemon import build_embedded_app
     from monitor.settings import load_settings
 
     settings = load_settings(None)
     if history == "off":
-        from dataclasses import replace
-
         settings = replace(settings, retrieval=replace(settings.retrieval, history="off"))
+    if prefetch == "off":
+        settings = replace(settings, monitor=replace(settings.monitor, prefetch=False))
     app = build_embedded_app(settings, items_file, Path(out))
     began = time.perf_counter()
     stats = app.run(idle_timeout_s=0)
@@ -132,20 +135,25 @@ def measure(out: str, items_file: str, history: str) -> None:
     )
 
 
-def run_measure(out: Path, items: list[dict], start: int, count: int, copies: int, history: str = "bm25") -> dict:
+def run_measure(
+    out: Path, items: list[dict], start: int, count: int, copies: int, history: str = "bm25", prefetch: str = "on"
+) -> dict:
     for name in ("offsets.json", "bearwatch.news.scored.jsonl", "bearwatch.news.dlq.jsonl"):
         (out / name).unlink(missing_ok=True)
-    return measured_run(__file__, str(out), out / "items.jsonl", repeated(items, start, count, copies), count, history)
+    items_file = out / "items.jsonl"
+    return measured_run(__file__, str(out), items_file, repeated(items, start, count, copies), count, history, prefetch)
 
 
-def measured_run(script: str, target: str, items_file: Path, items: Iterator[dict], count: int, history: str) -> dict:
-    """`script --measure target items_file history` in a fresh process, on `items` written to
-    items_file: the figures of its last stdout line (its progress lines, on stderr, pass through)."""
+def measured_run(
+    script: str, target: str, items_file: Path, items: Iterator[dict], count: int, history: str, prefetch: str = "on"
+) -> dict:
+    """`script --measure target items_file history prefetch` in a fresh process, on `items` written
+    to items_file: the figures of its last stdout line (its progress lines, on stderr, pass through)."""
     with items_file.open("w", encoding="utf-8") as fh:
         for item in items:
             fh.write(json.dumps(item, ensure_ascii=False) + "\n")
     result = subprocess.run(
-        [sys.executable, script, "--measure", target, str(items_file), history],
+        [sys.executable, script, "--measure", target, str(items_file), history, prefetch],
         stdout=subprocess.PIPE,
         text=True,
         cwd=ROOT,
@@ -165,7 +173,10 @@ def main() -> int:
     parser.add_argument("--items", type=int, default=3000, help="items scored at each size")
     parser.add_argument("--json", help="write the figures here")
     parser.add_argument("--keep", help="keep the history in this folder (default: a temporary one, removed)")
-    parser.add_argument("--measure", nargs=3, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--prefetch-off", action="store_true", help="one more run at the largest history with monitor.prefetch off"
+    )
+    parser.add_argument("--measure", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
     from monitor.progress import log_lines
 
@@ -188,6 +199,15 @@ def main() -> int:
             row["db_mb"] = round(sum(f.stat().st_size for f in (out / "history").iterdir()) / 2**20, 1)
             rows.append(row)
             print(json.dumps(row), flush=True)
+        if args.prefetch_off:  # the same items as the next row, so the two compare item for item
+            plain = {
+                "history": have,
+                "fill_s": 0.0,
+                **run_measure(out, items, have, args.items, copies, prefetch="off"),
+            }
+            plain["prefetch"] = "off"
+            plain["db_mb"] = rows[-1]["db_mb"]
+            rows.append(plain)
         off = {"history": have, "fill_s": 0.0, **run_measure(out, items, have, args.items, copies, history="off")}
         off["related"] = "off"
         off["db_mb"] = rows[-1]["db_mb"]
@@ -201,12 +221,12 @@ def main() -> int:
         f"{os.cpu_count()} cores"
     )
     print(
-        f"{'history items':>14} {'related':>8} {'items/s':>8} {'vs first':>9} {'history ms/item':>16} "
+        f"{'history items':>14} {'related':>8} {'prefetch':>9} {'items/s':>8} {'vs first':>9} {'history ms/item':>16} "
         f"{'peak RSS MB':>12} {'store MB':>9} {'fill s':>7}"
     )
     for r in rows:
         print(
-            f"{r['history']:>14,} {r.get('related', 'bm25'):>8} {r['items_per_s']:>8.1f} "
+            f"{r['history']:>14,} {r.get('related', 'bm25'):>8} {r.get('prefetch', 'on'):>9} {r['items_per_s']:>8.1f} "
             f"{r['items_per_s'] / first:>9.2f} {r['history_ms_per_item']:>16.3f} {r['peak_rss_mb']:>12.1f} "
             f"{r['db_mb']:>9.1f} {r['fill_s']:>7.1f}"
         )

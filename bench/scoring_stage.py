@@ -85,6 +85,7 @@ def run_stage(
     extra_env: dict | None = None,
     memory: bool = True,
     labels: list | None = None,
+    prefetch: bool = True,
 ) -> dict:
     """The real scoring stage (in this process) on `items` through fresh topics and indices."""
     from bearwatch.daemon import build_kafka_app
@@ -109,7 +110,7 @@ def run_stage(
             settings.elasticsearch, index_prefix=(extra_env or {}).get("BEARWATCH_ES_INDEX_PREFIX", run)
         ),
         model=replace(settings.model, path=model, threads=2),
-        monitor=replace(settings.monitor, batch_size=batch_size),
+        monitor=replace(settings.monitor, batch_size=batch_size, prefetch=prefetch),
         retrieval=replace(settings.retrieval, history=history, memory=memory),
     )
     k = settings.kafka
@@ -166,6 +167,7 @@ def run_stage(
         "mode": f"offered {rate}/s" if rate else "backlog",
         "batch_size": batch_size,
         "history": history,
+        "prefetch": prefetch,
         "items_per_s": round(counted / elapsed, 1),
         "stage_ms_per_item": {k2: round(1000 * v / max(1, s.consumed), 3) for k2, v in s.seconds.items()},
         "wall_ms_per_item": round(1000 * elapsed / max(1, counted), 3),
@@ -192,6 +194,11 @@ def main(argv: list[str] | None = None) -> None:
         type=int,
         metavar="N",
         help="run the backlog twice: retrieval memory off, then on with N labelled Twitter-sentiment items in it",
+    )
+    parser.add_argument(
+        "--prefetch-compare",
+        action="store_true",
+        help="the backlog with monitor.prefetch off and on, interleaved twice, against the model ceiling",
     )
     args = parser.parse_args(argv)
 
@@ -220,6 +227,23 @@ def main(argv: list[str] | None = None) -> None:
             Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
         return
     top = ceiling(args.model, items[: min(len(items), 4096)])
+    if args.prefetch_compare:
+        runs = {"prefetch_off": [], "prefetch_on": []}
+        for _ in range(2):  # interleaved, so that a slower minute of the machine falls on both
+            for name, flag in (("prefetch_off", False), ("prefetch_on", True)):
+                runs[name].append(run_stage(items, args.model, args.batch_size, args.history, prefetch=flag))
+        result = {name: max(r, key=lambda x: x["items_per_s"]) for name, r in runs.items()}
+        result["runs_items_per_s"] = {name: [x["items_per_s"] for x in r] for name, r in runs.items()}
+        result["model_ceiling_same_items"] = top
+        for name in runs:
+            result[f"ratio_to_ceiling_{name}"] = round(result[name]["items_per_s"] / top["items_per_s"], 3)
+        result["ratio_on_to_off"] = round(
+            result["prefetch_on"]["items_per_s"] / result["prefetch_off"]["items_per_s"], 3
+        )
+        print(json.dumps(result, indent=2))
+        if args.json:
+            Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+        return
     result = run_stage(items, args.model, args.batch_size, args.history, args.rate)
     result["model_ceiling_same_items"] = top
     result["ratio_to_ceiling"] = round(result["items_per_s"] / top["items_per_s"], 3)
