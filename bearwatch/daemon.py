@@ -185,8 +185,9 @@ def run_demo(
     )
     if announce is not None:
         announce(app)
+    began = time.perf_counter()
     stats = app.run(idle_timeout_s=0)
-    summary = report.render(stats, out)
+    summary = report.render(stats, out, wall_s=time.perf_counter() - began)
     page = out / "report.html"
     page.write_text(
         render(report.documents, report.alerts, note=f"model {app.models.scorer.version}"), encoding="utf-8"

@@ -55,15 +55,17 @@ class DemoReport:
                 fh.write(json.dumps(doc) + "\n")
         return alerts
 
-    def render(self, stats: RunStats, out: Path) -> str:
+    def render(self, stats: RunStats, out: Path, wall_s: float) -> str:
+        """`wall_s`: how long the run took, from the first poll to the end of the file (the model's
+        loading excluded); its rate is the throughput, the stages' own times say where it went."""
         alerts = self.finish(out)
         docs = [d for d in self.documents if not d["duplicate"]]
-        total_s = stats.seconds["total"] or 1e-9
         lines = [
             "",
             f"{stats.consumed} messages: {stats.scored} scored ({stats.duplicates} marked duplicate), "
             f"{stats.dead_letters} sent to the dead-letter output",
-            f"throughput {stats.consumed / total_s:.0f} items/s on this machine; time per stage: "
+            f"throughput {stats.consumed / max(wall_s, 1e-9):.0f} items/s on this machine ({wall_s:.1f} s, the "
+            f"model's loading excluded); time per stage: "
             + ", ".join(
                 f"{k} {1000 * v / max(1, stats.consumed):.2f} ms/item" for k, v in stats.seconds.items() if k != "total"
             ),

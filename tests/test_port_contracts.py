@@ -129,6 +129,7 @@ def test_a_source_resumes_after_the_last_commit_and_rewinds_on_request(sources) 
     values = [json.dumps({"n": i}).encode() for i in range(20)]
     sources.write(values)
     source = sources.open()
+    assert source.replayable  # what lets the loop poll a batch ahead
     first = drain(source, 12)
     tp = (first[0].topic, first[0].partition)
     source.commit({tp: 8})  # messages 8.. were read but their batch is not done

@@ -115,3 +115,13 @@ def test_an_outage_while_a_batch_is_polled_ahead_loses_and_repeats_nothing(tmp_p
     faulty, dead_faulty = _run(tmp_path / "faulty", prefetch=True, flush_fault_at=3)
     assert _decided(faulty) == _decided(clean)
     assert _decided(dead_faulty) == _decided(dead_clean)
+
+
+def test_standard_input_is_never_polled_ahead(tmp_path: Path) -> None:
+    from monitor.sources.file import FileSource
+
+    (tmp_path / "news.jsonl").write_text("{}\n")
+    source = FileSource(str(tmp_path / "news.jsonl"))
+    assert source.replayable
+    source.close()
+    assert not FileSource("-").replayable  # a batch read ahead from it could never be read again
