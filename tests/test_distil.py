@@ -98,6 +98,14 @@ def test_soft_labels_resume_after_a_torn_line_and_refuse_another_teacher(setup, 
         distil.write_soft_labels(_teacher(base, 1.0), texts, path, LABELS, 32)
     with pytest.raises(distil.SoftLabelError, match="no teacher logits for 1 of 6"):
         soft.targets(texts + ["never labelled"], LABELS)
+    import gzip  # the form kept in git reads back the same, and is never appended to
+
+    packed = tmp_path / "soft.jsonl.gz"
+    packed.write_bytes(gzip.compress(path.read_bytes()))
+    again = distil.read_soft_labels(packed).targets(texts, LABELS)
+    assert all(torch.equal(again[task], targets[task]) for task in TASKS)
+    with pytest.raises(distil.SoftLabelError, match="gzip"):
+        distil.write_soft_labels(teacher, texts, packed, LABELS, 32)
 
 
 def test_distillation_loss_is_cross_entropy_at_weight_zero_and_teaches_rows_without_gold() -> None:

@@ -61,8 +61,14 @@ def cmd_distil_labels(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     data = load_dataset(config)
     teacher = load_teacher(args.teacher, args.base_model)
-    texts = [e.text for e in data.train + data.unlabelled]
-    counts = write_soft_labels(teacher, texts, config.soft_labels, LABELS, config.max_length, args.batch_size)
+    # The labelled training texts first, then the unlabelled ones: a run cut short (a session's end)
+    # leaves a file that at least covers a recipe without unlabelled sources.
+    counts: dict[str, int] = {}
+    for part in (data.train, data.unlabelled):
+        done = write_soft_labels(
+            teacher, [e.text for e in part], config.soft_labels, LABELS, config.max_length, args.batch_size
+        )
+        counts = {k: counts.get(k, 0) + v for k, v in done.items()}
     summary: dict = {"soft_labels": config.soft_labels, "teacher": teacher.description, **counts}
     if not args.no_validation:
         # The teacher's own figures, on the validation split the student is judged on (never written to the file).

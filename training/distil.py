@@ -75,9 +75,16 @@ class SoftLabels:
 
 
 def read_soft_labels(path: str | Path) -> SoftLabels:
-    """Read a soft-label file; a torn last line (a kill while appending) is left out."""
+    """Read a soft-label file (or its gzip: FILE.gz, as kept in git); a torn last line (a kill while
+    appending) is left out."""
     path = Path(path)
-    with path.open(encoding="utf-8") as fh:
+    if path.suffix == ".gz":
+        import gzip
+
+        opened = gzip.open(path, "rt", encoding="utf-8")
+    else:
+        opened = path.open(encoding="utf-8")
+    with opened as fh:
         first = fh.readline()
         try:
             header = json.loads(first)
@@ -195,6 +202,8 @@ def write_soft_labels(
     from monitor.progress import Progress
 
     path = Path(path)
+    if path.suffix == ".gz":
+        raise SoftLabelError(f"{path}: a gzip file is read, never appended to: write a plain file, then gzip it")
     header = {
         "format": FORMAT,
         "version": FORMAT_VERSION,
