@@ -76,6 +76,10 @@ class Baselines:
         self.level = np.zeros(rows)
         self.second = np.zeros(rows)
         self.g = np.ones((rows, period))
+        # g's row means and a slot's factors, while g is unchanged: a bucket close asks for them
+        # when testing and again when learning (the same arrays, computed once).
+        self._mean: np.ndarray | None = None
+        self._factors: dict[int, np.ndarray] = {}
         self._w = 1 - 0.5 ** (1 / config.halflife)
         self._ws = 1 - 0.5 ** (1 / config.seasonal_halflife)
 
@@ -91,14 +95,29 @@ class Baselines:
         self.level = np.concatenate([self.level, np.zeros(extra)])
         self.second = np.concatenate([self.second, np.zeros(extra)])
         self.g = np.concatenate([self.g, np.ones((extra, self.g.shape[1]))])
+        self._changed()
+
+    def _changed(self) -> None:
+        """g was written: what was computed from it is stale."""
+        self._mean = None
+        self._factors.clear()
+
+    def _row_mean(self) -> np.ndarray:
+        if self._mean is None:
+            self._mean = self.g.mean(axis=1)
+        return self._mean
 
     def factor(self, slot: int) -> np.ndarray:
         if not self.g.shape[1]:
             return np.ones(len(self))
-        mean = self.g.mean(axis=1)
-        ratio = np.divide(self.g[:, slot % self.g.shape[1]], mean, out=np.ones(len(self)), where=mean > 0)
-        # Clamped: a slot that has only ever been empty must not make its first item look infinite.
-        return np.clip(ratio, FACTOR_MIN, FACTOR_MAX)
+        slot %= self.g.shape[1]
+        cached = self._factors.get(slot)
+        if cached is None:
+            mean = self._row_mean()
+            ratio = np.divide(self.g[:, slot], mean, out=np.ones(len(self)), where=mean > 0)
+            # Clamped: a slot that has only ever been empty must not make its first item look infinite.
+            cached = self._factors[slot] = np.clip(ratio, FACTOR_MIN, FACTOR_MAX)
+        return cached
 
     def expected(self, slot: int = 0) -> np.ndarray:
         return np.maximum(self.config.min_rate, self.level * self.factor(slot))
@@ -155,12 +174,13 @@ class Baselines:
         self.second += w * (deseasonalised**2 - self.second)
         if self.g.shape[1]:
             i = slot % self.g.shape[1]
-            mean = self.g.mean(axis=1)
+            mean = self._row_mean()
             live = self.level > 0
             target = np.divide(counts * mean, self.level, out=np.zeros(len(self)), where=live)
             self.g[:, i] = np.where(live, self.g[:, i] + self._ws * (target - self.g[:, i]), self.g[:, i])
             mean = self.g.mean(axis=1, keepdims=True)
             np.divide(self.g, mean, out=self.g, where=mean > 0)  # keep the mean at one: no drift
+            self._changed()
         self.seen += 1
 
     def row_state(self, row: int) -> dict:
@@ -178,6 +198,7 @@ class Baselines:
         factors = list(state.get("factors") or [])
         if self.g.shape[1] and len(factors) == self.g.shape[1]:
             self.g[row] = factors
+            self._changed()
 
 
 class CountSpike:
