@@ -167,6 +167,11 @@ def test_distil_labels_command_then_train_records_the_teacher(setup, tmp_path: P
     data = load_dataset(TrainConfig.from_toml(recipe, output="."))
     assert summary["labelled"] == len({e.text for e in data.train + data.unlabelled}) and summary["already"] == 0
     assert set(summary["teacher_validation"]) == set(TASKS)
+    assert set(summary["teacher_validation"]["sentiment"]["per_class"]) == set(SENTIMENT_LABELS)
+    assert set(summary["teacher_validation_by_source"]) == {e.source for e in data.valid}
+    kept = [json.loads(line) for line in Path(str(soft) + ".validation.jsonl").read_text().splitlines()]
+    assert [r["key"] for r in kept] == [distil.text_key(e.text) for e in data.valid]  # never in the soft labels
+    assert not {r["key"] for r in kept} & set(distil.read_soft_labels(soft).logits)
     assert json.loads(Path(str(soft) + ".teacher.json").read_text())["teacher"]["model"].startswith("best.pt:")
 
     out = tmp_path / "student"

@@ -45,8 +45,8 @@ def cmd_distil_labels(args: argparse.Namespace) -> int:
     import torch
 
     from monitor.labels import TASKS
-    from training.distil import load_teacher, teacher_logits, write_soft_labels
-    from training.train import LABELS, TrainConfig, head_reports, load_dataset
+    from training.distil import load_teacher, teacher_logits, text_key, write_soft_labels
+    from training.train import LABELS, TrainConfig, load_dataset
 
     config = TrainConfig.from_toml(
         args.config,
@@ -73,13 +73,42 @@ def cmd_distil_labels(args: argparse.Namespace) -> int:
     if not args.no_validation:
         # The teacher's own figures, on the validation split the student is judged on (never written to the file).
         logits = teacher_logits(teacher, [e.text for e in data.valid], config.max_length, args.batch_size)
-        reports = head_reports(data.valid, logits)
-        summary["teacher_validation"] = {
-            t: {m: reports[t][m] for m in ("accuracy", "macro_f1", "n")} for t in TASKS if t in reports
+        summary["teacher_validation"] = _figures(data.valid, logits)
+        by_source: dict[str, list[int]] = {}
+        for i, e in enumerate(data.valid):
+            by_source.setdefault(e.source, []).append(i)
+        summary["teacher_validation_by_source"] = {
+            name: _figures([data.valid[i] for i in rows], {t: logits[t][rows] for t in TASKS})
+            for name, rows in sorted(by_source.items())
         }
         Path(config.soft_labels + ".teacher.json").write_text(json.dumps(summary, indent=2) + "\n")
+        # The teacher's own logits on validation, by text key, apart from the soft labels (which
+        # never hold a validation text): what compares it with a student item by item later.
+        with open(config.soft_labels + ".validation.jsonl", "w", encoding="utf-8") as fh:
+            for i, e in enumerate(data.valid):
+                row = {"key": text_key(e.text), **{t: [round(float(x), 4) for x in logits[t][i]] for t in TASKS}}
+                fh.write(json.dumps(row) + "\n")
     print(json.dumps(summary, indent=2))
     return 0
+
+
+def _figures(examples, logits) -> dict:
+    """Accuracy, macro-F1 and n per head, and each class's precision and recall."""
+    from monitor.labels import TASKS
+    from training.train import head_reports
+
+    reports = head_reports(examples, logits)
+    return {
+        t: {
+            **{m: reports[t][m] for m in ("accuracy", "macro_f1", "n")},
+            "per_class": {
+                label: {m: round(v[m], 4) for m in ("precision", "recall")}
+                for label, v in reports[t]["per_class"].items()
+            },
+        }
+        for t in TASKS
+        if t in reports
+    }
 
 
 def cmd_export(args: argparse.Namespace) -> int:
