@@ -111,6 +111,33 @@ def _figures(examples, logits) -> dict:
     }
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    """Models (and kept teacher logits) on the recipe's validation split, paired, with intervals."""
+    from dataclasses import replace
+
+    from training.compare import compare, format_rows, groups_of, logits_predictions, model_predictions
+    from training.train import LABELS, TrainConfig, load_dataset
+
+    config = TrainConfig.from_toml(args.config, output=".", data_root=args.data_root)
+    config = replace(config, unlabelled=())  # the split is the labelled sources'
+    valid = load_dataset(config).valid
+    texts = [e.text for e in valid]
+    predictions = {}
+    for model in args.model:
+        version, predicted = model_predictions(model, texts, LABELS)
+        predictions[version] = predicted
+    for spec in args.logits or []:
+        name, _, path = spec.partition("=")
+        if not path:
+            raise SystemExit(f"--logits {spec!r}: give NAME=FILE")
+        predictions[name] = logits_predictions(path, texts)
+    rows = compare(groups_of(valid, LABELS), predictions, LABELS)
+    print(format_rows(rows))
+    if args.json:
+        Path(args.json).write_text(json.dumps({"config": args.config, "rows": rows}, indent=2) + "\n")
+    return 0
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     from monitor.model_artifact import ModelArtifact
     from monitor.retrieval.vectors import VectorIndex
@@ -248,6 +275,17 @@ def add_commands(commands, add) -> None:
     distil.add_argument("--threads", type=int, help="torch CPU threads")
     distil.add_argument("--limit-per-source", type=int, help="the first N rows of each labelled file (smoke runs)")
     distil.add_argument("--no-validation", action="store_true", help="skip the teacher's figures on validation")
+
+    comp = add(
+        "compare",
+        cmd_compare,
+        "models (and a teacher's kept logits) on a recipe's own validation split, paired, with 95% intervals",
+    )
+    comp.add_argument("--config", required=True, help="the recipe whose validation split is used")
+    comp.add_argument("--model", action="append", default=[], help="a model directory (repeat; the first is the base)")
+    comp.add_argument("--logits", action="append", help="NAME=FILE: a teacher's validation logits (distil-labels)")
+    comp.add_argument("--data-root", help="folder the recipe's source paths are relative to")
+    comp.add_argument("--json", help="write the figures here")
 
     export = add("export", cmd_export, "export a trained model directory to ONNX (parity-checked, optional int8)")
     export.add_argument("--model", required=True)
