@@ -100,6 +100,9 @@ class TrainConfig:
     soft_labels: str = ""
     distill_weight: float = 0.5
     distill_temperature: float = 2.0
+    # The heads the teacher teaches (the others learn from gold labels alone): a teacher weaker than
+    # the student on a head (a one-epoch teacher's 20-class topic head) must not pull it down.
+    distill_heads: tuple[str, ...] = TASKS
     # Texts without labels (real tweets the daemon sees) that teach through the soft labels only.
     unlabelled: tuple[UnlabelledSource, ...] = ()
 
@@ -116,6 +119,9 @@ class TrainConfig:
             raise ValueError("unlabelled sources teach only through a teacher's soft labels: set soft_labels")
         if not 0 <= self.distill_weight <= 1 or self.distill_temperature <= 0:
             raise ValueError("distill_weight must be in [0, 1] and distill_temperature positive")
+        object.__setattr__(self, "distill_heads", tuple(self.distill_heads))  # a TOML list
+        if not self.distill_heads or set(self.distill_heads) - set(TASKS):
+            raise ValueError(f"distill_heads must name one or more of {TASKS}, not {list(self.distill_heads)}")
 
     @classmethod
     def from_toml(cls, path: str | Path, **overrides) -> TrainConfig:
@@ -387,19 +393,17 @@ def fit(config: TrainConfig, data: Dataset, tokenizer, base_dir: Path, run_dir: 
                 if teacher is None:
                     loss = masked_multitask_loss(topic, sentiment, targets["topic"][rows], targets["sentiment"][rows])
                 else:
-                    loss = distillation_loss(
-                        topic,
-                        targets["topic"][rows],
-                        teacher["topic"][rows],
-                        config.distill_weight,
-                        config.distill_temperature,
-                    ) + distillation_loss(
-                        sentiment,
-                        targets["sentiment"][rows],
-                        teacher["sentiment"][rows],
-                        config.distill_weight,
-                        config.distill_temperature,
+                    topic_loss, sentiment_loss = (
+                        distillation_loss(
+                            logits,
+                            targets[task][rows],
+                            teacher[task][rows],
+                            config.distill_weight if task in config.distill_heads else 0.0,
+                            config.distill_temperature,
+                        )
+                        for task, logits in (("topic", topic), ("sentiment", sentiment))
                     )
+                    loss = topic_loss + sentiment_loss
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
                 optimizer.step()
