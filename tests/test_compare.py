@@ -39,3 +39,25 @@ def test_bearish_precision_and_recall_are_those_of_the_bearish_class() -> None:
     assert row["bearish_recall"]["value"] == 0.5
     assert abs(row["bearish_precision"]["value"] - 2 / 3) < 1e-4
     assert "minus_first" not in row["accuracy"]
+
+
+def test_kept_teacher_logits_are_read_plain_or_gzipped_and_must_cover_the_split(tmp_path) -> None:
+    import gzip
+    import json
+
+    import pytest
+
+    from training.compare import logits_predictions
+    from training.distil import text_key
+
+    texts = ["Acme shares plunge", "Acme beats estimates"]
+    lines = [
+        json.dumps({"key": text_key(t), "topic": [0.0, 1.0], "sentiment": s}) + "\n"
+        for t, s in zip(texts, ([3.0, 0.0, 0.0], [0.0, 2.0, 1.0]))
+    ]
+    packed = tmp_path / "v.jsonl.gz"
+    packed.write_bytes(gzip.compress("".join(lines).encode()))
+    predicted = logits_predictions(str(packed), texts)
+    assert predicted["sentiment"].tolist() == [0, 1] and predicted["topic"].tolist() == [1, 1]
+    with pytest.raises(SystemExit, match="no logits for 1 of 3"):
+        logits_predictions(str(packed), [*texts, "never seen"])

@@ -116,10 +116,10 @@ def model_predictions(
 
 def logits_predictions(path: str, texts: Sequence[str]) -> dict[str, np.ndarray]:
     """Predictions from a file of validation logits by text key (`bearwatch distil-labels`)."""
-    from training.distil import text_key
+    from training.distil import open_text, text_key
 
     logits = {}
-    with open(path, encoding="utf-8") as fh:
+    with open_text(path) as fh:
         for line in fh:
             row = json.loads(line)
             logits[row["key"]] = row

@@ -74,17 +74,21 @@ class SoftLabels:
         return {task: torch.from_numpy(np.stack([self.logits[k][task] for k in keys])) for task in TASKS}
 
 
-def read_soft_labels(path: str | Path) -> SoftLabels:
-    """Read a soft-label file (or its gzip: FILE.gz, as kept in git); a torn last line (a kill while
-    appending) is left out."""
+def open_text(path: str | Path):
+    """A text file for reading, or its gzip (FILE.gz)."""
     path = Path(path)
     if path.suffix == ".gz":
         import gzip
 
-        opened = gzip.open(path, "rt", encoding="utf-8")
-    else:
-        opened = path.open(encoding="utf-8")
-    with opened as fh:
+        return gzip.open(path, "rt", encoding="utf-8")
+    return path.open(encoding="utf-8")
+
+
+def read_soft_labels(path: str | Path) -> SoftLabels:
+    """Read a soft-label file (or its gzip: FILE.gz, as kept in git); a torn last line (a kill while
+    appending) is left out."""
+    path = Path(path)
+    with open_text(path) as fh:
         first = fh.readline()
         try:
             header = json.loads(first)
