@@ -47,7 +47,7 @@ def test_kept_teacher_logits_are_read_plain_or_gzipped_and_must_cover_the_split(
 
     import pytest
 
-    from training.compare import logits_predictions
+    from training.compare import logits_probabilities, predictions
     from training.distil import text_key
 
     texts = ["Acme shares plunge", "Acme beats estimates"]
@@ -57,7 +57,13 @@ def test_kept_teacher_logits_are_read_plain_or_gzipped_and_must_cover_the_split(
     ]
     packed = tmp_path / "v.jsonl.gz"
     packed.write_bytes(gzip.compress("".join(lines).encode()))
-    predicted = logits_predictions(str(packed), texts)
+    probabilities = logits_probabilities(str(packed), texts)
+    assert np.allclose(probabilities["sentiment"].sum(axis=1), 1.0)
+    predicted = predictions({"t": probabilities})["t"]
     assert predicted["sentiment"].tolist() == [0, 1] and predicted["topic"].tolist() == [1, 1]
+    # The average of two that disagree: the more confident one wins where the other is unsure.
+    unsure = {"topic": probabilities["topic"], "sentiment": np.array([[0.2, 0.5, 0.3], [0.3, 0.3, 0.4]])}
+    both = predictions({"t": probabilities, "u": unsure}, average=True)
+    assert both["average(t, u)"]["sentiment"].tolist() == [0, 1] and both["u"]["sentiment"].tolist() == [1, 2]
     with pytest.raises(SystemExit, match="no logits for 1 of 3"):
-        logits_predictions(str(packed), [*texts, "never seen"])
+        logits_probabilities(str(packed), [*texts, "never seen"])

@@ -115,23 +115,23 @@ def cmd_compare(args: argparse.Namespace) -> int:
     """Models (and kept teacher logits) on the recipe's validation split, paired, with intervals."""
     from dataclasses import replace
 
-    from training.compare import compare, format_rows, groups_of, logits_predictions, model_predictions
+    from training.compare import compare, format_rows, groups_of, logits_probabilities, model_probabilities, predictions
     from training.train import LABELS, TrainConfig, load_dataset
 
     config = TrainConfig.from_toml(args.config, output=".", data_root=args.data_root)
     config = replace(config, unlabelled=())  # the split is the labelled sources'
     valid = load_dataset(config).valid
     texts = [e.text for e in valid]
-    predictions = {}
+    probabilities = {}
     for model in args.model:
-        version, predicted = model_predictions(model, texts, LABELS)
-        predictions[version] = predicted
+        version, probs = model_probabilities(model, texts, LABELS)
+        probabilities[version] = probs
     for spec in args.logits or []:
         name, _, path = spec.partition("=")
         if not path:
             raise SystemExit(f"--logits {spec!r}: give NAME=FILE")
-        predictions[name] = logits_predictions(path, texts)
-    rows = compare(groups_of(valid, LABELS), predictions, LABELS)
+        probabilities[name] = logits_probabilities(path, texts)
+    rows = compare(groups_of(valid, LABELS), predictions(probabilities, args.average), LABELS)
     print(format_rows(rows))
     if args.json:
         Path(args.json).write_text(json.dumps({"config": args.config, "rows": rows}, indent=2) + "\n")
@@ -284,6 +284,9 @@ def add_commands(commands, add) -> None:
     comp.add_argument("--config", required=True, help="the recipe whose validation split is used")
     comp.add_argument("--model", action="append", default=[], help="a model directory (repeat; the first is the base)")
     comp.add_argument("--logits", action="append", help="NAME=FILE: a teacher's validation logits (distil-labels)")
+    comp.add_argument(
+        "--average", action="store_true", help="also the mean of all their probabilities (an ensemble's figures)"
+    )
     comp.add_argument("--data-root", help="folder the recipe's source paths are relative to")
     comp.add_argument("--json", help="write the figures here")
 

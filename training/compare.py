@@ -94,28 +94,28 @@ def compare(
     return rows
 
 
-def model_predictions(
+def model_probabilities(
     model_dir: str, texts: Sequence[str], labels: Mapping[str, Sequence[str]]
 ) -> tuple[str, dict[str, np.ndarray]]:
-    """A model's served predictions (indices into `labels`, per head) and its version."""
+    """A model's served probabilities (columns in the order of `labels`, per head) and its version."""
     from monitor.model_artifact import ModelArtifact
     from monitor.progress import Progress
     from monitor.scoring.onnx import OnnxScorer
 
     scorer = OnnxScorer.load(ModelArtifact.load(Path(model_dir)), device="cpu")
-    out: dict[str, list[int]] = {t: [] for t in TASKS}
+    out: dict[str, list[np.ndarray]] = {t: [] for t in TASKS}
     with Progress(f"compare {scorer.version}", total=len(texts), unit="items") as progress:
         for start in range(0, len(texts), 1024):
             scores = scorer.score_texts(texts[start : start + 1024])
             for t in TASKS:
-                order = [list(labels[t]).index(label) for label in scorer.labels[t]]
-                out[t] += [order[j] for j in scores.probabilities[t].argmax(axis=1)]
+                out[t].append(scores.probabilities[t])
             progress.update(min(1024, len(texts) - start))
-    return scorer.version, {t: np.asarray(v) for t, v in out.items()}
+    order = {t: [list(scorer.labels[t]).index(label) for label in labels[t]] for t in TASKS}
+    return scorer.version, {t: np.concatenate(v)[:, order[t]] for t, v in out.items()}
 
 
-def logits_predictions(path: str, texts: Sequence[str]) -> dict[str, np.ndarray]:
-    """Predictions from a file of validation logits by text key (`bearwatch distil-labels`)."""
+def logits_probabilities(path: str, texts: Sequence[str]) -> dict[str, np.ndarray]:
+    """Probabilities from a file of validation logits by text key (`bearwatch distil-labels`)."""
     from training.distil import open_text, text_key
 
     logits = {}
@@ -126,7 +126,22 @@ def logits_predictions(path: str, texts: Sequence[str]) -> dict[str, np.ndarray]
     missing = sum(text_key(t) not in logits for t in texts)
     if missing:
         raise SystemExit(f"{path} holds no logits for {missing} of {len(texts)} validation texts (another split?)")
-    return {t: np.asarray([int(np.argmax(logits[text_key(x)][t])) for x in texts]) for t in TASKS}
+    out = {}
+    for t in TASKS:
+        x = np.asarray([logits[text_key(text)][t] for text in texts], dtype=np.float64)
+        e = np.exp(x - x.max(axis=1, keepdims=True))
+        out[t] = e / e.sum(axis=1, keepdims=True)
+    return out
+
+
+def predictions(probabilities: dict[str, dict[str, np.ndarray]], average: bool = False) -> dict[str, dict]:
+    """Each one's predicted label indices; with `average`, also those of the mean of all their
+    probabilities (an ensemble: what a student distilled from them could at best approach)."""
+    out = {name: {t: p[t].argmax(axis=1) for t in TASKS} for name, p in probabilities.items()}
+    if average and len(probabilities) > 1:
+        name = "average(" + ", ".join(probabilities) + ")"
+        out[name] = {t: np.mean([p[t] for p in probabilities.values()], axis=0).argmax(axis=1) for t in TASKS}
+    return out
 
 
 def groups_of(valid, labels: Mapping[str, Sequence[str]]) -> list[Group]:
