@@ -202,7 +202,7 @@ class ScoringApp:
             self._ahead = []
 
     def _process(self, messages) -> None:
-        first, next_offsets = batch_offsets(messages)
+        _, next_offsets = batch_offsets(messages)
         try:
             result = self._pipeline.process(
                 messages, partitions=self._partitions({m.topic for m in messages}), upcoming=self._ahead

@@ -279,7 +279,7 @@ def add_commands(commands, add) -> None:
     comp = add(
         "compare",
         cmd_compare,
-        "models (and a teacher's kept logits) on a recipe's own validation split, paired, with 95% intervals",
+        "models (and a teacher's kept logits) on a recipe's own validation split, paired, with 95%% intervals",
     )
     comp.add_argument("--config", required=True, help="the recipe whose validation split is used")
     comp.add_argument("--model", action="append", default=[], help="a model directory (repeat; the first is the base)")
