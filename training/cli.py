@@ -45,7 +45,7 @@ def cmd_distil_labels(args: argparse.Namespace) -> int:
     import torch
 
     from monitor.labels import TASKS
-    from training.distil import load_teacher, teacher_logits, text_key, write_soft_labels
+    from training.distil import load_teacher, logit_line, teacher_logits, write_soft_labels
     from training.train import LABELS, TrainConfig, load_dataset
 
     config = TrainConfig.from_toml(
@@ -86,8 +86,7 @@ def cmd_distil_labels(args: argparse.Namespace) -> int:
         # never hold a validation text): what compares it with a student item by item later.
         with open(config.soft_labels + ".validation.jsonl", "w", encoding="utf-8") as fh:
             for i, e in enumerate(data.valid):
-                row = {"key": text_key(e.text), **{t: [round(float(x), 4) for x in logits[t][i]] for t in TASKS}}
-                fh.write(json.dumps(row) + "\n")
+                fh.write(logit_line(e.text, {t: logits[t][i] for t in TASKS}))
     print(json.dumps(summary, indent=2))
     return 0
 

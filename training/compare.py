@@ -80,18 +80,17 @@ def compare(
         for name in names:
             row: dict = {"source": g.source, "task": g.task, "n": len(g.rows), "model": name}
             for metric, values in figures[name].items():
-                low, high = np.percentile(values[1:], [2.5, 97.5])
-                ci = [round(float(low), 4), round(float(high), 4)]
-                row[metric] = {"value": round(float(values[0]), 4), "ci95": ci}
+                row[metric] = _with_interval(values)
                 if name != names[0]:
-                    delta = values - figures[names[0]][metric]
-                    d_low, d_high = np.percentile(delta[1:], [2.5, 97.5])
-                    row[metric]["minus_first"] = {
-                        "value": round(float(delta[0]), 4),
-                        "ci95": [round(float(d_low), 4), round(float(d_high), 4)],
-                    }
+                    row[metric]["minus_first"] = _with_interval(values - figures[names[0]][metric])
             rows.append(row)
     return rows
+
+
+def _with_interval(values: np.ndarray) -> dict:
+    """values[0]: the figure on the items themselves; values[1:]: on each resample."""
+    low, high = np.percentile(values[1:], [2.5, 97.5])
+    return {"value": round(float(values[0]), 4), "ci95": [round(float(low), 4), round(float(high), 4)]}
 
 
 def model_probabilities(
@@ -117,6 +116,7 @@ def model_probabilities(
 def logits_probabilities(path: str, texts: Sequence[str]) -> dict[str, np.ndarray]:
     """Probabilities from a file of validation logits by text key (`bearwatch distil-labels`)."""
     from training.distil import open_text, text_key
+    from training.fusion import softmax
 
     logits = {}
     with open_text(path) as fh:
@@ -126,12 +126,7 @@ def logits_probabilities(path: str, texts: Sequence[str]) -> dict[str, np.ndarra
     missing = sum(text_key(t) not in logits for t in texts)
     if missing:
         raise SystemExit(f"{path} holds no logits for {missing} of {len(texts)} validation texts (another split?)")
-    out = {}
-    for t in TASKS:
-        x = np.asarray([logits[text_key(text)][t] for text in texts], dtype=np.float64)
-        e = np.exp(x - x.max(axis=1, keepdims=True))
-        out[t] = e / e.sum(axis=1, keepdims=True)
-    return out
+    return {t: softmax(np.asarray([logits[text_key(x)][t] for x in texts], dtype=np.float64)) for t in TASKS}
 
 
 def predictions(probabilities: dict[str, dict[str, np.ndarray]], average: bool = False) -> dict[str, dict]:

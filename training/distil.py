@@ -74,6 +74,12 @@ class SoftLabels:
         return {task: torch.from_numpy(np.stack([self.logits[k][task] for k in keys])) for task in TASKS}
 
 
+def logit_line(text: str, logits: Mapping[str, np.ndarray]) -> str:
+    """One text's line of a logits file: its key and each head's logits (4 decimals)."""
+    row = {"key": text_key(text), **{task: [round(float(x), 4) for x in logits[task]] for task in TASKS}}
+    return json.dumps(row) + "\n"
+
+
 def open_text(path: str | Path):
     """A text file for reading, or its gzip (FILE.gz)."""
     path = Path(path)
@@ -222,8 +228,7 @@ def write_soft_labels(
 
     def append(rows, logits) -> None:
         for j, r in enumerate(rows):
-            row = {"key": text_key(todo[r]), **{task: [round(float(x), 4) for x in logits[task][j]] for task in TASKS}}
-            fh.write(json.dumps(row) + "\n")
+            fh.write(logit_line(todo[r], {task: logits[task][j] for task in TASKS}))
         fh.flush()
         bar.update(len(rows))
 

@@ -125,7 +125,7 @@ def measure_memory(
 
     index = MemoryIndex()
     for row, e in enumerate(pool):
-        probabilities = {task: _softmax(pool_out[task][row : row + 1])[0] for task in labels}
+        probabilities = {task: softmax(pool_out[task][row : row + 1])[0] for task in labels}
         index.put(
             MemoryEntry(e.id, e.text, e.sentiment, e.topic, None, e.group), pool_out["embedding"][row], probabilities
         )
@@ -149,6 +149,7 @@ def measure_memory(
     return out
 
 
-def _softmax(x: np.ndarray) -> np.ndarray:
+def softmax(x: np.ndarray) -> np.ndarray:
+    """Row-wise softmax of logits."""
     z = np.exp(x - x.max(axis=1, keepdims=True))
     return z / z.sum(axis=1, keepdims=True)
