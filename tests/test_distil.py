@@ -129,12 +129,14 @@ def test_distillation_loss_is_cross_entropy_at_weight_zero_and_teaches_rows_with
 def test_a_student_learns_what_its_teacher_says_on_the_heads_it_teaches(setup, tmp_path: Path, heads) -> None:
     """A teacher that calls everything bullish, full weight on its soft labels: the student follows
     it on validation texts it never saw, against gold labels that are two-thirds something else;
-    unless the sentiment head is left out of `distill_heads`, where the gold labels alone teach it."""
+    unless the sentiment head is left out of `distill_heads`, where the gold labels alone teach it.
+    Judged on the validation rows with a gold sentiment, after enough epochs for the tiny model to
+    learn them (at 3 epochs it had not always, and its guess on the other rows is noise)."""
     _, recipe, base = setup
     config = replace(
         TrainConfig.from_toml(recipe, output=str(tmp_path)),
         distill_weight=1.0,
-        epochs=3,
+        epochs=8,
         soft_labels=str(tmp_path / "s.jsonl"),
         distill_heads=heads,
     )
@@ -148,14 +150,17 @@ def test_a_student_learns_what_its_teacher_says_on_the_heads_it_teaches(setup, t
 
     tokenizer = load_tokenizer(base / "tokenizer.json")
     student = fit(config, data, tokenizer, base, tmp_path).model
-    sentiment = predict(student, Batches(data.valid, tokenizer, ContextSettings(mode="none", max_length=32), 16))[
+    rated = [e for e in data.valid if e.sentiment is not None]
+    gold = [SENTIMENT_LABELS.index(e.sentiment) for e in rated]
+    assert len(rated) >= 20 and sum(g != SENTIMENT_LABELS.index("bullish") for g in gold) > len(gold) / 2
+    called = predict(student, Batches(rated, tokenizer, ContextSettings(mode="none", max_length=32), 16))[
         "sentiment"
-    ]
-    bullish = (sentiment.argmax(axis=1) == SENTIMENT_LABELS.index("bullish")).mean()
+    ].argmax(axis=1)
+    bullish = (called == SENTIMENT_LABELS.index("bullish")).mean()
     if "sentiment" in heads:
         assert bullish > 0.95
     else:
-        assert bullish < 0.8
+        assert (called == gold).mean() > 0.9
 
 
 def test_distil_labels_command_then_train_records_the_teacher(setup, tmp_path: Path, capsys) -> None:
