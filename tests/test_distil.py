@@ -207,3 +207,27 @@ def test_distil_labels_command_then_train_records_the_teacher(setup, tmp_path: P
     recorded = manifest["training"]["config"]
     assert recorded["soft_labels"]["path"] == "soft.jsonl" and recorded["unlabelled"][0]["name"] == "tweets"
     assert manifest["data"]["split"]["train"] == len(data.train)  # the pool and split hold labelled texts only
+
+
+def test_init_seed_retrains_the_same_split_from_other_weights(setup, tmp_path: Path) -> None:
+    """`init_seed` moves the initialisation and batch order only: the validation split stays, so two
+    retrains compare item by item; unset, it is `seed` and a retrain repeats itself."""
+    from monitor.scoring.inputs import load_tokenizer
+
+    _, recipe, base = setup
+    tokenizer = load_tokenizer(base / "tokenizer.json")
+    plain = replace(TrainConfig.from_toml(recipe, output=str(tmp_path), epochs=1), unlabelled=(), soft_labels="")
+    runs = {
+        name: replace(plain, output=str(tmp_path / name), init_seed=seed)
+        for name, seed in (("a", None), ("b", plain.seed), ("c", plain.seed + 1))
+    }
+    weights = {}
+    for name, config in runs.items():
+        data = load_dataset(config)
+        assert [e.text for e in data.valid] == [e.text for e in load_dataset(plain).valid]
+        (tmp_path / name).mkdir()
+        model = fit(config, data, tokenizer, base, tmp_path / name).model
+        weights[name] = model.sentiment_head.weight.detach().clone()
+    assert runs["a"].training_seed == runs["b"].training_seed == plain.seed
+    assert torch.equal(weights["a"], weights["b"])
+    assert not torch.allclose(weights["a"], weights["c"])

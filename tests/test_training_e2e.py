@@ -175,3 +175,31 @@ def test_exported_models_carry_no_build_paths(tiny_run) -> None:
         data = (model_dir / name).read_bytes()
         assert root.encode() not in data and b"pkg.torch.onnx.stack_trace" not in data, name
     assert b"pkg.torch.onnx.stack_trace" not in (shipped_model() / "model.int8.onnx").read_bytes()
+
+
+def test_average_packages_the_mean_of_two_runs_and_refuses_another_split(tiny_run, tmp_path: Path) -> None:
+    import torch
+
+    from training.recipe import train_model
+
+    config, model_dir, _ = tiny_run
+    other = train_model(replace(config, output=str(tmp_path / "other"), init_seed=config.seed + 1), export=False)
+    weights = [torch.load(d / "torch" / "weights.pt", weights_only=True) for d in (model_dir, other)]
+    mean_dir = train_model(
+        replace(config, output=str(tmp_path / "mean"), average=(str(model_dir), str(other))), export=False
+    )
+    mean = torch.load(mean_dir / "torch" / "weights.pt", weights_only=True)
+    key = "sentiment_head.weight"
+    assert not torch.allclose(weights[0][key], weights[1][key])
+    assert torch.allclose(mean[key], (weights[0][key] + weights[1][key]) / 2)
+    manifest = json.loads((mean_dir / "manifest.json").read_text())
+    versions = [json.loads((d / "manifest.json").read_text())["version"] for d in (model_dir, other)]
+    (entry,) = manifest["training"]["history"]
+    assert entry["averaged"] == versions and 0 < entry["sentiment_macro_f1"] <= 1
+    assert "Not trained in this run: the mean of the weights of 2 models" in (mean_dir / "MODEL_CARD.md").read_text()
+    with pytest.raises(SystemExit, match="another split"):
+        train_model(
+            replace(config, output=str(tmp_path / "bad"), seed=config.seed + 1, average=(str(model_dir), str(other)))
+        )
+    with pytest.raises(SystemExit, match="two or more"):
+        train_model(replace(config, output=str(tmp_path / "one"), average=(str(model_dir),)))

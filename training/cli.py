@@ -29,6 +29,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         max_length=args.max_length,
         data_root=args.data_root,
         soft_labels=args.soft_labels,
+        average=args.average,
     )
     config = TrainConfig.from_toml(args.config, **overrides)
     try:
@@ -259,6 +260,13 @@ def add_commands(commands, add) -> None:
     train.add_argument("--checkpoint-minutes", type=float, help="save a resumable checkpoint this often (default 10)")
     train.add_argument("--no-export", action="store_true", help="skip ONNX export")
     train.add_argument("--soft-labels", help="distil from this file of a teacher's logits (bearwatch distil-labels)")
+    train.add_argument(
+        "--average",
+        action="append",
+        metavar="MODEL_DIR",
+        help="instead of training, average the weights of these models (twice or more; fine-tuned from the "
+        "recipe's base on its split, each with torch/weights.pt) and package the mean like a trained model",
+    )
 
     distil = add(
         "distil-labels",

@@ -30,6 +30,24 @@ def _validation_table(validation: dict) -> list[str]:
     return lines
 
 
+def _training_paragraph(training: dict, config: dict) -> str:
+    averaged = training["best"].get("averaged")
+    if averaged:
+        return (
+            f"Not trained in this run: the mean of the weights of {len(averaged)} models fine-tuned from the same "
+            f"base on the same split ({', '.join(averaged)}; training/average.py). The whole run took "
+            f"{training['total_seconds'] / 60:.1f} min (torch {training['torch']})."
+        )
+    return (
+        f"{config['epochs']} epoch(s) planned, batch {config['batch_size']}, learning rate {config['lr']}, warm-up "
+        f"{config['warmup']}, max length {config['max_length']} tokens, seed {config['seed']}; early stopping on the "
+        f"mean macro-F1 of the heads (patience {config['patience']}). Best evaluation: step {training['best']['step']} "
+        f"(epoch {training['best']['epoch']:.2f}). Fine-tuning took {training['fine_tune_seconds'] / 60:.1f} min, "
+        f"the whole run {training['total_seconds'] / 60:.1f} min, on {training['threads']} CPU threads (torch "
+        f"{training['torch']})."
+    )
+
+
 def render(manifest: dict) -> str:
     training = manifest["training"]
     config = training["config"]
@@ -63,13 +81,7 @@ def render(manifest: dict) -> str:
         "",
         "## Training",
         "",
-        f"{config['epochs']} epoch(s) planned, batch {config['batch_size']}, learning rate {config['lr']}, warm-up "
-        f"{config['warmup']}, max length {config['max_length']} tokens, seed {config['seed']}; early stopping on the "
-        f"mean macro-F1 of the heads (patience {config['patience']}). Best evaluation: step {training['best']['step']} "
-        f"(epoch {training['best']['epoch']:.2f}). Fine-tuning took {training['fine_tune_seconds'] / 60:.1f} min, "
-        "the whole "
-        f"run {training['total_seconds'] / 60:.1f} min, on {training['threads']} CPU threads (torch "
-        f"{training['torch']}).",
+        _training_paragraph(training, config),
         "",
         "## Validation (own grouped split)",
         "",

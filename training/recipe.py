@@ -58,7 +58,12 @@ def train_model(config: TrainConfig, export: bool = True) -> Path:
     data = load_dataset(config)
     log.info("split: %d train, %d validation (grouped by normalised text)", len(data.train), len(data.valid))
     write_validation_files(data, config, run_dir)
-    result = fit(config, data, tokenizer, base_dir, run_dir)
+    if config.average:
+        from training.average import average_models
+
+        result = average_models(config, data, tokenizer, config.average)
+    else:
+        result = fit(config, data, tokenizer, base_dir, run_dir)
 
     settings = ContextSettings(mode="none", max_length=config.max_length)
     pool_out = predict(result.model, Batches(data.train, tokenizer, settings, 64))

@@ -73,7 +73,10 @@ class TrainConfig:
     method: str = "full"  # "full" or "lora"
     lora: LoraSettings = field(default_factory=LoraSettings)
     valid_fraction: float = 0.2
-    seed: int = 13
+    seed: int = 13  # the validation split and the unlabelled sample
+    # The weights' initialisation and the batch order; None: `seed`. Another value retrains the same
+    # recipe on the same split, which is how far a retrain's figures move by chance (docs/training.md).
+    init_seed: int | None = None
     max_length: int = 64
     epochs: int = 3
     batch_size: int = 32
@@ -105,6 +108,9 @@ class TrainConfig:
     distill_heads: tuple[str, ...] = TASKS
     # Texts without labels (real tweets the daemon sees) that teach through the soft labels only.
     unlabelled: tuple[UnlabelledSource, ...] = ()
+    # Model directories of this recipe's split whose weights are averaged instead of training
+    # (training/average.py); the average is packaged and measured like a trained model.
+    average: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.method not in ("full", "lora"):
@@ -120,8 +126,13 @@ class TrainConfig:
         if not 0 <= self.distill_weight <= 1 or self.distill_temperature <= 0:
             raise ValueError("distill_weight must be in [0, 1] and distill_temperature positive")
         object.__setattr__(self, "distill_heads", tuple(self.distill_heads))  # a TOML list
+        object.__setattr__(self, "average", tuple(self.average))
         if not self.distill_heads or set(self.distill_heads) - set(TASKS):
             raise ValueError(f"distill_heads must name one or more of {TASKS}, not {list(self.distill_heads)}")
+
+    @property
+    def training_seed(self) -> int:
+        return self.seed if self.init_seed is None else self.init_seed
 
     @classmethod
     def from_toml(cls, path: str | Path, **overrides) -> TrainConfig:
@@ -151,6 +162,7 @@ class TrainConfig:
         for name in ("output", "soft_labels"):  # relative to where the command runs
             if values.get(name) and not os.path.isabs(values[name]):
                 values[name] = str(Path(values[name]).resolve())
+        values["average"] = [str(Path(p).resolve()) for p in values.get("average", ())]
         return cls(sources=sources, lora=lora, unlabelled=unlabelled, **values)
 
 
@@ -333,7 +345,7 @@ class FitResult:
 
 
 def fit(config: TrainConfig, data: Dataset, tokenizer, base_dir: Path, run_dir: Path) -> FitResult:
-    torch.manual_seed(config.seed)
+    torch.manual_seed(config.training_seed)
     settings = ContextSettings(mode="none", max_length=config.max_length)
     lora = config.lora if config.method == "lora" else None
     model = MultiTaskEncoder.from_base(str(base_dir), len(TOPIC_LABELS), len(SENTIMENT_LABELS), lora=lora)
@@ -382,7 +394,7 @@ def fit(config: TrainConfig, data: Dataset, tokenizer, base_dir: Path, run_dir: 
         saved_at = time.monotonic()
         for epoch in range(state["epoch"], config.epochs):
             model.train()
-            batches = train_batches.order(seed=config.seed + epoch)
+            batches = train_batches.order(seed=config.training_seed + epoch)
             # a bar on a terminal, a log line every 30 s otherwise (a scheduled retrain writes to a log)
             bar = Progress(f"epoch {epoch + 1}/{config.epochs}", total=len(batches), unit="batches")
             bar.update(state["position"])
