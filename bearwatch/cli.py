@@ -656,7 +656,8 @@ def build_parser() -> argparse.ArgumentParser:
     commands.required = True
 
     def add(name: str, handler: Callable[[argparse.Namespace], int], help_text: str) -> argparse.ArgumentParser:
-        sub = commands.add_parser(name, help=help_text, description=help_text)
+        # argparse %-formats a help string (a literal percent is %%) but not a description
+        sub = commands.add_parser(name, help=help_text, description=help_text.replace("%%", "%"))
         sub.set_defaults(handler=handler)
         return sub
 
