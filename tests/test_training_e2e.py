@@ -196,6 +196,8 @@ def test_average_packages_the_mean_of_two_runs_and_refuses_another_split(tiny_ru
     versions = [json.loads((d / "manifest.json").read_text())["version"] for d in (model_dir, other)]
     (entry,) = manifest["training"]["history"]
     assert entry["averaged"] == versions and 0 < entry["sentiment_macro_f1"] <= 1
+    assert manifest["training"]["config"]["average"] == [f"{model_dir.parent.name}/model", "other/model"]
+    assert str(tmp_path) not in (mean_dir / "manifest.json").read_text()  # no path of this machine
     assert "Not trained in this run: the mean of the weights of 2 models" in (mean_dir / "MODEL_CARD.md").read_text()
     with pytest.raises(SystemExit, match="another split"):
         train_model(

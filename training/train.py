@@ -543,4 +543,6 @@ def config_record(config: TrainConfig) -> dict:
     ]
     if config.soft_labels:
         record["soft_labels"] = {"path": Path(config.soft_labels).name, "sha256": file_sha256(config.soft_labels)}
+    # a model directory by its run folder's name, never this machine's path (the versions are in the history)
+    record["average"] = [f"{Path(d).parent.name}/{Path(d).name}" for d in config.average]
     return record
