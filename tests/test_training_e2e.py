@@ -203,5 +203,7 @@ def test_average_packages_the_mean_of_two_runs_and_refuses_another_split(tiny_ru
         train_model(
             replace(config, output=str(tmp_path / "bad"), seed=config.seed + 1, average=(str(model_dir), str(other)))
         )
+    with pytest.raises(SystemExit, match="not a model directory"):
+        train_model(replace(config, output=str(tmp_path / "run"), average=(str(model_dir), str(tmp_path))))
     with pytest.raises(SystemExit, match="two or more"):
         train_model(replace(config, output=str(tmp_path / "one"), average=(str(model_dir),)))

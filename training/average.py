@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from monitor.model_artifact import MANIFEST, ContextSettings
-from training.train import Batches, Dataset, FitResult, TrainConfig, head_reports, predict, primary_metric
+from training.train import Batches, Dataset, FitResult, TrainConfig, head_reports, history_entry, predict
 
 log = logging.getLogger("bearwatch.train")
 
@@ -24,6 +24,8 @@ log = logging.getLogger("bearwatch.train")
 def _check_same_recipe(config: TrainConfig, data: Dataset, model_dir: Path) -> dict:
     """A model averages only with models of the same base trained on this recipe's split: its
     validation figures are only honest when none of it ever saw a validation text."""
+    if not (model_dir / MANIFEST).is_file():
+        raise SystemExit(f"{model_dir} is not a model directory (no {MANIFEST}): give a run's OUTPUT/model")
     manifest = json.loads((model_dir / MANIFEST).read_text())
     split = manifest["data"]["split"]
     expected = {"seed": config.seed, "valid_fraction": config.valid_fraction, "valid": len(data.valid)}
@@ -70,12 +72,6 @@ def average_models(config: TrainConfig, data: Dataset, tokenizer, model_dirs: Se
         data.valid,
         predict(model, Batches(data.valid, tokenizer, ContextSettings(mode="none", max_length=config.max_length), 64)),
     )
-    entry = {
-        "epoch": 0.0,
-        "step": 0,
-        "primary": primary_metric(reports),
-        **{f"{t}_{m}": reports[t][m] for t in reports for m in ("accuracy", "macro_f1")},
-        "averaged": versions,
-    }
+    entry = {**history_entry(reports, 0.0, 0), "averaged": versions}
     log.info("validation of the average of %s: %s", ", ".join(versions), json.dumps(entry))
     return FitResult(model, [entry], entry, 0.0)

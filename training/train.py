@@ -468,18 +468,23 @@ def _teacher_targets(config: TrainConfig, examples: Sequence[Example]) -> dict[s
     return soft.targets([e.text for e in examples], LABELS)
 
 
+def history_entry(reports: dict[str, dict], epoch: float, step: int) -> dict:
+    """One validation pass as the manifest's training history records it."""
+    return {
+        "epoch": epoch,
+        "step": step,
+        "primary": primary_metric(reports),
+        **{f"{t}_{m}": reports[t][m] for t in reports for m in ("accuracy", "macro_f1")},
+    }
+
+
 def _evaluate(
     model, data: Dataset, valid_batches: Batches, state: dict, epoch: float, run_dir: Path, config: TrainConfig
 ) -> bool:
     """One validation pass: the history entry, best.pt when it improves; True when patience runs out."""
     reports = head_reports(data.valid, predict(model, valid_batches))
-    metric = primary_metric(reports)
-    entry = {
-        "epoch": epoch,
-        "step": state["step"],
-        "primary": metric,
-        **{f"{t}_{m}": reports[t][m] for t in reports for m in ("accuracy", "macro_f1")},
-    }
+    entry = history_entry(reports, epoch, state["step"])
+    metric = entry["primary"]
     state["history"].append(entry)
     log.info("validation %s", json.dumps(entry))
     if metric > state["best_metric"]:
