@@ -225,18 +225,33 @@ def cmd_detect_run(args: argparse.Namespace) -> int:
 
 
 def cmd_detect_evaluate(args: argparse.Namespace) -> int:
-    """The detector scored: on synthetic streams with planted episodes, or on the real StockNet
-    stream against its tickers' price moves (with the naive daily rules in the same run)."""
+    """The detector scored: on synthetic streams with planted episodes, on the real StockNet
+    stream against its tickers' price moves (with the naive daily rules in the same run), or, for
+    `detect series`, on real count series with labelled anomaly windows (with a naive rule)."""
     import json
 
     from monitor.detection.evaluate import candidates, format_table, summary
     from monitor.errors import SettingsError
 
+    data = Path(args.data) if args.data else Path.cwd().parent / "shared" / "data"
+    if args.suite == "series":
+        from monitor.detection import labelled
+
+        folder = Path(args.series or data / "nab-real-counts")
+        windows = Path(args.windows or folder / "windows.json")
+        for path in (folder, windows):
+            if not path.exists():
+                raise SettingsError(f"{path} does not exist (give --series and --windows, or --data)")
+        series_configs = labelled.candidates()
+        if not args.compare:
+            series_configs = dict(list(series_configs.items())[:1])
+        found = labelled.suite(folder, windows, series_configs)
+        print(json.dumps(found, indent=2) if args.json else labelled.format_suite(found))
+        return 0
     configs = candidates() if args.compare else dict(list(candidates().items())[:1])
     if args.suite == "stocknet":
         from monitor.detection.stocknet import format_suite, suite
 
-        data = Path(args.data) if args.data else Path.cwd().parent / "shared" / "data"
         tweets = Path(args.tweets or data / "stocknet-tweets" / "tweets_stream.csv")
         prices = Path(args.prices or data / "stocknet-prices" / "prices_daily.csv")
         for path in (tweets, prices):
@@ -478,16 +493,28 @@ def _add_detect(commands: Commands) -> None:
     drun.add_argument("--idle-exit", type=float, help="stop after N seconds without scored items (tests, drills)")
     devaluate = detect_commands.add_parser(
         "evaluate",
-        help="score the detector: on the real StockNet stream against price moves, or on synthetic streams",
+        help="score the detector: on the real StockNet stream against price moves, on labelled real count "
+        "series (detect series), or on synthetic streams",
     )
     devaluate.set_defaults(handler=cmd_detect_evaluate)
     devaluate.add_argument(
         "--suite",
-        choices=("stocknet", "synthetic"),
+        choices=("stocknet", "series", "synthetic"),
         default="synthetic",
-        help="stocknet: real tweets against real price-move days (docs/detection.md); synthetic: planted episodes",
+        help="stocknet: real tweets against real price-move days (docs/detection.md); series: detect series on "
+        "real count series with labelled anomaly windows; synthetic: planted episodes",
     )
-    devaluate.add_argument("--data", help="the folder holding stocknet-tweets/ and stocknet-prices/ (../shared/data)")
+    devaluate.add_argument(
+        "--data", help="the folder holding stocknet-tweets/, stocknet-prices/ and nab-real-counts/ (../shared/data)"
+    )
+    devaluate.add_argument(
+        "--series", help="series suite: folder of timestamp,value CSVs (default: DATA/nab-real-counts)"
+    )
+    devaluate.add_argument(
+        "--windows",
+        help="series suite: JSON of labelled windows per file, as NAB's combined_windows.json "
+        "(default: SERIES/windows.json)",
+    )
     devaluate.add_argument("--tweets", help="StockNet tweets_stream.csv (overrides --data)")
     devaluate.add_argument("--prices", help="StockNet prices_daily.csv (overrides --data)")
     devaluate.add_argument("--model", help="model directory that scores the stream (default: the shipped one)")

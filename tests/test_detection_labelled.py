@@ -1,0 +1,93 @@
+"""The labelled-series suite: the standard-profile score on hand-made flags, and the suite end to end
+on small series written here (the real series are in the shared data folder, not in the tests)."""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from monitor.detection import labelled
+from monitor.detection.labelled import scaled_sigmoid, score_flags
+from monitor.errors import SeriesError
+
+T0 = datetime(2024, 1, 1, tzinfo=timezone.utc)
+TIMES = [T0 + timedelta(hours=i) for i in range(1000)]
+WINDOW = (TIMES[500], TIMES[519])  # rows 500..519, after the probation period (150 rows)
+
+
+def flags_at(*rows: int) -> list[bool]:
+    return [i in rows for i in range(len(TIMES))]
+
+
+def test_never_flagging_scores_zero_and_a_flag_on_the_first_row_of_every_window_scores_100() -> None:
+    assert score_flags(TIMES, flags_at(), [WINDOW]).score == 0.0
+    perfect = score_flags(TIMES, flags_at(500), [WINDOW])
+    assert perfect.score == pytest.approx(100.0)
+    assert (perfect.found, perfect.flags, perfect.false_flags) == (1, 1, 0)
+
+
+def test_a_later_detection_earns_less_and_only_the_first_in_a_window_counts() -> None:
+    early = score_flags(TIMES, flags_at(502), [WINDOW]).score
+    late = score_flags(TIMES, flags_at(517), [WINDOW]).score
+    assert 90 < early < 100 and 0 < late < early
+    assert score_flags(TIMES, flags_at(502, 510, 515), [WINDOW]).score == pytest.approx(early)
+
+
+def test_false_flags_cost_a_tenth_of_a_window_and_less_just_after_one() -> None:
+    alone = score_flags(TIMES, flags_at(200), [WINDOW])
+    assert alone.raw == pytest.approx(-1.0 - 0.11)  # a missed window and a flag far from any
+    after = score_flags(TIMES, flags_at(500, 522), [WINDOW])
+    cost = after.raw - scaled_sigmoid(-1.0)
+    assert -0.11 < cost < 0  # just past the window: cheaper than a flag far from it
+    assert after.false_flags == 1
+
+
+def test_flags_in_the_probation_period_are_not_counted() -> None:
+    s = score_flags(TIMES, flags_at(10, 100), [WINDOW])
+    assert (s.flags, s.raw) == (0, -1.0)
+
+
+def test_the_scaled_sigmoid_runs_from_one_to_minus_one() -> None:
+    assert scaled_sigmoid(-1.0) == pytest.approx(2 / (1 + math.exp(-5)) - 1)
+    assert scaled_sigmoid(0.0) == 0.0 and scaled_sigmoid(10.0) == -1.0
+
+
+def _write_series(path, values, start=T0, step=timedelta(minutes=30)) -> list[datetime]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    times = [start + i * step for i in range(len(values))]
+    path.write_text(
+        "timestamp,value\n" + "".join(f"{t:%Y-%m-%d %H:%M:%S},{v}\n" for t, v in zip(times, values)), encoding="utf-8"
+    )
+    return times
+
+
+def test_the_suite_scores_detect_series_and_the_naive_rule_on_every_labelled_file(tmp_path) -> None:
+    rng = random.Random(3)
+    values = [max(0, round(rng.gauss(40 + 20 * math.sin(i * 2 * math.pi / 48), 6))) for i in range(48 * 30)]
+    for i in range(48 * 20, 48 * 20 + 6):
+        values[i] += 200  # a burst: three hours far above the daily rhythm
+    times = _write_series(tmp_path / "real" / "counts.csv", values)
+    _write_series(tmp_path / "real" / "unlabelled.csv", values)  # not in the windows file: not scored
+    windows = {
+        "real/counts.csv": [[f"{times[48 * 20 - 10]:%Y-%m-%d %H:%M:%S}", f"{times[48 * 20 + 20]:%Y-%m-%d %H:%M:%S}"]]
+    }
+    (tmp_path / "windows.json").write_text(json.dumps(windows), encoding="utf-8")
+    rows = labelled.suite(tmp_path, tmp_path / "windows.json", labelled.candidates())
+    assert list(rows)[0] == "default (detect series)" and "naive: 3-sigma of the previous day" in rows
+    default = rows["default (detect series)"]
+    assert list(default["series"]) == ["real/counts.csv"]
+    assert default["pooled"]["found"] == 1 and default["pooled"]["score"] > 50
+    assert "counts" in labelled.format_suite(rows)
+
+
+def test_a_windows_file_that_names_nothing_there_is_a_clear_error(tmp_path) -> None:
+    (tmp_path / "windows.json").write_text(json.dumps({"missing.csv": []}), encoding="utf-8")
+    with pytest.raises(SeriesError, match="no series named"):
+        labelled.suite(tmp_path, tmp_path / "windows.json", labelled.candidates())
+    (tmp_path / "bad.json").write_text("[1, 2", encoding="utf-8")
+    with pytest.raises(SeriesError, match="not a windows file"):
+        labelled.read_windows(tmp_path / "bad.json")
