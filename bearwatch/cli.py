@@ -237,16 +237,34 @@ def cmd_detect_evaluate(args: argparse.Namespace) -> int:
     if args.suite == "series":
         from monitor.detection import labelled
 
-        folder = Path(args.series or data / "nab-real-counts")
-        windows = Path(args.windows or folder / "windows.json")
-        for path in (folder, windows):
-            if not path.exists():
-                raise SettingsError(f"{path} does not exist (give --series and --windows, or --data)")
         series_configs = labelled.candidates()
         if not args.compare:
             series_configs = dict(list(series_configs.items())[:1])
-        found = labelled.suite(folder, windows, series_configs)
-        print(json.dumps(found, indent=2) if args.json else labelled.format_suite(found))
+        sets: dict[str, labelled.Labelled] = {}
+        if args.series:
+            folder = Path(args.series)
+            sets[folder.name] = labelled.load_folder(folder, Path(args.windows or folder / "windows.json"))
+        else:
+            nab = data / "nab-real-counts"
+            tweets = data / "stocknet-tweets" / "tweets_stream.csv"
+            prices = data / "stocknet-prices" / "prices_daily.csv"
+            if nab.is_dir():
+                sets["nab-real-counts"] = labelled.load_folder(nab, nab / "windows.json")
+            if tweets.is_file() and prices.is_file():
+                sets["stocknet-volume"] = labelled.stocknet_volumes(tweets, prices)
+            if not sets:
+                raise SettingsError(
+                    f"{data} holds neither nab-real-counts/ nor stocknet-tweets/ (give --series or --data)"
+                )
+        found = {name: labelled.suite(series, series_configs) for name, series in sets.items()}
+        if args.json:
+            print(json.dumps(found, indent=2))
+        else:
+            print(
+                "\n\n".join(
+                    f"{name} ({len(sets[name])} series)\n{labelled.format_suite(rows)}" for name, rows in found.items()
+                )
+            )
         return 0
     configs = candidates() if args.compare else dict(list(candidates().items())[:1])
     if args.suite == "stocknet":
@@ -508,7 +526,9 @@ def _add_detect(commands: Commands) -> None:
         "--data", help="the folder holding stocknet-tweets/, stocknet-prices/ and nab-real-counts/ (../shared/data)"
     )
     devaluate.add_argument(
-        "--series", help="series suite: folder of timestamp,value CSVs (default: DATA/nab-real-counts)"
+        "--series",
+        help="series suite: a folder of timestamp,value CSVs (default: DATA/nab-real-counts and the StockNet "
+        "tickers' hourly tweet volumes against their price moves)",
     )
     devaluate.add_argument(
         "--windows",

@@ -76,7 +76,7 @@ def test_the_suite_scores_detect_series_and_the_naive_rule_on_every_labelled_fil
         "real/counts.csv": [[f"{times[48 * 20 - 10]:%Y-%m-%d %H:%M:%S}", f"{times[48 * 20 + 20]:%Y-%m-%d %H:%M:%S}"]]
     }
     (tmp_path / "windows.json").write_text(json.dumps(windows), encoding="utf-8")
-    rows = labelled.suite(tmp_path, tmp_path / "windows.json", labelled.candidates())
+    rows = labelled.suite(labelled.load_folder(tmp_path, tmp_path / "windows.json"), labelled.candidates())
     assert list(rows)[0] == "default (detect series)" and "naive: 3-sigma of the previous day" in rows
     default = rows["default (detect series)"]
     assert list(default["series"]) == ["real/counts.csv"]
@@ -87,7 +87,46 @@ def test_the_suite_scores_detect_series_and_the_naive_rule_on_every_labelled_fil
 def test_a_windows_file_that_names_nothing_there_is_a_clear_error(tmp_path) -> None:
     (tmp_path / "windows.json").write_text(json.dumps({"missing.csv": []}), encoding="utf-8")
     with pytest.raises(SeriesError, match="no series named"):
-        labelled.suite(tmp_path, tmp_path / "windows.json", labelled.candidates())
+        labelled.load_folder(tmp_path, tmp_path / "windows.json")
     (tmp_path / "bad.json").write_text("[1, 2", encoding="utf-8")
     with pytest.raises(SeriesError, match="not a windows file"):
         labelled.read_windows(tmp_path / "bad.json")
+
+
+def test_stocknet_volumes_are_hourly_counts_per_ticker_labelled_by_moves_either_way(tmp_path) -> None:
+    from tests.test_detection_realdata import write_prices
+
+    days = write_prices(tmp_path / "p.csv", {("AAA", 40): -0.10, ("BBB", 50): 0.12})
+    day = days[40]
+    rows = ["created_at,ticker,tweet_id,text,lang,is_retweet,file_date"]
+    for i in range(24 * 30):  # a tweet about AAA every hour for 30 days, two about BBB a day
+        t = datetime(day.year, day.month, day.day, tzinfo=timezone.utc) - timedelta(days=15) + timedelta(hours=i)
+        rows.append(f"{t:%Y-%m-%dT%H:%M:%SZ},AAA,{i},$AAA news,en,false,{t:%Y-%m-%d}")
+        if i % 12 == 0:
+            rows.append(f"{t:%Y-%m-%dT%H:%M:%SZ},BBB,{i},$AAA news,en,false,{t:%Y-%m-%d}")  # filed under both
+    rows.append(f"{day:%Y-%m-%d}T12:00:00Z,CCC,99999,$CCC once,en,false,{day:%Y-%m-%d}")  # under 1 a day: left out
+    (tmp_path / "t.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    series = labelled.stocknet_volumes(tmp_path / "t.csv", tmp_path / "p.csv")
+    assert sorted(series) == ["stocknet/AAA", "stocknet/BBB"]
+    points, windows = series["stocknet/AAA"]
+    assert sum(p.value for p in points) == 24 * 30 and all(
+        b.timestamp - a.timestamp == timedelta(hours=1) for a, b in zip(points, points[1:])
+    )
+    assert len(windows) == 1 and windows[0][0].date() == days[39]  # from the previous close
+    assert sum(p.value for p in series["stocknet/BBB"][0]) == 60
+    assert [w[1].date() for w in series["stocknet/BBB"][1]] == [
+        days[51]
+    ]  # a rise is a window too (ends at midnight NY)
+
+
+def test_detect_evaluate_runs_the_series_suite_on_a_folder(tmp_path, capsys) -> None:
+    from bearwatch.cli import main
+
+    times = _write_series(tmp_path / "s" / "a.csv", [10 + (i % 7) for i in range(48 * 10)] + [300] + [10] * 20)
+    window = [f"{times[48 * 10 - 2]:%Y-%m-%d %H:%M:%S}", f"{times[48 * 10 + 4]:%Y-%m-%d %H:%M:%S}"]
+    (tmp_path / "s" / "windows.json").write_text(json.dumps({"a.csv": [window]}), encoding="utf-8")
+    assert main(["detect", "evaluate", "--suite", "series", "--series", str(tmp_path / "s"), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["s"]["default (detect series)"]["pooled"]["found"] == 1
+    assert main(["detect", "evaluate", "--suite", "series", "--data", str(tmp_path / "nothing")]) == 1
+    assert "holds neither nab-real-counts/ nor stocknet-tweets/" in capsys.readouterr().err

@@ -176,17 +176,56 @@ def candidates() -> dict[str, CountSpikeConfig]:
     }
 
 
-def suite(series_dir: str | Path, windows_file: str | Path, configs: dict[str, CountSpikeConfig]) -> dict[str, dict]:
-    """Every configuration and the naive rule on every labelled series: per series and pooled."""
+Labelled = dict[str, tuple[list[Point], list[tuple[datetime, datetime]]]]  # name -> (rows, windows)
+
+
+def load_folder(series_dir: str | Path, windows_file: str | Path) -> Labelled:
+    """Every series of a folder that the windows file names, with its windows."""
     windows = read_windows(windows_file)
     folder = Path(series_dir)
     names = sorted(name for name in windows if (folder / name).is_file())
     if not names:
         raise SeriesError(f"no series named in {windows_file} is under {folder}")
-    loaded = {}
-    for name in names:
-        points = read_series(folder / name)
-        loaded[name] = (points, infer_step_seconds(points))
+    return {name: (read_series(folder / name), windows[name]) for name in names}
+
+
+def stocknet_volumes(tweets: str | Path, prices: str | Path, min_per_day: float = 1.0) -> Labelled:
+    """Real tweet-volume series labelled by real price moves: each StockNet ticker's distinct tweets
+    per hour (every hour of the stream, empty ones included), for the tickers with at least
+    `min_per_day` a day on average; its windows are the days its price moved ≥ 4 % and ≥ 3 of its
+    own standard deviations against the market, either way (a big move up brings a burst of talk
+    too), each from the previous close to the end of the day (`monitor.detection.stocknet`)."""
+    from monitor.detection.stocknet import price_events, stream_items
+
+    items = stream_items(tweets)
+    hour = 3600
+    times = [_time(i["published_at"].replace("Z", "+00:00")).timestamp() for i in items]
+    first, last = int(min(times) // hour), int(max(times) // hour)
+    counts: dict[str, dict[int, int]] = {}
+    for item, seconds in zip(items, times):
+        slot = int(seconds // hour)
+        for ticker in item["tickers"]:
+            by_hour = counts.setdefault(ticker, {})
+            by_hour[slot] = by_hour.get(slot, 0) + 1
+    days = (last - first + 1) / 24
+    events: dict[str, list[tuple[datetime, datetime]]] = {}
+    for ev in price_events(prices, rises=True):
+        events.setdefault(ev.ticker, []).append((ev.span_start, ev.span_end))
+    out: Labelled = {}
+    for ticker in sorted(counts):
+        if sum(counts[ticker].values()) / days < min_per_day:
+            continue
+        points = []
+        for h in range(first, last + 1):
+            t = datetime.fromtimestamp(h * hour, tz=timezone.utc)
+            points.append(Point(t, float(counts[ticker].get(h, 0)), t.isoformat()))
+        out[f"stocknet/{ticker}"] = (points, events.get(ticker, []))
+    return out
+
+
+def suite(series: Labelled, configs: dict[str, CountSpikeConfig]) -> dict[str, dict]:
+    """Every configuration and the naive rule on every labelled series: per series and pooled."""
+    loaded = {name: (points, infer_step_seconds(points)) for name, (points, _) in series.items()}
     runs: dict[str, dict[str, list[bool]]] = {}
     for label, config in configs.items():
         runs[label] = {
@@ -201,7 +240,7 @@ def suite(series_dir: str | Path, windows_file: str | Path, configs: dict[str, C
         pooled = SeriesScore()
         per: dict[str, dict] = {}
         for name, (points, _) in loaded.items():
-            one = score_flags([p.timestamp for p in points], flags[name], windows[name])
+            one = score_flags([p.timestamp for p in points], flags[name], series[name][1])
             per[name] = one.as_dict()
             pooled.add(one)
         out[label] = {"pooled": pooled.as_dict(), "series": per}
@@ -210,7 +249,8 @@ def suite(series_dir: str | Path, windows_file: str | Path, configs: dict[str, C
 
 def format_suite(rows: dict[str, dict]) -> str:
     names = list(next(iter(rows.values()))["series"])
-    head = f"{'configuration':<38}{'score':>7}{'found':>8}{'flags':>7}{'false':>7}" + "".join(
+    names = names if len(names) <= 4 else []  # many series: the pooled figures only
+    head = f"{'configuration':<38}{'score':>7}{'found':>10}{'flags':>7}{'false':>7}" + "".join(
         f"   {Path(n).stem[:22]:>22}" for n in names
     )
     lines = [head]
@@ -221,6 +261,6 @@ def format_suite(rows: dict[str, dict]) -> str:
             for s in (r["series"][n] for n in names)
         )
         lines.append(
-            f"{label:<38}{p['score']:>7.1f}{p['found']:>5}/{p['windows']:<2}{p['flags']:>7}{p['false_flags']:>7}{cells}"
+            f"{label:<38}{p['score']:>7.1f}{p['found']:>6}/{p['windows']:<3}{p['flags']:>7}{p['false_flags']:>7}{cells}"
         )
     return "\n".join(lines)

@@ -162,8 +162,9 @@ def _day_end(day: date) -> datetime:
     return datetime.combine(day + timedelta(days=1), time(), NEW_YORK).astimezone(timezone.utc)
 
 
-def price_events(path: str | Path, drop: float = 0.04, sigmas: float = 3.0) -> list[Event]:
-    """Ticker-days that fell ≥ `drop` more than the market and ≥ `sigmas` of the ticker's own residuals."""
+def price_events(path: str | Path, drop: float = 0.04, sigmas: float = 3.0, rises: bool = False) -> list[Event]:
+    """Ticker-days that fell ≥ `drop` more than the market and ≥ `sigmas` of the ticker's own
+    residuals; with `rises`, the days that rose as far too (what moves a ticker's news volume)."""
     closes: dict[str, list[tuple[date, float]]] = defaultdict(list)
     with open(path, encoding="utf-8", newline="") as fh:
         for row in csv.DictReader(fh):
@@ -188,7 +189,8 @@ def price_events(path: str | Path, drop: float = 0.04, sigmas: float = 3.0) -> l
     for ticker, rows in residuals.items():
         sd = statistics.pstdev([r for _, r in rows]) if len(rows) > 1 else math.inf
         for day, r in rows:
-            if r <= -drop and r <= -sigmas * sd:
+            size = abs(r) if rises else -r
+            if size >= drop and size >= sigmas * sd:
                 events.append(Event(ticker, day, r, _close(previous[(ticker, day)]), _day_end(day)))
     return sorted(events, key=lambda e: (e.day, e.ticker))
 
