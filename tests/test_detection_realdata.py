@@ -232,6 +232,45 @@ def test_a_slow_wave_over_a_day_is_seen_by_the_day_window() -> None:
     assert not [a for a in run(events, short) if a.key == "ticker:AAA" and a.status == "opened"]
 
 
+def test_a_story_pages_once_while_its_day_window_holds_it_and_new_news_pages_again() -> None:
+    """Six bearish tweets in half an hour page; the episode ends after two quiet hours while the day
+    window still holds them, so one more bearish tweet would page the same story again. With the
+    paged memory (the default) the reopening window is tested without what was paged: one more
+    tweet does not page, a new burst of its own does."""
+    story = burst(("AAA",), 6, timedelta(days=4, hours=10))
+    follow_up = [
+        ScoredEvent("f1", START + timedelta(days=4, hours=15), True, 0.97, "Macro", ("AAA",)),
+        ScoredEvent("f2", START + timedelta(days=4, hours=15, minutes=5), True, 0.97, "Macro", ("AAA",)),
+    ]
+    usual = [
+        ScoredEvent(f"u{h}", START + timedelta(hours=h, minutes=30), False, 0.05, "Macro", ("AAA",)) for h in range(120)
+    ]
+    events = quiet_market() + usual + story + follow_up
+
+    def opened(alerts: list) -> list:
+        return [a for a in alerts if a.key == "ticker:AAA" and a.status == "opened"]
+
+    assert len(opened(run(events, TrackerConfig(paged_memory=None)))) == 2  # the same story, paged twice
+    (once,) = opened(run(events))
+    assert once.window_end < START + timedelta(days=4, hours=11)
+    new_wave = [replace(e, id=f"n{i}", published_at=e.published_at + timedelta(hours=5)) for i, e in enumerate(story)]
+    second = opened(run(quiet_market() + usual + story + new_wave))
+    assert len(second) == 2 and second[1].window_end > START + timedelta(days=4, hours=15)
+    # The memory survives a restart: a tracker restored from its snapshot after the story decides the same.
+    tracker = NewsTracker()
+    alerts: list = []
+    ordered = sorted(events, key=lambda e: (e.published_at, e.id))
+    cut = next(i for i, e in enumerate(ordered) if e.id == "f1")
+    for e in ordered[:cut]:
+        alerts += tracker.add(e)
+    assert tracker.paged.get("ticker:AAA")
+    tracker = NewsTracker.restore(json.loads(json.dumps(tracker.snapshot())))
+    for e in ordered[cut:]:
+        alerts += tracker.add(e)
+    alerts += tracker.flush(ordered[-1].published_at + timedelta(hours=3))
+    assert [a.id for a in opened(alerts)] == [once.id]
+
+
 def test_no_key_goes_blind_at_ten_thousand_items_a_bucket() -> None:
     """A busy key's expected count is far past where exp(-mean) underflows (745): a burst still
     flags (the tail used to read 1.0 there), the ordinary noise still does not. (A burst must still

@@ -206,7 +206,7 @@ def candidates() -> dict[str, TrackerConfig]:
         return replace(base, counts=replace(counts, alpha=a), share_alpha=a)
 
     return {
-        "default: 15m-24h, a 1e-3, early, conf 0.85": base,
+        "default: 15m-24h, a 1e-3, early, conf 0.85, paged": base,
         "no early checks (bucket closes only)": replace(base, early=None),
         "no confidence floor": replace(base, min_confidence=0.0),
         "confidence >= 0.85 over the top 5": replace(base, confidence_top=5),
@@ -221,6 +221,7 @@ def candidates() -> dict[str, TrackerConfig]:
         "over-dispersion floor r >= 0.5": replace(base, counts=replace(counts, min_size=0.5)),
         "min 4 negatives": replace(base, counts=replace(counts, min_count=4), share_min_negatives=4),
         "multi-ticker items count fully": replace(base, shared_tickers=1000),
+        "no paged memory (a story may page again)": replace(base, paged_memory=None),
     }
 
 

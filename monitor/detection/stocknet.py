@@ -13,7 +13,9 @@ An alert (a ticker-level alert with a negative test, `opened`) is **relevant** w
 (the end of the bucket that opened it) inside an event's span of the same ticker.
 Precision = relevant alerts / alerts; recall = covered events with a relevant alert / covered events;
 delay = from the event's first negative tweet in its span to the end of the bucket that raised the
-alert (when it could be sent). Alerts per ticker-week say how loud the channel is.
+alert (when it could be sent). Alerts per ticker-week say how loud the channel is. Beside them, the
+alert days (distinct ticker and New York date with an alert) and their precision (those with a
+relevant alert / all): one story paged again and again counts once there, on a real bad day or not.
 
 The stream is scored once with the serving model (the same validation, text and dedup keys as the
 scoring stage; the model's argmax decides `negative`) and cached per model version, so that the
@@ -275,6 +277,8 @@ class SuiteScore:
     detected: int = 0
     delays_min: list[float] = field(default_factory=list)
     ticker_weeks: float = 1.0
+    alert_days: int = 0  # distinct (ticker, New York date) with an alert: one story's repeated pages count once
+    relevant_days: int = 0
 
     @property
     def precision(self) -> float:
@@ -294,6 +298,8 @@ class SuiteScore:
             "detected": self.detected,
             "recall": round(self.recall, 3),
             "alerts_per_ticker_week": round(self.alerts / self.ticker_weeks, 4),
+            "alert_days": self.alert_days,
+            "day_precision": round(self.relevant_days / self.alert_days, 3) if self.alert_days else 0.0,
             "delay_minutes_median": round(statistics.median(d)) if d else None,
             "delay_minutes_p90": round(sorted(d)[int(0.9 * (len(d) - 1))]) if d else None,
         }
@@ -317,11 +323,15 @@ def score(
         by_ticker[ev.ticker].append(ev)
     s = SuiteScore(alerts=len(raised), ticker_weeks=max(1e-9, tickers * weeks))
     hits: dict[Event, list[Raised]] = defaultdict(list)
+    days: dict[tuple[str, date], bool] = {}
     for r in raised:
         on = [ev for ev in by_ticker.get(r.ticker, ()) if ev.span_start < r.at <= ev.span_end]
         s.relevant += bool(on)
+        day = (r.ticker, r.at.astimezone(NEW_YORK).date())
+        days[day] = days.get(day, False) or bool(on)
         for ev in on:
             hits[ev].append(r)
+    s.alert_days, s.relevant_days = len(days), sum(days.values())
     for ev in events:
         if ev.tweets < min_tweets:
             continue
@@ -377,7 +387,7 @@ def suite(
 
 def format_suite(rows: dict[str, dict]) -> str:
     head = (
-        f"{'configuration':<44}{'precision':>10}{'recall':>8}{'found':>8}{'alerts':>8}{'/tkr-wk':>9}"
+        f"{'configuration':<44}{'precision':>10}{'recall':>8}{'found':>8}{'alerts':>8}{'days':>6}{'P/day':>7}{'/tkr-wk':>9}"
         f"{'delay p50':>11}{'p90':>7}   2014 P/R    2015-16 P/R"
     )
     lines = [head]
@@ -390,7 +400,7 @@ def format_suite(rows: dict[str, dict]) -> str:
         )
         lines.append(
             f"{name:<44}{a['precision']:>10.2f}{a['recall']:>8.2f}{a['detected']:>4}/{a['covered_events']:<3}"
-            f"{a['alerts']:>8}{a['alerts_per_ticker_week']:>9.3f}{delay}"
+            f"{a['alerts']:>8}{a['alert_days']:>6}{a['day_precision']:>7.2f}{a['alerts_per_ticker_week']:>9.3f}{delay}"
             f"   {h1['precision']:.2f}/{h1['recall']:.2f}   {h2['precision']:.2f}/{h2['recall']:.2f}"
         )
     return "\n".join(lines)

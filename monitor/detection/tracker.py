@@ -99,6 +99,11 @@ class TrackerConfig:
     # (on the real StockNet suite: precision 0.26 -> 0.31 at the same recall, docs/detection.md).
     min_confidence: float = 0.85
     confidence_top: int = 3
+    # A key whose episode has ended opens a new one only on news it has not paged yet: for this long
+    # after an episode flagged them, its negatives are left out of the key's next opening windows
+    # (the test is run again without them), so one story whose day window still holds it after two
+    # quiet hours does not page again at its next tweet. None: every flagged window may open one.
+    paged_memory: timedelta | None = timedelta(hours=24)
 
     def counts_for(self, scale: int) -> CountSpikeConfig:
         """A scale's baseline: it learns at every bucket (the windows slide), so its memory is in
@@ -223,6 +228,7 @@ class NewsTracker:
         self.closed_buckets = 0
         # Early checks of the open bucket: the last point checked, the keys they flagged, and each
         # key's counted negatives at that point (to see which keys a new point brings negatives).
+        self.paged: dict[str, dict[str, datetime]] = {}  # key -> negative ids its episodes flagged -> when
         self.early_to: datetime | None = None
         self.early_flagged: set[str] = set()
         self._early_negatives: dict[str, float] | None = None
@@ -316,6 +322,10 @@ class NewsTracker:
                 self.seen_ids = {i: t for i, t in self.seen_ids.items() if t >= horizon}
                 keep = self.next_close - self.config.dedup_window
                 self.last_of_key = {k: t for k, t in self.last_of_key.items() if t >= keep}
+                if self.config.paged_memory is not None:
+                    since = self.next_close - self.config.paged_memory
+                    kept = {k: {i: t for i, t in ids.items() if t >= since} for k, ids in self.paged.items()}
+                    self.paged = {k: ids for k, ids in kept.items() if ids}
         if self.watermark is not None:
             alerts += self._early_until(self.watermark)
         return alerts
@@ -502,6 +512,8 @@ class NewsTracker:
                     explained[i] |= ids
                 elif kinds and len(explained[i] & ids) * 2 >= max(1, len(ids)):
                     continue  # mostly one ticker's story
+                if kinds and key not in self.episodes and key in self.paged:
+                    kinds = self._unpaged(key, row, sc, w, kinds, end)
                 window_start = start - w.age * self.config.bucket  # where its negatives begin
                 for kind, test in (kinds or {}).items():
                     if test.flag and (kind not in flagged or test.p_value < flagged[kind].test.p_value):
@@ -519,7 +531,48 @@ class NewsTracker:
             alert = self._episode(key, row, end, flagged, shortest.get(row), current, shared)
             if alert is not None:
                 alerts.append(alert)
+            if flagged and self.config.paged_memory is not None:
+                paged = self.paged.setdefault(key, {})
+                for f in flagged.values():
+                    if f.window is not None:
+                        paged.update((i, end) for _, i in f.window.negative_ids)
         return alerts
+
+    def _unpaged(
+        self, key: str, row: int, sc: _Scale, w: _Bucket, kinds: dict[str, WindowTest], end: datetime
+    ) -> dict[str, WindowTest] | None:
+        """A key's negative tests on a window without the negatives its recent episodes already
+        flagged (`paged_memory`): what is left of them must be significant on its own."""
+        c = self.config
+        assert c.paged_memory is not None
+        horizon = end - c.paged_memory
+        paged = self.paged[key]
+        ids = [i for _, i in w.negative_ids]
+        old = sum(1 for i in ids if i in paged and paged[i] >= horizon)
+        if not old:
+            return kinds
+        fresh = w.negatives * (len(ids) - old) / len(ids)  # items filed under many tickers weigh less
+        left: dict[str, WindowTest] = {}
+        for kind, test in kinds.items():
+            if kind == "volume_burst":
+                left[kind] = test
+                continue
+            if kind == "negative_volume":
+                counts = sc.negatives.config
+                enough = fresh + 1e-9 >= counts.min_count and fresh >= counts.min_ratio * test.expected
+                p = sc.negatives.tail(row, fresh, test.expected) if enough else 1.0
+                flag = enough and p < counts.alpha
+                observed = fresh
+            else:  # negative_share: the binomial on the window without them
+                k = math.floor(fresh + 1e-9)
+                n = max(k, round(w.items - (w.negatives - fresh)))
+                enough = k >= c.share_min_negatives
+                p = binomial_sf(k, n, test.expected) if enough else 1.0
+                flag = enough and p < c.share_alpha
+                observed = k / n if n else 0.0
+            if flag:
+                left[kind] = WindowTest(True, p, observed, test.expected)
+        return left or None
 
     def _confident(self, w: _Bucket) -> bool:
         top = w.negative_ids[: self.config.confidence_top]
@@ -669,6 +722,7 @@ class NewsTracker:
             "seen_ids": {i: t(b) for i, b in self.seen_ids.items()},
             "open": {t(start): [e.state() for e in events] for start, events in self.open.items()},
             "last_of_key": {k: t(v) for k, v in self.last_of_key.items()},
+            "paged": {k: {i: t(w) for i, w in ids.items()} for k, ids in self.paged.items()},
             "counted": {
                 t(start): {k: _bucket_state(b) for k, b in keys.items()} for start, keys in self.counted.items()
             },
@@ -718,6 +772,7 @@ class NewsTracker:
             else:
                 tracker.open[parse(start)] = [ScoredEvent.from_state(e) for e in events]
         tracker.last_of_key = {k: parse(v) for k, v in state.get("last_of_key", {}).items()}
+        tracker.paged = {k: {i: parse(w) for i, w in ids.items()} for k, ids in state.get("paged", {}).items()}
         for start, keys in state.get("counted", {}).items():
             tracker.counted[parse(start)] = {k: _bucket_from(b) for k, b in keys.items()}
         current = state.get("version", 1) >= 2
