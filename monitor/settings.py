@@ -177,6 +177,7 @@ class DetectionSettings:
     alpha: Probability = 1e-3  # tail probability under which a window is a spike (lower: fewer, later alerts)
     early_check_minutes: NonNegative = 1.0  # the open bucket is also checked this often (0: at its close only)
     min_confidence: Fraction = 0.85  # a negative alert needs its top 3 items' mean p(bearish) at least this
+    paged_memory_hours: NonNegative = 24.0  # a key's new episode is tested without what it paged this recently (0: off)
     snapshot_every_batches: AtLeastOne = 10
     batch_size: AtLeastOne = 500
 

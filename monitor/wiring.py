@@ -47,6 +47,7 @@ def tracker_config(settings: Settings) -> TrackerConfig:
         counts=replace(base.counts, alpha=d.alpha),
         early=timedelta(minutes=d.early_check_minutes) if d.early_check_minutes > 0 else None,
         min_confidence=d.min_confidence,
+        paged_memory=timedelta(hours=d.paged_memory_hours) if d.paged_memory_hours > 0 else None,
     )
 
 

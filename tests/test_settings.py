@@ -119,3 +119,14 @@ def test_the_documented_example_file_loads_with_the_defaults() -> None:
 
     example = Path(__file__).resolve().parents[1] / "deploy" / "bearwatch.toml"
     assert load_settings(example, env={}) == Settings()
+
+
+def test_detection_settings_reach_the_tracker() -> None:
+    from datetime import timedelta
+
+    from monitor.wiring import tracker_config
+
+    default = tracker_config(load_settings(env={}))
+    assert default.paged_memory == timedelta(hours=24) and default.min_confidence == 0.85
+    off = tracker_config(load_settings(env={"BEARWATCH_DETECTION_PAGED_MEMORY_HOURS": "0"}))
+    assert off.paged_memory is None
