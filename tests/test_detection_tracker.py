@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 from datetime import datetime, timedelta, timezone
 
-from monitor.detection.tracker import NewsTracker, binomial_sf
+from monitor.detection.tracker import NewsTracker, TrackerConfig, binomial_sf
 from monitor.records import ScoredEvent
 
 START = datetime(2026, 11, 2, tzinfo=timezone.utc)
@@ -122,6 +122,12 @@ def test_evaluation_harness_scores_planted_episodes_deterministically() -> None:
     assert first.episodes == 8 and 0 <= first.detected <= 8 and first.key_weeks > 0
     s = summary([0, 1])
     assert s["episodes"] == 16 and 0.5 <= s["recall"] <= 1.0 and 0.5 <= s["precision"] <= 1.0
+    # An episode's delay is to the first alert that matched it, not to a later re-page whose day
+    # window reaches further back (seed 9 pages a story of T17 again ~20 hours on, without the memory).
+    from dataclasses import replace
+
+    repaging = evaluate(9, replace(TrackerConfig(), paged_memory=None))
+    assert repaging.delays_by_shape["spike"] and max(repaging.delays_by_shape["spike"]) <= 30
 
 
 def test_the_detection_loop_reports_its_health() -> None:

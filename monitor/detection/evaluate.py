@@ -156,7 +156,7 @@ def evaluate(seed: int, config: TrackerConfig | None = None, days: int = 14) -> 
             and a.window_end >= ep.start
         ]
         if hits:
-            first = min(hits, key=lambda a: a.window_start)
+            first = min(hits, key=lambda a: a.window_end)  # the first page that matched it
             matched.update(a.id for a in hits)
             score.detected += 1
             score.by_shape[ep.shape][0] += 1
