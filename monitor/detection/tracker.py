@@ -226,9 +226,9 @@ class NewsTracker:
         self.late = 0
         self.closed_any = False
         self.closed_buckets = 0
+        self.paged: dict[str, dict[str, datetime]] = {}  # key -> negative ids its episodes flagged -> when
         # Early checks of the open bucket: the last point checked, the keys they flagged, and each
         # key's counted negatives at that point (to see which keys a new point brings negatives).
-        self.paged: dict[str, dict[str, datetime]] = {}  # key -> negative ids its episodes flagged -> when
         self.early_to: datetime | None = None
         self.early_flagged: set[str] = set()
         self._early_negatives: dict[str, float] | None = None
