@@ -35,11 +35,11 @@ from pathlib import Path
 from monitor.detection.counts import CountSpikeConfig
 from monitor.detection.series import (
     DEFAULT,
+    Episodes,
     Point,
     config_for_step,
     detect,
     infer_step_seconds,
-    quiet_steps,
     read_series,
 )
 from monitor.errors import SeriesError
@@ -152,15 +152,11 @@ def naive_flags(points: Sequence[Point], step_s: float, sigmas: float = 3.0) -> 
     one flag per episode as `detect series` (a quiet day ends it)."""
     history = max(24, round(86400 / step_s))
     past: deque[float] = deque(maxlen=history)
-    quiet_after, quiet = quiet_steps(step_s), None
+    episodes = Episodes(step_s)
     out = []
     for p in points:
         hit = len(past) == history and p.value > statistics.fmean(past) + sigmas * statistics.pstdev(past)
-        out.append(hit and quiet is None)
-        if hit:
-            quiet = 0
-        elif quiet is not None:
-            quiet = None if quiet + 1 >= quiet_after else quiet + 1
+        out.append(episodes.step(hit))
         past.append(p.value)
     return out
 

@@ -88,6 +88,23 @@ def quiet_steps(step_s: float) -> int:
     return max(2, round((86400 if step_s < 86400 else 7 * 86400) / step_s))
 
 
+class Episodes:
+    """One alert per episode: `step(hit)` says whether a row opens one (a hit while none is open);
+    an episode ends after `quiet_steps` rows without a hit."""
+
+    def __init__(self, step_s: float) -> None:
+        self.quiet_after = quiet_steps(step_s)
+        self.quiet: int | None = None  # quiet rows since the last hit; None: no episode open
+
+    def step(self, hit: bool) -> bool:
+        opens = hit and self.quiet is None
+        if hit:
+            self.quiet = 0
+        elif self.quiet is not None:
+            self.quiet = None if self.quiet + 1 >= self.quiet_after else self.quiet + 1
+        return opens
+
+
 def anomaly_score(p_value: float, alpha: float) -> float:
     """Significance on 0–1: 0.5 at p = α, towards 1 as p → 0, 0 at p = 1."""
     s = -math.log10(max(p_value, 1e-300))
@@ -100,17 +117,12 @@ def detect(
     """(point, anomaly score, whether an alert opens at this row) for every row, causally."""
     config = config or config_for_step(step_s)
     detector = CountSpike(config)
-    quiet_after, quiet = quiet_steps(step_s), None  # None: no episode open
+    episodes = Episodes(step_s)
     out = []
     for point in points:
         decision = detector.update(point.value, slot_of(point.timestamp, step_s))
         score = anomaly_score(decision.p_value, config.alpha) if detector.seen > config.warmup else 0.0
-        opens = decision.flag and quiet is None
-        if decision.flag:
-            quiet = 0
-        elif quiet is not None:
-            quiet = None if quiet + 1 >= quiet_after else quiet + 1
-        out.append((point, round(score, 6), opens))
+        out.append((point, round(score, 6), episodes.step(decision.flag)))
     return out
 
 
