@@ -241,21 +241,24 @@ def cmd_detect_evaluate(args: argparse.Namespace) -> int:
         if not args.compare:
             series_configs = dict(list(series_configs.items())[:1])
         sets: dict[str, labelled.Labelled] = {}
+
+        def windows_of(folder: Path) -> Path | None:  # a windows file, or the files' own label column
+            return folder / "windows.json" if (folder / "windows.json").is_file() else None
+
         if args.series:
             folder = Path(args.series)
-            sets[folder.name] = labelled.load_folder(folder, Path(args.windows or folder / "windows.json"))
+            sets[folder.name] = labelled.load_folder(folder, Path(args.windows) if args.windows else windows_of(folder))
         else:
-            nab = data / "nab-real-counts"
             tweets = data / "stocknet-tweets" / "tweets_stream.csv"
             prices = data / "stocknet-prices" / "prices_daily.csv"
-            if nab.is_dir():
-                sets["nab-real-counts"] = labelled.load_folder(nab, nab / "windows.json")
+            kept = Path(__file__).resolve().parents[1] / "bench" / "series"  # copied into the repository
+            for name in ("nab-real-counts", "cloud-monitoring-counts"):
+                if (kept / name).is_dir():
+                    sets[name] = labelled.load_folder(kept / name, windows_of(kept / name))
             if tweets.is_file() and prices.is_file():
                 sets["stocknet-volume"] = labelled.stocknet_volumes(tweets, prices)
             if not sets:
-                raise SettingsError(
-                    f"{data} holds neither nab-real-counts/ nor stocknet-tweets/ (give --series or --data)"
-                )
+                raise SettingsError(f"neither {kept} nor {data}/stocknet-tweets/ is here (give --series or --data)")
         found = {name: labelled.suite(series, series_configs) for name, series in sets.items()}
         if args.json:
             print(json.dumps(found, indent=2))
@@ -523,17 +526,18 @@ def _add_detect(commands: Commands) -> None:
         "real count series with labelled anomaly windows; synthetic: planted episodes",
     )
     devaluate.add_argument(
-        "--data", help="the folder holding stocknet-tweets/, stocknet-prices/ and nab-real-counts/ (../shared/data)"
+        "--data",
+        help="the folder holding stocknet-tweets/ and stocknet-prices/ (../shared/data)",
     )
     devaluate.add_argument(
         "--series",
-        help="series suite: a folder of timestamp,value CSVs (default: DATA/nab-real-counts and the StockNet "
-        "tickers' hourly tweet volumes against their price moves)",
+        help="series suite: a folder of timestamp,value CSVs (default: the real labelled count series kept in "
+        "bench/series and the StockNet tickers' hourly tweet volumes against their price moves)",
     )
     devaluate.add_argument(
         "--windows",
-        help="series suite: JSON of labelled windows per file, as NAB's combined_windows.json "
-        "(default: SERIES/windows.json)",
+        help="series suite: JSON of labelled windows per file, as NAB's combined_windows.json (default: "
+        "SERIES/windows.json; without one, each file's label column, 1 on anomalous rows, windowed as NAB does)",
     )
     devaluate.add_argument("--tweets", help="StockNet tweets_stream.csv (overrides --data)")
     devaluate.add_argument("--prices", help="StockNet prices_daily.csv (overrides --data)")

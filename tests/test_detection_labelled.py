@@ -128,5 +128,51 @@ def test_detect_evaluate_runs_the_series_suite_on_a_folder(tmp_path, capsys) -> 
     assert main(["detect", "evaluate", "--suite", "series", "--series", str(tmp_path / "s"), "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["s"]["default (detect series)"]["pooled"]["found"] == 1
-    assert main(["detect", "evaluate", "--suite", "series", "--data", str(tmp_path / "nothing")]) == 1
-    assert "holds neither nab-real-counts/ nor stocknet-tweets/" in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
+    assert main(["detect", "evaluate", "--suite", "series", "--series", str(tmp_path / "empty")]) == 1
+    assert "holds no CSV series" in capsys.readouterr().err
+
+
+def test_series_labelled_row_by_row_get_nab_windows_centred_on_each_run_of_labels() -> None:
+    points = [labelled.Point(t, 1.0, "") for t in TIMES]
+    labels = [False] * 1000
+    labels[300:302] = [True, True]  # one anomaly of two rows
+    labels[700] = True  # and one of a single row
+    windows = labelled.windows_from_labels(points, labels)
+    # a tenth of 1,000 rows shared by two anomalies: 50 rows each, centred on the run
+    assert windows == [(TIMES[276], TIMES[325]), (TIMES[675], TIMES[725])]
+    labels[330] = True  # a third anomaly 28 rows after the first: their windows meet and merge
+    assert len(labelled.windows_from_labels(points, labels)) == 2
+    assert labelled.windows_from_labels(points, [False] * 1000) == []
+
+
+def test_a_folder_of_series_labelled_row_by_row_is_read_whatever_the_header_case(tmp_path) -> None:
+    rows = [
+        f"{t:%Y-%m-%d %H:%M:%S},{'' if i == 40 else 5 + (i % 3)},{int(i in (600, 601))}" for i, t in enumerate(TIMES)
+    ]
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "a.csv").write_text(
+        '\ufeff"TimeStamp"," Value","Label"\n' + "\n".join(rows) + "\n", encoding="utf-8"
+    )
+    series = labelled.load_folder(tmp_path)
+    points, windows = series["sub/a.csv"]
+    assert len(points) == 1000 and points[40].value is None and points[41].value == 7.0
+    assert len(windows) == 1 and windows[0][0] <= TIMES[600] <= windows[0][1]
+    (tmp_path / "sub" / "a.csv").write_text("timestamp,value,label\n2024-01-01 00:00:00,3,yes\n", encoding="utf-8")
+    with pytest.raises(SeriesError, match="label 'yes' is neither 0 nor 1"):
+        labelled.load_folder(tmp_path)
+    (tmp_path / "sub" / "a.csv").write_text("timestamp,value\n2024-01-01 00:00:00,3\n", encoding="utf-8")
+    with pytest.raises(SeriesError, match="timestamp, value, label"):
+        labelled.load_folder(tmp_path)
+
+
+def test_a_value_that_is_no_count_is_a_clear_error_and_nan_is_a_gap(tmp_path) -> None:
+    from monitor.detection.series import read_series
+
+    path = tmp_path / "s.csv"
+    for cell, message in (("inf", "finite"), ("-2", "not negative"), ("12 items", "not a number")):
+        path.write_text(f"timestamp,value\n2024-01-01 00:00:00,{cell}\n", encoding="utf-8")
+        with pytest.raises(SeriesError, match=message):
+            read_series(path)
+    path.write_text("timestamp,value\n2024-01-01 00:00:00,NaN\n2024-01-01 01:00:00,null\n", encoding="utf-8")
+    assert [p.value for p in read_series(path)] == [None, None]

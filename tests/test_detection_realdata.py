@@ -297,6 +297,26 @@ def test_no_key_goes_blind_at_ten_thousand_items_a_bucket() -> None:
 
 
 # --- detect series --------------------------------------------------------------------------------
+def test_a_detect_series_episode_ends_after_the_daemons_two_quiet_hours() -> None:
+    rng = random.Random(6)
+    values = [rng.choice([3, 4, 5, 4, 3, 6]) for _ in range(12 * 24 * 4)]  # four days of 5-minute rows
+    burst = 12 * 24 * 3
+    for start in (burst, burst + 12, burst + 12 * 4):  # 1 hour after the first (one episode), 3 hours after (a new one)
+        values[start : start + 2] = [60, 60]
+    points = [Point(START + timedelta(minutes=5 * i), float(v), "") for i, v in enumerate(values)]
+    assert [i for i, (_, _, flag) in enumerate(detect(points, 300.0)) if flag] == [burst, burst + 12 * 4]
+
+
+def test_detect_series_keeps_missing_values_as_rows_without_evidence() -> None:
+    rng = random.Random(7)
+    values: list[float | None] = [float(rng.choice([3, 4, 5, 4, 3, 6])) for _ in range(24 * 10)]
+    full = detect([Point(START + timedelta(hours=h), v, "") for h, v in enumerate(values)], 3600.0)
+    values[100:103] = [None, None, None]
+    gappy = detect([Point(START + timedelta(hours=h), v, "") for h, v in enumerate(values)], 3600.0)
+    assert len(gappy) == len(full) and [(s, f) for _, s, f in gappy[100:103]] == [(0.0, False)] * 3
+    assert sum(f for _, _, f in gappy) == 0
+
+
 def test_detect_series_flags_one_row_per_episode_and_scores_every_row() -> None:
     rng = random.Random(5)
     values = [rng.choice([3, 4, 5, 4, 3, 6]) for _ in range(24 * 10)]

@@ -3,11 +3,15 @@ configuration for every series) on real count series with labelled anomaly windo
 the public anomaly benchmarks score a detector, beside a naive rule in the same run.
 
 Input: a folder of `timestamp,value` CSVs and a JSON file of windows in the layout of the Numenta
-Anomaly Benchmark's `combined_windows.json` (``{"sub/file.csv": [["start", "end"], ...]}``); every file
-named in both is scored. NAB (MIT) has two real series that are counts and not tweets
-(`realKnownCause/nyc_taxi.csv`, taxi passengers every 30 minutes; `realAWSCloudwatch/
-elb_request_count_8c0756.csv`, load-balancer requests every 5 minutes). The tweet-volume series are a
-held-out evaluation of this project and are never read here.
+Anomaly Benchmark's `combined_windows.json` (``{"sub/file.csv": [["start", "end"], ...]}``), every file
+named in both scored; or a folder of `timestamp,value,label` CSVs labelled row by row, windowed the
+way NAB windows its labels (a tenth of the rows shared among the anomalies, centred on each). NAB
+(MIT) has two real series that are counts and not tweets (`realKnownCause/nyc_taxi.csv`, taxi
+passengers every 30 minutes; `realAWSCloudwatch/elb_request_count_8c0756.csv`, load-balancer
+requests every 5 minutes). The tweet-volume series are a held-out evaluation of this project and
+are never read here. Microsoft's Cloud Monitoring Dataset (MIT) adds 17 real count series labelled
+row by row by the services' own engineers: hourly application crashes and in-app purchases, a
+database server's queries a minute, a client's "service unavailable" results a minute.
 
 The score follows NAB's published "standard profile" (Lavin & Ahmad 2015), written here from its
 description: only the rows where an alert opens count (`flag`); the first of them inside a window
@@ -23,6 +27,7 @@ the benchmark does (sums of raw, null and perfect), and per series.
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import statistics
@@ -41,11 +46,13 @@ from monitor.detection.series import (
     detect,
     infer_step_seconds,
     read_series,
+    read_table,
 )
 from monitor.errors import SeriesError
 
 A_TP, A_FP, A_FN = 1.0, 0.11, 1.0
 PROBATION, PROBATION_MAX = 0.15, 750
+WINDOW_SHARE = 0.1  # NAB: all of a series' windows together span a tenth of its rows
 
 
 def scaled_sigmoid(y: float) -> float:
@@ -149,12 +156,15 @@ def score_flags(
 
 def naive_flags(points: Sequence[Point], step_s: float, sigmas: float = 3.0) -> list[bool]:
     """A row above the mean + 3 standard deviations of the previous day's rows (at least 24 rows),
-    one flag per episode as `detect series` (a quiet day ends it)."""
+    one flag per episode as `detect series` (two quiet hours end it)."""
     history = max(24, round(86400 / step_s))
     past: deque[float] = deque(maxlen=history)
     episodes = Episodes(step_s)
     out = []
     for p in points:
+        if p.value is None:  # a missing value: no evidence, as in `detect series`
+            out.append(False)
+            continue
         hit = len(past) == history and p.value > statistics.fmean(past) + sigmas * statistics.pstdev(past)
         out.append(episodes.step(hit))
         past.append(p.value)
@@ -175,14 +185,55 @@ def candidates() -> dict[str, CountSpikeConfig]:
 Labelled = dict[str, tuple[list[Point], list[tuple[datetime, datetime]]]]  # name -> (rows, windows)
 
 
-def load_folder(series_dir: str | Path, windows_file: str | Path) -> Labelled:
-    """Every series of a folder that the windows file names, with its windows."""
-    windows = read_windows(windows_file)
+def windows_from_labels(
+    points: Sequence[Point], labels: Sequence[bool], share: float = WINDOW_SHARE
+) -> list[tuple[datetime, datetime]]:
+    """NAB's windows for series labelled row by row: each run of labelled rows is one anomaly, and
+    its window spans ``share`` of the series' rows divided by the number of anomalies, centred on
+    the run (never shorter than the run itself); windows that meet are merged."""
+    n = len(points)
+    runs, row = [], 0
+    for flagged, group in itertools.groupby(labels):
+        length = len(list(group))
+        if flagged:
+            runs.append((row, row + length - 1))
+        row += length
+    if not runs:
+        return []
+    size = share * n / len(runs)
+    spans: list[list[int]] = []
+    for a, b in runs:
+        pad = max(0.0, (size - (b - a + 1)) / 2)
+        lo, hi = max(0, math.floor(a - pad)), min(n - 1, math.ceil(b + pad))
+        if spans and lo <= spans[-1][1] + 1:
+            spans[-1][1] = max(spans[-1][1], hi)
+        else:
+            spans.append([lo, hi])
+    return [(points[lo].timestamp, points[hi].timestamp) for lo, hi in spans]
+
+
+def load_folder(series_dir: str | Path, windows_file: str | Path | None = None) -> Labelled:
+    """Every series of a folder with its windows: those a windows file names, or, without one,
+    every CSV under the folder with a `label` column (1 on anomalous rows), windowed as NAB does."""
     folder = Path(series_dir)
-    names = sorted(name for name in windows if (folder / name).is_file())
-    if not names:
-        raise SeriesError(f"no series named in {windows_file} is under {folder}")
-    return {name: (read_series(folder / name), windows[name]) for name in names}
+    if windows_file is not None:
+        windows = read_windows(windows_file)
+        names = sorted(name for name in windows if (folder / name).is_file())
+        if not names:
+            raise SeriesError(f"no series named in {windows_file} is under {folder}")
+        return {name: (read_series(folder / name), windows[name]) for name in names}
+    out: Labelled = {}
+    for path in sorted(folder.rglob("*.csv")):
+        points, cells = read_table(path, extra=("label",))
+        flags = []
+        for line, cell in enumerate(cells["label"], start=2):
+            if cell not in ("0", "1"):
+                raise SeriesError(f"{path}:{line}: label {cell[:20]!r} is neither 0 nor 1")
+            flags.append(cell == "1")
+        out[path.relative_to(folder).as_posix()] = (points, windows_from_labels(points, flags))
+    if not out:
+        raise SeriesError(f"{folder} holds no CSV series (and no windows file was given)")
+    return out
 
 
 def stocknet_volumes(tweets: str | Path, prices: str | Path, min_per_day: float = 1.0) -> Labelled:

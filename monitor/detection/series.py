@@ -5,8 +5,9 @@ seasonal slot is the hour of the day for sub-daily steps or the day of the week 
 The decision at a row uses only rows up to it.
 
 Like the alerting daemon, it raises one alert per episode: `flag` is 1 only on the row where an
-episode opens (its first significant row); later significant rows continue the episode, which ends
-after a quiet day (a week for daily series) without one. `anomaly_score`, for every row, is the
+episode opens (its first significant row); later significant rows continue the episode, which ends,
+as the daemon's do, after two quiet hours (at least two rows) without one. A missing value (an
+empty or NaN cell) is written with score 0 and gives the detector no evidence. `anomaly_score`, for every row, is the
 significance on a 0–1 scale: ``s / (s + s_alpha)`` with ``s = -log10(p)``, so 0.5 is exactly the
 detector's α, 1 is certainty, 0 an ordinary row (and every warm-up row).
 """
@@ -22,15 +23,21 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from monitor.detection.counts import CountSpike, CountSpikeConfig
+from monitor.detection.tracker import TrackerConfig
 from monitor.errors import SeriesError
 
 DEFAULT = CountSpikeConfig()
 
 
+# Cells that stand for "no observation" (a collector's gap, an export of NaN): such a row is kept in
+# the output but gives the detector no evidence either way.
+MISSING = frozenset({"", "nan", "na", "n/a", "null", "none"})
+
+
 @dataclass(frozen=True)
 class Point:
     timestamp: datetime
-    value: float
+    value: float | None  # None: a missing value
     raw_timestamp: str
 
 
@@ -47,20 +54,37 @@ def _parse_time(text: str) -> datetime:
 
 
 def read_series(path: str | Path) -> list[Point]:
-    with open(path, encoding="utf-8", newline="") as fh:
+    return read_table(path)[0]
+
+
+def read_table(path: str | Path, extra: Sequence[str] = ()) -> tuple[list[Point], dict[str, list[str]]]:
+    """The rows of a `timestamp,value` CSV and the named extra columns' cells (e.g. a `label`).
+
+    Column names match whatever their case and surrounding spaces (`TimeStamp`, ` Value`), a UTF-8
+    byte-order mark is ignored, and an empty or NaN value is a missing observation, not an error."""
+    with open(path, encoding="utf-8-sig", newline="") as fh:
         reader = csv.DictReader(fh)
-        if reader.fieldnames is None or not {"timestamp", "value"} <= set(reader.fieldnames):
-            raise SeriesError(f"{path}: expected a header with timestamp and value columns, got {reader.fieldnames}")
-        points = []
+        columns = {name.strip().lower(): name for name in reader.fieldnames or () if name is not None}
+        wanted = ("timestamp", "value", *extra)
+        if not set(wanted) <= set(columns):
+            raise SeriesError(f"{path}: expected a header with {', '.join(wanted)} columns, got {reader.fieldnames}")
+        points: list[Point] = []
+        cells: dict[str, list[str]] = {name: [] for name in extra}
         for row in reader:
-            try:
-                value = float(row["value"])
-            except (TypeError, ValueError):
-                raise SeriesError(f"{path}:{reader.line_num}: value {row['value']!r} is not a number") from None
-            if value < 0:
-                raise SeriesError(f"{path}:{reader.line_num}: counts cannot be negative ({value})")
-            points.append(Point(_parse_time(row["timestamp"]), value, row["timestamp"]))
-    return points
+            raw = (row[columns["value"]] or "").strip()
+            value: float | None = None
+            if raw.lower() not in MISSING:
+                try:
+                    value = float(raw)
+                except ValueError:
+                    raise SeriesError(f"{path}:{reader.line_num}: value {raw[:40]!r} is not a number") from None
+                if not math.isfinite(value) or value < 0:
+                    raise SeriesError(f"{path}:{reader.line_num}: counts must be finite and not negative ({raw[:40]})")
+            stamp = row[columns["timestamp"]] or ""
+            points.append(Point(_parse_time(stamp), value, stamp))
+            for name in extra:
+                cells[name].append((row[columns[name]] or "").strip())
+    return points, cells
 
 
 def infer_step_seconds(points: Sequence[Point]) -> float:
@@ -84,8 +108,10 @@ def slot_of(t: datetime, step_s: float) -> int:
 
 
 def quiet_steps(step_s: float) -> int:
-    """Rows without a significant one that end an episode: a day, or a week for daily series."""
-    return max(2, round((86400 if step_s < 86400 else 7 * 86400) / step_s))
+    """Rows without a significant one that end an episode: the daemon's two quiet hours
+    (TrackerConfig.end_after buckets), and at least two rows."""
+    quiet = TrackerConfig().end_after * TrackerConfig().bucket.total_seconds()
+    return max(2, round(quiet / step_s))
 
 
 class Episodes:
@@ -120,6 +146,9 @@ def detect(
     episodes = Episodes(step_s)
     out = []
     for point in points:
+        if point.value is None:  # no observation: no evidence, and the episode neither grows nor ages
+            out.append((point, 0.0, False))
+            continue
         decision = detector.update(point.value, slot_of(point.timestamp, step_s))
         score = anomaly_score(decision.p_value, config.alpha) if detector.seen > config.warmup else 0.0
         out.append((point, round(score, 6), episodes.step(decision.flag)))
