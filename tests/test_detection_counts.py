@@ -121,6 +121,17 @@ def test_replay_gives_identical_decisions(tmp_path) -> None:
     assert all(0.0 <= float(line.split(",")[1]) <= 1.0 for line in lines[1:])
 
 
+def test_a_file_written_newest_first_is_read_in_time_order(tmp_path) -> None:
+    start = datetime(2026, 1, 5, tzinfo=timezone.utc)
+    rows = [(start + timedelta(hours=h), c) for h, (_, c) in enumerate(daily_rhythm(24 * 10, seed=3))]
+    rows[200] = (rows[200][0], 40)
+    forward, backward = tmp_path / "f.csv", tmp_path / "b.csv"
+    forward.write_text("timestamp,value\n" + "".join(f"{t.isoformat()},{v}\n" for t, v in rows))
+    backward.write_text("timestamp,value\n" + "".join(f"{t.isoformat()},{v}\n" for t, v in reversed(rows)))
+    assert run_file(forward, tmp_path / "f.out") == run_file(backward, tmp_path / "b.out") >= 1
+    assert (tmp_path / "f.out").read_text() == (tmp_path / "b.out").read_text()
+
+
 def test_decisions_are_causal() -> None:
     start = datetime(2026, 1, 5, tzinfo=timezone.utc)
     points = [Point(start + timedelta(hours=h), float(c), "") for h, (_, c) in enumerate(daily_rhythm(24 * 6, seed=4))]

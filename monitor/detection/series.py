@@ -61,7 +61,8 @@ def read_table(path: str | Path, extra: Sequence[str] = ()) -> tuple[list[Point]
     """The rows of a `timestamp,value` CSV and the named extra columns' cells (e.g. a `label`).
 
     Column names match whatever their case and surrounding spaces (`TimeStamp`, ` Value`), a UTF-8
-    byte-order mark is ignored, and an empty or NaN value is a missing observation, not an error."""
+    byte-order mark is ignored, an empty or NaN value is a missing observation, not an error, and
+    rows come back in time order (a file written newest first is read oldest first)."""
     with open(path, encoding="utf-8-sig", newline="") as fh:
         reader = csv.DictReader(fh)
         columns = {name.strip().lower(): name for name in reader.fieldnames or () if name is not None}
@@ -84,6 +85,10 @@ def read_table(path: str | Path, extra: Sequence[str] = ()) -> tuple[list[Point]
             points.append(Point(_parse_time(stamp), value, stamp))
             for name in extra:
                 cells[name].append((row[columns[name]] or "").strip())
+    if any(b.timestamp < a.timestamp for a, b in zip(points, points[1:])):  # newest first, or shuffled
+        order = sorted(range(len(points)), key=lambda i: points[i].timestamp)
+        points = [points[i] for i in order]
+        cells = {name: [column[i] for i in order] for name, column in cells.items()}
     return points, cells
 
 
