@@ -11,7 +11,7 @@ from dataclasses import replace
 from datetime import date, datetime, timedelta, timezone
 
 from monitor.detection.counts import CountSpike, CountSpikeConfig
-from monitor.detection.series import Point, anomaly_score, detect
+from monitor.detection.series import Point, anomaly_score, detect, slot_of
 from monitor.detection.stocknet import (
     Event,
     Raised,
@@ -305,6 +305,27 @@ def test_a_detect_series_episode_ends_after_the_daemons_two_quiet_hours() -> Non
         values[start : start + 2] = [60, 60]
     points = [Point(START + timedelta(minutes=5 * i), float(v), "") for i, v in enumerate(values)]
     assert [i for i, (_, _, flag) in enumerate(detect(points, 300.0)) if flag] == [burst, burst + 12 * 4]
+
+
+def test_detect_series_learns_that_weekend_nights_are_busy() -> None:
+    # Friday and Saturday nights three times the weekday rate, as a city's counts are. An hour-of-day
+    # rhythm averages them with quiet weeknights and pages every weekend for ever; weekend hours
+    # apart, they become the rhythm (a flagged row teaches at most 1.5 x its expectation, so it
+    # takes some weeks), while a weekday burst still flags.
+    rng = random.Random(8)
+    monday = datetime(2024, 1, 1, tzinfo=timezone.utc)
+    points = []
+    for h in range(24 * 7 * 16):
+        t = monday + timedelta(hours=h)
+        busy = t.weekday() >= 5 and t.hour < 4
+        points.append(Point(t, float(rng.randint(8, 12) * (3 if busy else 1)), ""))
+    burst = 24 * 7 * 14 + 24 * 2 + 14  # a Wednesday afternoon in the fifteenth week
+    points[burst] = Point(points[burst].timestamp, 60.0, "")
+    flagged = [i for i, (_, _, flag) in enumerate(detect(points, 3600.0)) if flag]
+    assert [i for i in flagged if i >= 24 * 7 * 10] == [burst]
+    assert (
+        slot_of(monday + timedelta(days=5, hours=1), 3600.0) == 25 and slot_of(monday + timedelta(hours=1), 3600.0) == 1
+    )
 
 
 def test_detect_series_keeps_missing_values_as_rows_without_evidence() -> None:

@@ -1,7 +1,8 @@
 """`bearwatch detect series`: the count-spike detector run causally over a `timestamp,value` CSV.
 
 One configuration for every series: the step is inferred (median gap between rows), and the
-seasonal slot is the hour of the day for sub-daily steps or the day of the week for daily ones.
+seasonal slot is the hour of the day, on weekdays and at weekends apart (48 slots), for steps of an
+hour or less, or the day of the week for longer ones.
 The decision at a row uses only rows up to it.
 
 Like the alerting daemon, it raises one alert per episode: `flag` is 1 only on the row where an
@@ -102,14 +103,18 @@ def config_for_step(step_s: float, base: CountSpikeConfig = DEFAULT) -> CountSpi
     """Seasonality and memory in units of the series' own step."""
     if step_s <= 3600:
         per_day = max(1.0, 86400 / step_s)
-        return replace(base, seasonal_period=24, warmup=max(base.warmup, int(per_day)), halflife=3 * per_day)
+        return replace(base, seasonal_period=48, warmup=max(base.warmup, int(per_day)), halflife=3 * per_day)
     if step_s < 7 * 86400:
         return replace(base, seasonal_period=7, warmup=14, halflife=28.0, seasonal_halflife=8.0)
     return replace(base, seasonal_period=0, warmup=8, halflife=12.0)
 
 
 def slot_of(t: datetime, step_s: float) -> int:
-    return t.hour if step_s <= 3600 else t.weekday() if step_s < 7 * 86400 else 0
+    """The hour of the day, weekend hours apart (a Saturday's 1 a.m. is not a Tuesday's), for steps
+    of an hour or less; the day of the week for longer ones. A slot not yet seen counts as average."""
+    if step_s <= 3600:
+        return t.hour + (24 if t.weekday() >= 5 else 0)
+    return t.weekday() if step_s < 7 * 86400 else 0
 
 
 def quiet_steps(step_s: float) -> int:
