@@ -8,7 +8,15 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from monitor.detection.counts import CountSpike, CountSpikeConfig, negbin_sf, poisson_sf
+from monitor.detection.counts import (
+    HOUR_SLOTS,
+    Baselines,
+    CountSpike,
+    CountSpikeConfig,
+    hour_slot,
+    negbin_sf,
+    poisson_sf,
+)
 from monitor.detection.evaluate import poisson_sample
 from monitor.detection.series import Point, detect, infer_step_seconds, run_file
 
@@ -151,3 +159,13 @@ def test_step_is_inferred_from_irregular_timestamps() -> None:
 def test_invalid_configuration_is_refused(kwargs) -> None:
     with pytest.raises(ValueError):
         CountSpikeConfig(**kwargs)
+
+
+def test_a_baseline_saved_with_an_hour_of_day_rhythm_restores_it_for_weekdays_and_weekends() -> None:
+    hourly = [0.5 + i / 23 for i in range(24)]
+    rows = Baselines(CountSpikeConfig(seasonal_period=HOUR_SLOTS))
+    rows.grow(1)
+    rows.set_row(0, {"seen": 100, "level": 3.0, "second_moment": 10.0, "factors": hourly})
+    assert list(rows.g[0]) == pytest.approx(hourly + hourly)
+    monday, saturday = datetime(2026, 1, 5, 1, tzinfo=timezone.utc), datetime(2026, 1, 10, 1, tzinfo=timezone.utc)
+    assert (hour_slot(monday), hour_slot(saturday)) == (1, 25)

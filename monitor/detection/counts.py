@@ -21,10 +21,21 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from datetime import datetime
 
 import numpy as np
 
 FACTOR_MIN, FACTOR_MAX = 0.25, 4.0
+
+
+HOUR_SLOTS = 48
+
+
+def hour_slot(t: datetime) -> int:
+    """The seasonal slot of an hourly rhythm: the hour of the day (UTC), weekend hours apart (0–23
+    Monday to Friday, 24–47 on Saturday and Sunday), since a Saturday's 1 a.m. is not a Tuesday's:
+    a city's busiest hours, a market's quietest. A slot not yet seen counts as average."""
+    return t.hour + (24 if t.weekday() >= 5 else 0)
 
 
 @dataclass(frozen=True)
@@ -196,6 +207,8 @@ class Baselines:
         self.level[row] = state["level"]
         self.second[row] = state["second_moment"]
         factors = list(state.get("factors") or [])
+        if self.g.shape[1] and len(factors) * 2 == self.g.shape[1] == HOUR_SLOTS:
+            factors = factors * 2  # saved before weekend hours were apart: the same rhythm for both
         if self.g.shape[1] and len(factors) == self.g.shape[1]:
             self.g[row] = factors
             self._changed()

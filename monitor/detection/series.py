@@ -23,7 +23,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
-from monitor.detection.counts import CountSpike, CountSpikeConfig
+from monitor.detection.counts import HOUR_SLOTS, CountSpike, CountSpikeConfig, hour_slot
 from monitor.detection.tracker import TrackerConfig
 from monitor.errors import SeriesError
 
@@ -103,7 +103,7 @@ def config_for_step(step_s: float, base: CountSpikeConfig = DEFAULT) -> CountSpi
     """Seasonality and memory in units of the series' own step."""
     if step_s <= 3600:
         per_day = max(1.0, 86400 / step_s)
-        return replace(base, seasonal_period=48, warmup=max(base.warmup, int(per_day)), halflife=3 * per_day)
+        return replace(base, seasonal_period=HOUR_SLOTS, warmup=max(base.warmup, int(per_day)), halflife=3 * per_day)
     if step_s < 7 * 86400:
         return replace(base, seasonal_period=7, warmup=14, halflife=28.0, seasonal_halflife=8.0)
     return replace(base, seasonal_period=0, warmup=8, halflife=12.0)
@@ -113,7 +113,7 @@ def slot_of(t: datetime, step_s: float) -> int:
     """The hour of the day, weekend hours apart (a Saturday's 1 a.m. is not a Tuesday's), for steps
     of an hour or less; the day of the week for longer ones. A slot not yet seen counts as average."""
     if step_s <= 3600:
-        return t.hour + (24 if t.weekday() >= 5 else 0)
+        return hour_slot(t)
     return t.weekday() if step_s < 7 * 86400 else 0
 
 

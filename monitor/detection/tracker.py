@@ -36,7 +36,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from monitor.detection.counts import Baselines, CountSpikeConfig
+from monitor.detection.counts import HOUR_SLOTS, Baselines, CountSpikeConfig, hour_slot
 from monitor.records import AlertEvent, ScoredEvent
 
 ALERT_KINDS = ("negative_volume", "negative_share", "volume_burst")
@@ -79,7 +79,7 @@ class TrackerConfig:
     # usually gets one a week are significant.
     counts: CountSpikeConfig = field(
         default_factory=lambda: CountSpikeConfig(
-            min_count=3, seasonal_period=24, warmup=4 * 24, halflife=4 * 24 * 3, min_size=2.0, min_rate=0.1
+            min_count=3, seasonal_period=HOUR_SLOTS, warmup=4 * 24, halflife=4 * 24 * 3, min_size=2.0, min_rate=0.1
         )
     )
     # Trailing windows of 1, 4, 16 and 96 buckets (15 min, 1 h, 4 h, 24 h), each tested at every
@@ -107,7 +107,7 @@ class TrackerConfig:
 
     def counts_for(self, scale: int) -> CountSpikeConfig:
         """A scale's baseline: it learns at every bucket (the windows slide), so its memory is in
-        buckets; a window of a day or longer has no hour of the day. An hour-of-day slot learns at
+        buckets; a window of a day or longer has no hour of the day. An hour slot learns at
         each of its buckets (4 a day at 15 minutes), so its half-life is counted in those."""
         c = self.counts
         daily = scale * self.bucket >= timedelta(days=1)
@@ -423,7 +423,7 @@ class NewsTracker:
         current = {self._row(key): b for key, b in buckets.items()}
         self._slide(current)
         global_share = self._share("all")
-        slot = start.hour  # the hour the window ends in
+        slot = hour_slot(start)  # the hour the window ends in, weekend hours apart
         ending = [self.keys[k] for k in self.episodes]  # open episodes: their shortest window's test is needed
         tests: dict[int, dict[int, dict[str, WindowTest]]] = defaultdict(dict)  # row -> scale -> kind -> test
         shortest: dict[int, WindowTest] = {}
@@ -459,7 +459,7 @@ class NewsTracker:
         self._early_negatives = {k: b.negatives for k, b in counted.items()}
         if not fresh.any():
             return []
-        global_share, slot = self._share("all"), start.hour
+        global_share, slot = self._share("all"), hour_slot(start)
         tests: dict[int, dict[int, dict[str, WindowTest]]] = defaultdict(dict)
         for i, sc in enumerate(self.scales):
             items, negatives = sc.items.copy(), sc.negative_sum.copy()
