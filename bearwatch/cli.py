@@ -251,14 +251,17 @@ def cmd_detect_evaluate(args: argparse.Namespace) -> int:
         else:
             tweets = data / "stocknet-tweets" / "tweets_stream.csv"
             prices = data / "stocknet-prices" / "prices_daily.csv"
-            kept = Path(__file__).resolve().parents[1] / "bench" / "series"  # copied into the repository
+            kept = Path("bench") / "series"  # in the repository, as the README's commands run from its root
             for name in ("nab-real-counts", "cloud-monitoring-counts"):
                 if (kept / name).is_dir():
                     sets[name] = labelled.load_folder(kept / name, windows_of(kept / name))
             if tweets.is_file() and prices.is_file():
                 sets["stocknet-volume"] = labelled.stocknet_volumes(tweets, prices)
             if not sets:
-                raise SettingsError(f"neither {kept} nor {data}/stocknet-tweets/ is here (give --series or --data)")
+                raise SettingsError(
+                    f"neither {kept} nor {data}/stocknet-tweets/ is here (run from the repository root, or give "
+                    "--series or --data)"
+                )
         found = {name: labelled.suite(series, series_configs) for name, series in sets.items()}
         if args.json:
             print(json.dumps(found, indent=2))
