@@ -176,3 +176,6 @@ def test_a_value_that_is_no_count_is_a_clear_error_and_nan_is_a_gap(tmp_path) ->
             read_series(path)
     path.write_text("timestamp,value\n2024-01-01 00:00:00,NaN\n2024-01-01 01:00:00,null\n", encoding="utf-8")
     assert [p.value for p in read_series(path)] == [None, None]
+    path.write_bytes(b"timestamp,value\n2024-01-01 00:00:00,\xff\xfe\n")
+    with pytest.raises(SeriesError, match="not UTF-8"):
+        read_series(path)

@@ -59,6 +59,13 @@ def read_series(path: str | Path) -> list[Point]:
 
 
 def read_table(path: str | Path, extra: Sequence[str] = ()) -> tuple[list[Point], dict[str, list[str]]]:
+    try:
+        return _read_table(path, extra)
+    except UnicodeDecodeError as exc:
+        raise SeriesError(f"{path}: not UTF-8 text (byte {exc.start}): save the file as UTF-8") from None
+
+
+def _read_table(path: str | Path, extra: Sequence[str]) -> tuple[list[Point], dict[str, list[str]]]:
     """The rows of a `timestamp,value` CSV and the named extra columns' cells (e.g. a `label`).
 
     Column names match whatever their case and surrounding spaces (`TimeStamp`, ` Value`), a UTF-8
@@ -120,8 +127,8 @@ def slot_of(t: datetime, step_s: float) -> int:
 def quiet_steps(step_s: float) -> int:
     """Rows without a significant one that end an episode: the daemon's two quiet hours
     (TrackerConfig.end_after buckets), and at least two rows."""
-    quiet = TrackerConfig().end_after * TrackerConfig().bucket.total_seconds()
-    return max(2, round(quiet / step_s))
+    daemon = TrackerConfig()
+    return max(2, round(daemon.end_after * daemon.bucket.total_seconds() / step_s))
 
 
 class Episodes:
