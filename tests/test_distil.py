@@ -77,6 +77,46 @@ def test_unlabelled_sources_need_soft_labels(setup) -> None:
         replace(TrainConfig.from_toml(recipe, output="."), distill_heads=["sentiment", "mood"])
 
 
+def test_head_weights_are_checked_and_filled(setup) -> None:
+    _, recipe, _ = setup
+    config = TrainConfig.from_toml(recipe, output=".")
+    assert config.head_weights == {"topic": 1.0, "sentiment": 1.0}
+    assert replace(config, head_weights={"topic": 2}).head_weights == {"topic": 2.0, "sentiment": 1.0}
+    for wrong in ({"mood": 1.0}, {"topic": 0.0}, {"sentiment": -1.0}, {"topic": "2"}):
+        with pytest.raises(ValueError, match="head_weights"):
+            replace(config, head_weights=wrong)
+
+
+@pytest.mark.parametrize("distilled", [True, False])
+def test_a_head_weight_reaches_the_loss_the_encoder_learns_from(setup, tmp_path: Path, distilled: bool) -> None:
+    """Weights of 1 written out train exactly the default; a topic weight of 3 trains another
+    encoder (with or without a teacher), so the balance is in the sum that is back-propagated."""
+    _, recipe, base = setup
+    config = replace(
+        TrainConfig.from_toml(recipe, output=str(tmp_path)), epochs=1, soft_labels=str(tmp_path / "s.jsonl")
+    )
+    if not distilled:
+        config = replace(config, unlabelled=(), soft_labels="")
+    data = load_dataset(config)
+    if distilled:
+        distil.write_soft_labels(
+            _teacher(base), [e.text for e in data.train + data.unlabelled], config.soft_labels, LABELS, 32
+        )
+    from monitor.scoring.inputs import load_tokenizer
+
+    tokenizer = load_tokenizer(base / "tokenizer.json")
+
+    def encoder(weights: dict) -> dict:
+        run = tmp_path / f"run-{len(list(tmp_path.iterdir()))}"
+        run.mkdir()
+        model = fit(replace(config, head_weights=weights), data, tokenizer, base, run).model
+        return {k: v for k, v in model.state_dict().items() if "head" not in k}
+
+    plain, ones, topic3 = encoder({}), encoder({"topic": 1.0, "sentiment": 1.0}), encoder({"topic": 3.0})
+    assert all(torch.equal(plain[k], ones[k]) for k in plain)
+    assert not all(torch.allclose(plain[k], topic3[k]) for k in plain)
+
+
 def test_soft_labels_resume_after_a_torn_line_and_refuse_another_teacher(setup, tmp_path: Path) -> None:
     _, _, base = setup
     teacher = _teacher(base)

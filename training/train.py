@@ -106,6 +106,11 @@ class TrainConfig:
     # The heads the teacher teaches (the others learn from gold labels alone): a teacher weaker than
     # the student on a head (a one-epoch teacher's 20-class topic head) must not pull it down.
     distill_heads: tuple[str, ...] = TASKS
+    # The multi-task balance: each head's loss (cross-entropy, or its distillation loss) times this
+    # weight in the sum the encoder learns from; a head left out weighs 1. Distilling one head over
+    # every text (the unlabelled tweets included) gives it more of the encoder's gradient than its
+    # cross-entropy alone did; a larger weight on the other head gives it back.
+    head_weights: dict[str, float] = field(default_factory=dict)
     # Texts without labels (real tweets the daemon sees) that teach through the soft labels only.
     unlabelled: tuple[UnlabelledSource, ...] = ()
     # Model directories of this recipe's split whose weights are averaged instead of training
@@ -129,6 +134,10 @@ class TrainConfig:
         object.__setattr__(self, "average", tuple(self.average))
         if not self.distill_heads or set(self.distill_heads) - set(TASKS):
             raise ValueError(f"distill_heads must name one or more of {TASKS}, not {list(self.distill_heads)}")
+        weights = dict(self.head_weights)
+        if set(weights) - set(TASKS) or not all(isinstance(w, (int, float)) and w > 0 for w in weights.values()):
+            raise ValueError(f"head_weights must map heads of {TASKS} to positive numbers, not {weights}")
+        object.__setattr__(self, "head_weights", {task: float(weights.get(task, 1.0)) for task in TASKS})
 
     @property
     def training_seed(self) -> int:
@@ -402,8 +411,15 @@ def fit(config: TrainConfig, data: Dataset, tokenizer, base_dir: Path, run_dir: 
                 if position <= state["position"]:
                     continue  # done before the run was stopped
                 topic, sentiment, _ = model(**train_batches.tensors(rows))
+                weights = config.head_weights
                 if teacher is None:
-                    loss = masked_multitask_loss(topic, sentiment, targets["topic"][rows], targets["sentiment"][rows])
+                    loss = masked_multitask_loss(
+                        topic,
+                        sentiment,
+                        targets["topic"][rows],
+                        targets["sentiment"][rows],
+                        (weights["topic"], weights["sentiment"]),
+                    )
                 else:
                     topic_loss, sentiment_loss = (
                         distillation_loss(
@@ -415,7 +431,7 @@ def fit(config: TrainConfig, data: Dataset, tokenizer, base_dir: Path, run_dir: 
                         )
                         for task, logits in (("topic", topic), ("sentiment", sentiment))
                     )
-                    loss = topic_loss + sentiment_loss
+                    loss = weights["topic"] * topic_loss + weights["sentiment"] * sentiment_loss
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
                 optimizer.step()
