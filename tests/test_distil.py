@@ -82,7 +82,7 @@ def test_head_weights_are_checked_and_filled(setup) -> None:
     config = TrainConfig.from_toml(recipe, output=".")
     assert config.head_weights == {"topic": 1.0, "sentiment": 1.0}
     assert replace(config, head_weights={"topic": 2}).head_weights == {"topic": 2.0, "sentiment": 1.0}
-    for wrong in ({"mood": 1.0}, {"topic": 0.0}, {"sentiment": -1.0}, {"topic": "2"}):
+    for wrong in ({"mood": 1.0}, {"topic": 0.0}, {"sentiment": -1.0}, {"topic": "2"}, {"topic": True}):
         with pytest.raises(ValueError, match="head_weights"):
             replace(config, head_weights=wrong)
 

@@ -135,7 +135,9 @@ class TrainConfig:
         if not self.distill_heads or set(self.distill_heads) - set(TASKS):
             raise ValueError(f"distill_heads must name one or more of {TASKS}, not {list(self.distill_heads)}")
         weights = dict(self.head_weights)
-        if set(weights) - set(TASKS) or not all(isinstance(w, (int, float)) and w > 0 for w in weights.values()):
+        if set(weights) - set(TASKS) or not all(
+            isinstance(w, (int, float)) and not isinstance(w, bool) and w > 0 for w in weights.values()
+        ):
             raise ValueError(f"head_weights must map heads of {TASKS} to positive numbers, not {weights}")
         object.__setattr__(self, "head_weights", {task: float(weights.get(task, 1.0)) for task in TASKS})
 
@@ -366,6 +368,7 @@ def fit(config: TrainConfig, data: Dataset, tokenizer, base_dir: Path, run_dir: 
     total_steps = len(train_batches) * config.epochs
     optimizer, scheduler = _optimizer(model, config, total_steps)
     eval_points = {round(len(train_batches) * (i + 1) / config.evals_per_epoch) for i in range(config.evals_per_epoch)}
+    weights = config.head_weights
 
     state: dict[str, Any] = {"epoch": 0, "position": 0, "step": 0, "best_metric": -1.0, "bad_evals": 0, "history": []}
     last = run_dir / "checkpoint-last.pt"
@@ -411,7 +414,6 @@ def fit(config: TrainConfig, data: Dataset, tokenizer, base_dir: Path, run_dir: 
                 if position <= state["position"]:
                     continue  # done before the run was stopped
                 topic, sentiment, _ = model(**train_batches.tensors(rows))
-                weights = config.head_weights
                 if teacher is None:
                     loss = masked_multitask_loss(
                         topic,
