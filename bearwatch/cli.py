@@ -234,6 +234,11 @@ def cmd_detect_evaluate(args: argparse.Namespace) -> int:
     from monitor.errors import SettingsError
 
     data = Path(args.data) if args.data else Path.cwd().parent / "shared" / "data"
+    if args.baseline_model and (args.suite != "stocknet" or args.compare):
+        raise SettingsError(
+            "--baseline-model sets two models side by side on the stocknet suite under the default configuration; "
+            "it goes with neither --compare (configurations under one model) nor another suite"
+        )
     if args.suite == "series":
         from monitor.detection import labelled
 
@@ -291,8 +296,18 @@ def cmd_detect_evaluate(args: argparse.Namespace) -> int:
                 bar.append(Progress("scoring the stream once (cached after)", total=total, every_s=15))
             bar[0].update(done - bar[0].done)
             if done == total:
-                bar[0].close()
+                bar.pop().close()  # a second stream to score starts a bar of its own
 
+        if args.baseline_model:
+            from monitor.detection.stocknet import format_paired, model_version, paired_models, score_stream
+
+            streams = {
+                f"{label} {model_version(where)}": score_stream(tweets, where, progress=progress)
+                for label, where in (("baseline", args.baseline_model), ("model", args.model))
+            }
+            found = paired_models(streams, prices, configs[next(iter(configs))], min_tweets=args.min_tweets)
+            print(json.dumps(found, indent=2) if args.json else format_paired(found))
+            return 0
         rows = suite(tweets, prices, configs, model=args.model, min_tweets=args.min_tweets, progress=progress)
         print(json.dumps(rows, indent=2) if args.json else format_suite(rows))
         return 0
@@ -545,6 +560,11 @@ def _add_detect(commands: Commands) -> None:
     devaluate.add_argument("--tweets", help="StockNet tweets_stream.csv (overrides --data)")
     devaluate.add_argument("--prices", help="StockNet prices_daily.csv (overrides --data)")
     devaluate.add_argument("--model", help="model directory that scores the stream (default: the shipped one)")
+    devaluate.add_argument(
+        "--baseline-model",
+        help="stocknet suite: a second model directory; both score the stream and the default configuration "
+        "runs on each, with --model minus this one's figures and their 95%% intervals (the tickers resampled)",
+    )
     devaluate.add_argument(
         "--min-tweets", type=int, default=5, help="a price-move day counts for recall with this many tweets"
     )

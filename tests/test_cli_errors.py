@@ -36,6 +36,8 @@ def _one_error_line(capsys, argv: list[str]) -> str:
         (["model", "show", "--registry", "/missing/registry"], "no model registry"),
         (["detect", "series", "--input", "/missing/series.csv", "--output", "-"], "/missing/series.csv"),
         (["detect", "evaluate", "--suite", "stocknet", "--data", "/missing"], "does not exist"),
+        (["detect", "evaluate", "--suite", "stocknet", "--compare", "--baseline-model", MODEL], "goes with neither"),
+        (["detect", "evaluate", "--suite", "series", "--baseline-model", MODEL], "goes with neither"),
         (["label", "import", "/missing/labels.csv", "--by", "me"], "/missing/labels.csv"),
         (["produce", "/missing/news.jsonl"], "/missing/news.jsonl"),
         (["package", "--model", "/missing/model", "--output", "/missing/out"], "/missing/model"),

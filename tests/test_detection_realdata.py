@@ -10,13 +10,18 @@ import random
 from dataclasses import replace
 from datetime import date, datetime, timedelta, timezone
 
+import pytest
+
 from monitor.detection.counts import CountSpike, CountSpikeConfig
 from monitor.detection.series import Point, anomaly_score, detect, slot_of
 from monitor.detection.stocknet import (
     Event,
     Raised,
     calendar_days,
+    call_relevance,
+    format_paired,
     naive_alerts,
+    paired_models,
     price_events,
     score,
     stream_items,
@@ -107,6 +112,67 @@ def test_the_stream_keeps_one_item_per_tweet_with_all_its_tickers(tmp_path) -> N
     span = (datetime(2013, 12, 31, 21, tzinfo=timezone.utc), datetime(2014, 1, 2, 5, tzinfo=timezone.utc))
     (e,) = with_tweets([Event("AAPL", date(2014, 1, 1), -0.05, *span)], [negative])
     assert e.tweets == 1 and e.first_negative == negative.published_at
+
+
+def test_the_model_calls_are_judged_against_the_spans_of_the_tickers_they_name() -> None:
+    span = (datetime(2014, 1, 1, 21, tzinfo=timezone.utc), datetime(2014, 1, 3, 5, tzinfo=timezone.utc))
+    events = [Event("AAA", date(2014, 1, 2), -0.06, *span)]
+    at = datetime(2014, 1, 2, 14, tzinfo=timezone.utc)
+    later = at + timedelta(days=5)
+
+    def tweet(i: int, when: datetime, negative: bool, *tickers: str) -> ScoredEvent:
+        return ScoredEvent(f"t{i}", when, negative, 0.9 if negative else 0.1, "Macro", tickers)
+
+    stream = [
+        tweet(0, at, True, "AAA"),  # a bearish call in the span: right
+        tweet(1, at, True, "BBB", "AAA"),  # names the falling ticker among others: in its span too
+        tweet(2, at, True, "BBB"),  # the same hour, another ticker: not in any span
+        tweet(3, at, False, "AAA"),  # in the span, not called bearish: missed
+        tweet(4, later, True, "AAA"),  # the same ticker, days later: not in the span
+        tweet(5, later, False, "CCC"),
+        tweet(6, span[0], True, "AAA"),  # at the previous close itself: the span starts after it
+        tweet(7, later, False, "CCC"),
+    ]
+    c = call_relevance(stream, events)
+    assert (c["tweets"], c["called_bearish"], c["tweets_in_event_spans"], c["bearish_calls_in_event_spans"]) == (
+        8,
+        5,
+        3,
+        2,
+    )
+    assert c["span_precision"] == 0.4 and c["span_recall"] == round(2 / 3, 4)
+    assert c["lift"] == round(0.4 / (3 / 8), 3)
+    lo, hi = c["span_precision_95"]
+    assert lo < 0.4 < hi and 0 < lo and hi < 1
+    assert call_relevance([], events)["lift"] is None
+
+
+def test_two_models_on_one_stream_are_compared_ticker_by_ticker(tmp_path) -> None:
+    days = write_prices(tmp_path / "p.csv", {("CCC", 40): -0.10})
+    at = [datetime(d.year, d.month, d.day, 15, tzinfo=timezone.utc) for d in days]
+    quiet = [(f"q{t}{i}", at[i], t) for i in range(40) for t in ("AAA", "CCC")]
+    bad_day = [(f"b{j}", at[40] + timedelta(minutes=20 * j), "CCC") for j in range(5)]  # in CCC's span
+
+    def scored(calls_the_bad_day: bool) -> list[ScoredEvent]:
+        return [
+            ScoredEvent(i, when, negative, 0.95 if negative else 0.05, "Macro", (t,))
+            for i, when, t in quiet + bad_day
+            for negative in [calls_the_bad_day and i.startswith("b")]
+        ]
+
+    found = paired_models({"a": scored(False), "b": scored(True)}, tmp_path / "p.csv", resamples=200)
+    a, b = found["models"]["a"], found["models"]["b"]
+    assert (a["called_bearish"], b["called_bearish"]) == (0, 5)
+    assert (a["detected"], b["detected"], b["covered_events"]) == (0, 1, 1)
+    assert b["span_recall"] == 1.0 and b["alert_precision"] == 1.0 and b["alerts"] == 1
+    assert found["difference"]["span_recall"] == {"value": 1.0, "95": [1.0, 1.0]}
+    assert found["difference"]["event_recall"]["value"] == 1.0
+    assert found["units"] == 2  # the tickers with a tweet or an event
+    assert a["span_precision"] is None  # no bearish call: nothing to divide by, and no NaN in the JSON
+    text = format_paired(found)
+    assert "95% interval over 200 resamples of the 2 tickers" in text and "a model with nothing to count" in text
+    with pytest.raises(ValueError, match="not of the same stream"):
+        paired_models({"a": scored(False), "b": scored(True)[1:]}, tmp_path / "p.csv")
 
 
 # --- the detector on what real data asked for ---------------------------------------------------

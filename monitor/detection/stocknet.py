@@ -34,12 +34,15 @@ import hashlib
 import json
 import math
 import statistics
+import warnings
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, time, timedelta, timezone
 from pathlib import Path
 from zoneinfo import ZoneInfo
+
+import numpy as np
 
 from monitor.detection.evaluate import negative_ticker_alerts
 from monitor.detection.tracker import TrackerConfig
@@ -211,6 +214,63 @@ def with_tweets(events: Sequence[Event], stream: Sequence[ScoredEvent]) -> list[
     return out
 
 
+def _wilson(hits: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    if not n:
+        return (0.0, 0.0)
+    p = hits / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return (round(centre - half, 4), round(centre + half, 4))
+
+
+def call_relevance(stream: Sequence[ScoredEvent], events: Sequence[Event]) -> dict:
+    """The model's bearish calls on the real stream against the price moves, with no detector in
+    between: how many tweets it calls bearish, what share of them fall in a negative event's span
+    of a ticker they name (with a 95% Wilson interval, and its lift over the share of all tweets
+    that do), and what share of the tweets in those spans it calls bearish. Real tweets carry no
+    label, so this is a proxy of bearish precision and recall (a bad day's span also holds neutral
+    news, and bad news under the 4% line is outside every span), but it is the same proxy for any
+    model, on the stream the daemon sees."""
+    spans: dict[str, list[tuple[datetime, datetime]]] = defaultdict(list)
+    for ev in events:
+        spans[ev.ticker].append((ev.span_start, ev.span_end))
+
+    def inside(e: ScoredEvent) -> bool:
+        return any(a < e.published_at <= b for t in e.tickers for a, b in spans.get(t, ()))
+
+    tweets = len(stream)
+    flags = [(e.negative, inside(e)) for e in stream]
+    called = sum(neg for neg, _ in flags)
+    in_span = sum(ins for _, ins in flags)
+    called_in_span = sum(neg and ins for neg, ins in flags)
+    precision = called_in_span / called if called else 0.0
+    base = in_span / tweets if tweets else 0.0
+    return {
+        "tweets": tweets,
+        "called_bearish": called,
+        "share_called_bearish": round(called / tweets, 4) if tweets else 0.0,
+        "tweets_in_event_spans": in_span,
+        "bearish_calls_in_event_spans": called_in_span,
+        "span_precision": round(precision, 4),
+        "span_precision_95": _wilson(called_in_span, called),
+        "lift": round(precision / base, 3) if base else None,
+        "span_recall": round(called_in_span / in_span, 4) if in_span else 0.0,
+        "span_recall_95": _wilson(called_in_span, in_span),
+    }
+
+
+def format_calls(version: str, calls: dict) -> str:
+    lo, hi = calls["span_precision_95"]
+    rlo, rhi = calls["span_recall_95"]
+    return (
+        f"model {version} calls {calls['called_bearish']:,} of {calls['tweets']:,} tweets bearish "
+        f"({100 * calls['share_called_bearish']:.1f} %): {100 * calls['span_precision']:.2f} % [{100 * lo:.2f}, "
+        f"{100 * hi:.2f}] of them fall in a negative price event's span of a ticker they name ({calls['lift']}x the "
+        f"share of all tweets); it calls {100 * calls['span_recall']:.1f} % [{100 * rlo:.1f}, {100 * rhi:.1f}] of the "
+        f"{calls['tweets_in_event_spans']:,} tweets in those spans bearish"
+    )
+
+
 # --- alerts and their score ---------------------------------------------------------------------
 @dataclass(frozen=True)
 class Raised:
@@ -357,7 +417,9 @@ def suite(
     progress=None,
 ) -> dict[str, dict]:
     """Every configuration and the two naive daily rules, scored on the same scored stream in one
-    run: the whole stream, and 2014 / 2015–16 apart (a choice that holds on one half only is luck)."""
+    run: the whole stream, and 2014 / 2015–16 apart (a choice that holds on one half only is luck);
+    beside them, the model's own calls against the price moves (`call_relevance`), whole and by
+    half. Returns {"model": ..., "configurations": {name: {period: figures}}}."""
     stream = score_stream(tweets, model, progress=progress)
     events = with_tweets(price_events(prices), stream)
     tickers = len({t for e in stream for t in e.tickers})
@@ -374,18 +436,33 @@ def suite(
             done.update(config=name)
     runs["naive: daily 3-sigma, calendar days"] = naive_alerts(stream, calendar_days(stream))
     runs["naive: daily 3-sigma, trading sessions"] = naive_alerts(stream, trading_closes(prices))
+    calls = {
+        period: call_relevance([e for e in stream if start <= e.published_at < end], events)
+        for period, (start, end) in periods.items()
+    }
     return {
-        name: {
-            period: score(
-                raised, events, tickers, (end - start) / timedelta(weeks=1), min_tweets, (start, end)
-            ).as_dict()
-            for period, (start, end) in periods.items()
-        }
-        for name, raised in runs.items()
+        "model": {"version": model_version(model), "calls": calls},
+        "configurations": {
+            name: {
+                period: score(
+                    raised, events, tickers, (end - start) / timedelta(weeks=1), min_tweets, (start, end)
+                ).as_dict()
+                for period, (start, end) in periods.items()
+            }
+            for name, raised in runs.items()
+        },
     }
 
 
-def format_suite(rows: dict[str, dict]) -> str:
+def model_version(model: str | Path | None) -> str:
+    from monitor.model_artifact import ModelArtifact
+    from monitor.resources import shipped_model
+
+    return ModelArtifact.load(Path(model) if model else shipped_model()).version
+
+
+def format_suite(found: dict[str, dict]) -> str:
+    rows = found["configurations"]
     head = (
         f"{'configuration':<44}{'precision':>10}{'recall':>8}{'found':>8}{'alerts':>8}{'days':>6}{'P/day':>7}{'/tkr-wk':>9}"
         f"{'delay p50':>11}{'p90':>7}   2014 P/R    2015-16 P/R"
@@ -403,4 +480,135 @@ def format_suite(rows: dict[str, dict]) -> str:
             f"{a['alerts']:>8}{a['alert_days']:>6}{a['day_precision']:>7.2f}{a['alerts_per_ticker_week']:>9.3f}{delay}"
             f"   {h1['precision']:.2f}/{h1['recall']:.2f}   {h2['precision']:.2f}/{h2['recall']:.2f}"
         )
+    model = found["model"]
+    lines.append("\n" + format_calls(model["version"], model["calls"]["all"]))
+    return "\n".join(lines)
+
+
+# --- two models on the same stream --------------------------------------------------------------
+def _per_ticker(
+    stream: Sequence[ScoredEvent], raised: Sequence[Raised], events: Sequence[Event], min_tweets: int
+) -> dict[str, np.ndarray]:
+    """Each ticker's counts, the units a paired bootstrap resamples: a tweet belongs to the first
+    ticker it names, an alert and an event to their own."""
+    spans: dict[str, list[tuple[datetime, datetime]]] = defaultdict(list)
+    for ev in events:
+        spans[ev.ticker].append((ev.span_start, ev.span_end))
+    # called, in span, called and in span | alerts, relevant | covered events, detected
+    rows: dict[str, np.ndarray] = defaultdict(lambda: np.zeros(7))
+    for e in stream:
+        if not e.tickers:
+            continue
+        inside = any(a < e.published_at <= b for t in e.tickers for a, b in spans.get(t, ()))
+        rows[e.tickers[0]] += (e.negative, inside, e.negative and inside, 0, 0, 0, 0)
+    hit: set[Event] = set()
+    for r in raised:
+        on = [ev for ev in events if ev.ticker == r.ticker and ev.span_start < r.at <= ev.span_end]
+        rows[r.ticker] += (0, 0, 0, 1, bool(on), 0, 0)
+        hit.update(on)
+    for ev in events:
+        if ev.tweets >= min_tweets:
+            rows[ev.ticker] += (0, 0, 0, 0, 0, 1, ev in hit)
+    return rows
+
+
+def _figures(t: np.ndarray) -> np.ndarray:
+    """span precision, span recall, alert precision, event recall from summed per-ticker counts
+    (the last axis)."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.stack(
+            [t[..., 2] / t[..., 0], t[..., 2] / t[..., 1], t[..., 4] / t[..., 3], t[..., 6] / t[..., 5]], -1
+        )
+
+
+FIGURES = ("span_precision", "span_recall", "alert_precision", "event_recall")
+
+
+def paired_models(
+    streams: Mapping[str, Sequence[ScoredEvent]],
+    prices: str | Path,
+    config: TrackerConfig | None = None,
+    min_tweets: int = 5,
+    resamples: int = 1000,
+    seed: int = 0,
+) -> dict:
+    """Two models' scorings of the same stream side by side under one detector configuration: for
+    each, its calls against the price moves (share of its bearish calls in an event's span, share
+    of the spans' tweets it calls bearish) and the detector's alert precision and event recall;
+    then the second minus the first with a 95% interval from resampling the tickers (all of a
+    ticker's tweets, alerts and events together, the same tickers for both models: the
+    comparison is paired, and a ticker's bad days are not independent draws)."""
+    (name_a, a), (name_b, b) = streams.items()
+    if [e.id for e in a] != [e.id for e in b]:
+        raise ValueError("the two scorings are not of the same stream")
+    events = with_tweets(price_events(prices), a)
+    units = sorted({t for e in a for t in e.tickers} | {ev.ticker for ev in events})
+    counts = {}
+    for name, stream in ((name_a, a), (name_b, b)):
+        rows = _per_ticker(stream, tracker_alerts(stream, config), events, min_tweets)
+        counts[name] = np.array([rows[t] if t in rows else np.zeros(7) for t in units])
+    point = {name: _figures(c.sum(0)) for name, c in counts.items()}
+    rng = np.random.default_rng(seed)
+    draws = rng.integers(0, len(units), size=(resamples, len(units)))
+    diff = _figures(counts[name_b][draws].sum(1)) - _figures(counts[name_a][draws].sum(1))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a figure with no denominator in any resample: None
+        low, high = np.nanpercentile(diff, [2.5, 97.5], axis=0)
+    totals = {name: c.sum(0) for name, c in counts.items()}
+
+    def num(x: float) -> float | None:
+        return None if math.isnan(x) else round(float(x), 4)
+
+    return {
+        "models": {
+            name: {
+                **{f: num(v) for f, v in zip(FIGURES, point[name])},
+                "called_bearish": int(totals[name][0]),
+                "alerts": int(totals[name][3]),
+                "detected": int(totals[name][6]),
+                "covered_events": int(totals[name][5]),
+            }
+            for name in counts
+        },
+        "difference": {
+            f: {"value": num(point[name_b][i] - point[name_a][i]), "95": [num(low[i]), num(high[i])]}
+            for i, f in enumerate(FIGURES)
+        },
+        "units": len(units),
+        "resamples": resamples,
+    }
+
+
+def format_paired(found: dict) -> str:
+    (name_a, a), (name_b, b) = found["models"].items()
+    width = max(len(name_a), len(name_b), 10)
+    lines = [
+        f"{'':<{width}}{'bearish calls':>14}{'in a span':>11}{'span tweets called':>20}{'alerts':>8}"
+        f"{'precision':>11}{'events found':>14}"
+    ]
+
+    def pct(x: float | None, digits: int, w: int) -> str:
+        return f"{'-':>{w}} " if x is None else f"{100 * x:>{w}.{digits}f}%"
+
+    for name, m in ((name_a, a), (name_b, b)):
+        precision = "-" if m["alert_precision"] is None else f"{m['alert_precision']:.2f}"
+        lines.append(
+            f"{name:<{width}}{m['called_bearish']:>14,}{pct(m['span_precision'], 2, 10)}{pct(m['span_recall'], 1, 19)}"
+            f"{m['alerts']:>8}{precision:>11}{m['detected']:>9}/{m['covered_events']:<4}"
+        )
+    d = found["difference"]
+    lines.append(
+        f"\n{name_b} - {name_a}, 95% interval over {found['resamples']} resamples of the {found['units']} tickers:"
+    )
+    for f, label, scale, unit in (
+        ("span_precision", "share of bearish calls in an event's span", 100, " points"),
+        ("span_recall", "share of the spans' tweets called bearish", 100, " points"),
+        ("alert_precision", "detector precision", 1, ""),
+        ("event_recall", "detector recall of the covered events", 1, ""),
+    ):
+        v, (lo, hi) = d[f]["value"], d[f]["95"]
+        if v is None or lo is None or hi is None:
+            lines.append(f"  {label:<44}- (a model with nothing to count)")
+            continue
+        lines.append(f"  {label:<44}{scale * v:+.3f}{unit} [{scale * lo:+.3f}, {scale * hi:+.3f}]")
     return "\n".join(lines)
