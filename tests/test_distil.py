@@ -8,6 +8,7 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -163,6 +164,49 @@ def test_distillation_loss_is_cross_entropy_at_weight_zero_and_teaches_rows_with
     )
     distil.distillation_loss(logits, torch.full((4,), IGNORE), teacher, 0.5, 2.0).backward()
     assert logits.grad is not None and bool((logits.grad.abs().sum(dim=1) > 0).all())  # no gold, still taught
+
+
+def test_the_prior_bias_gives_the_soft_targets_the_gold_shares_on_labelled_rows_only() -> None:
+    g = torch.Generator().manual_seed(0)
+    teacher = torch.randn(300, 3, generator=g) + torch.tensor([1.5, 0.0, -0.5])  # leans to class 0
+    gold = torch.tensor([0] * 30 + [1] * 150 + [2] * 60 + [IGNORE] * 60)  # 12.5 / 62.5 / 25 % of 240
+    for t in (1.0, 2.0):
+        bias = distil.prior_bias(teacher, gold, t)
+        shares = torch.softmax((teacher[:240] + bias) / t, dim=-1).mean(0)
+        assert torch.allclose(shares, torch.tensor([0.125, 0.625, 0.25]), atol=1e-5)
+        assert bias[0] < 0 < bias[1]  # the lean is taken out, the under-called class lifted
+    with pytest.raises(ValueError, match="every class"):
+        distil.prior_bias(teacher, torch.tensor([0, 1] * 150), 2.0)
+
+
+def test_matching_the_prior_keeps_a_student_from_a_teacher_s_lean(setup, tmp_path: Path) -> None:
+    """The all-bullish teacher of the test below at full weight (its student calls nearly everything
+    bullish): with its soft targets matched to the gold shares, where bullish is a third, the
+    student's mean p(bullish) on validation texts comes down to about that."""
+    _, recipe, base = setup
+    config = replace(
+        TrainConfig.from_toml(recipe, output=str(tmp_path)),
+        distill_weight=1.0,
+        epochs=8,
+        soft_labels=str(tmp_path / "s.jsonl"),
+        distill_heads=("sentiment",),
+        distill_match_prior=True,
+    )
+    data = load_dataset(config)
+    distil.write_soft_labels(
+        _teacher(base, 8.0), [e.text for e in data.train + data.unlabelled], config.soft_labels, LABELS, 32
+    )
+    from monitor.model_artifact import ContextSettings
+    from monitor.scoring.inputs import load_tokenizer
+    from training.train import Batches, predict
+
+    tokenizer = load_tokenizer(base / "tokenizer.json")
+    student = fit(config, data, tokenizer, base, tmp_path).model
+    rated = [e for e in data.valid if e.sentiment is not None]
+    p = predict(student, Batches(rated, tokenizer, ContextSettings(mode="none", max_length=32), 16))["sentiment"]
+    shares = np.exp(p) / np.exp(p).sum(axis=1, keepdims=True)
+    gold = np.mean([e.sentiment == "bullish" for e in data.train if e.sentiment is not None])
+    assert abs(shares[:, SENTIMENT_LABELS.index("bullish")].mean() - gold) < 0.15
 
 
 @pytest.mark.parametrize("heads", [("topic", "sentiment"), ("topic",)])

@@ -242,6 +242,28 @@ def write_soft_labels(
     return {"distinct": len(distinct), "already": len(distinct) - len(todo), "labelled": len(todo)}
 
 
+def prior_bias(teacher: torch.Tensor, gold: torch.Tensor, temperature: float, iterations: int = 200) -> torch.Tensor:
+    """Per-class biases, in logit units, that give the teacher's soft targets at `temperature` the
+    class shares of the gold labels, over the rows that have one (IGNORE elsewhere): add them to the
+    teacher's logits of every row. A temperature above 1 spreads each target's mass towards the
+    rarer classes, and a teacher that leans to one class passes the lean on; this is the prior
+    correction of Saerens et al. (2002) by fixed-point iteration, fitted on training labels only."""
+    from training.model import IGNORE
+
+    rows = gold != IGNORE
+    classes = teacher.shape[1]
+    counts = torch.bincount(gold[rows], minlength=classes).double()
+    if not rows.any() or (counts == 0).any():
+        raise ValueError("matching the gold prior needs a gold label of every class among the training rows")
+    want = counts / counts.sum()
+    z = teacher[rows].double() / temperature
+    b = torch.zeros(classes, dtype=torch.float64)
+    for _ in range(iterations):
+        b += torch.log(want / torch.softmax(z + b, dim=-1).mean(0))
+        b -= b.mean()  # softmax ignores a common shift
+    return (b * temperature).to(teacher.dtype)
+
+
 def distillation_loss(
     logits: torch.Tensor, gold: torch.Tensor, teacher: torch.Tensor, weight: float, temperature: float
 ) -> torch.Tensor:

@@ -106,6 +106,11 @@ class TrainConfig:
     # The heads the teacher teaches (the others learn from gold labels alone): a teacher weaker than
     # the student on a head (a one-epoch teacher's 20-class topic head) must not pull it down.
     distill_heads: tuple[str, ...] = TASKS
+    # Shift the teacher's logits of each distilled head by one bias per class so that its soft
+    # targets at the distillation temperature hold the class shares of the training split's gold
+    # labels (training/distil.py `prior_bias`; no validation text is used). A teacher that calls
+    # one class too often, or a temperature that spreads mass onto it, otherwise teaches the lean.
+    distill_match_prior: bool = False
     # The multi-task balance: each head's loss (cross-entropy, or its distillation loss) times this
     # weight in the sum the encoder learns from; a head left out weighs 1. Distilling one head over
     # every text (the unlabelled tweets included) gives it more of the encoder's gradient than its
@@ -365,6 +370,17 @@ def fit(config: TrainConfig, data: Dataset, tokenizer, base_dir: Path, run_dir: 
     valid_batches = Batches(data.valid, tokenizer, settings, config.batch_size * 2)
     targets = {task: _targets(examples, task) for task in TASKS}
     teacher = _teacher_targets(config, examples)
+    if teacher is not None and config.distill_match_prior:
+        from training.distil import prior_bias
+
+        for task in config.distill_heads:
+            bias = prior_bias(teacher[task], targets[task], config.distill_temperature)
+            teacher[task] = teacher[task] + bias
+            log.info(
+                "teacher's %s logits shifted to the gold prior: %s",
+                task,
+                ", ".join(f"{label} {b:+.3f}" for label, b in zip(LABELS[task], bias.tolist())),
+            )
     total_steps = len(train_batches) * config.epochs
     optimizer, scheduler = _optimizer(model, config, total_steps)
     eval_points = {round(len(train_batches) * (i + 1) / config.evals_per_epoch) for i in range(config.evals_per_epoch)}
