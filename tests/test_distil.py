@@ -17,7 +17,7 @@ from monitor.labels import SENTIMENT_LABELS, TASKS  # noqa: E402
 from tests.tiny_model import build_tiny_base, synthetic_rows, write_csv  # noqa: E402
 from training import distil  # noqa: E402
 from training.model import IGNORE  # noqa: E402
-from training.train import LABELS, TrainConfig, fit, load_dataset  # noqa: E402
+from training.train import LABELS, Dataset, TrainConfig, fit, load_dataset  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -179,18 +179,17 @@ def test_the_prior_bias_gives_the_soft_targets_the_gold_shares_on_labelled_rows_
         distil.prior_bias(teacher, torch.tensor([0, 1] * 150), 2.0)
 
 
-def test_matching_the_prior_keeps_a_student_from_a_teacher_s_lean(setup, tmp_path: Path) -> None:
-    """The all-bullish teacher of the test below at full weight (its student calls nearly everything
-    bullish): with its soft targets matched to the gold shares, where bullish is a third, the
-    student's mean p(bullish) on validation texts comes down to about that."""
-    _, recipe, base = setup
+def _student_of_the_loud_teacher(setup, tmp_path: Path, **recipe) -> tuple[np.ndarray, list, Dataset]:
+    """A student of the all-bullish teacher at full weight, 8 epochs (enough for the tiny model to
+    learn its texts): its sentiment logits on the validation rows with a gold sentiment, those
+    rows, and the data it was trained on."""
+    _, toml, base = setup
     config = replace(
-        TrainConfig.from_toml(recipe, output=str(tmp_path)),
+        TrainConfig.from_toml(toml, output=str(tmp_path)),
         distill_weight=1.0,
         epochs=8,
         soft_labels=str(tmp_path / "s.jsonl"),
-        distill_heads=("sentiment",),
-        distill_match_prior=True,
+        **recipe,
     )
     data = load_dataset(config)
     distil.write_soft_labels(
@@ -203,8 +202,18 @@ def test_matching_the_prior_keeps_a_student_from_a_teacher_s_lean(setup, tmp_pat
     tokenizer = load_tokenizer(base / "tokenizer.json")
     student = fit(config, data, tokenizer, base, tmp_path).model
     rated = [e for e in data.valid if e.sentiment is not None]
-    p = predict(student, Batches(rated, tokenizer, ContextSettings(mode="none", max_length=32), 16))["sentiment"]
-    shares = np.exp(p) / np.exp(p).sum(axis=1, keepdims=True)
+    batches = Batches(rated, tokenizer, ContextSettings(mode="none", max_length=32), 16)
+    return predict(student, batches)["sentiment"], rated, data
+
+
+def test_matching_the_prior_keeps_a_student_from_a_teacher_s_lean(setup, tmp_path: Path) -> None:
+    """The all-bullish teacher of the test below (its student calls nearly everything bullish):
+    with its soft targets matched to the gold shares, where bullish is a third, the student's mean
+    p(bullish) on validation texts comes down to about that."""
+    logits, _, data = _student_of_the_loud_teacher(
+        setup, tmp_path, distill_heads=("sentiment",), distill_match_prior=True
+    )
+    shares = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
     gold = np.mean([e.sentiment == "bullish" for e in data.train if e.sentiment is not None])
     assert abs(shares[:, SENTIMENT_LABELS.index("bullish")].mean() - gold) < 0.15
 
@@ -214,32 +223,11 @@ def test_a_student_learns_what_its_teacher_says_on_the_heads_it_teaches(setup, t
     """A teacher that calls everything bullish, full weight on its soft labels: the student follows
     it on validation texts it never saw, against gold labels that are two-thirds something else;
     unless the sentiment head is left out of `distill_heads`, where the gold labels alone teach it.
-    Judged on the validation rows with a gold sentiment, after enough epochs for the tiny model to
-    learn them (at 3 epochs it had not always, and its guess on the other rows is noise)."""
-    _, recipe, base = setup
-    config = replace(
-        TrainConfig.from_toml(recipe, output=str(tmp_path)),
-        distill_weight=1.0,
-        epochs=8,
-        soft_labels=str(tmp_path / "s.jsonl"),
-        distill_heads=heads,
-    )
-    data = load_dataset(config)
-    distil.write_soft_labels(
-        _teacher(base, 8.0), [e.text for e in data.train + data.unlabelled], config.soft_labels, LABELS, 32
-    )
-    from monitor.model_artifact import ContextSettings
-    from monitor.scoring.inputs import load_tokenizer
-    from training.train import Batches, predict
-
-    tokenizer = load_tokenizer(base / "tokenizer.json")
-    student = fit(config, data, tokenizer, base, tmp_path).model
-    rated = [e for e in data.valid if e.sentiment is not None]
+    Judged on the validation rows with a gold sentiment (its guess on the other rows is noise)."""
+    logits, rated, _ = _student_of_the_loud_teacher(setup, tmp_path, distill_heads=heads)
     gold = [SENTIMENT_LABELS.index(e.sentiment) for e in rated]
     assert len(rated) >= 20 and sum(g != SENTIMENT_LABELS.index("bullish") for g in gold) > len(gold) / 2
-    called = predict(student, Batches(rated, tokenizer, ContextSettings(mode="none", max_length=32), 16))[
-        "sentiment"
-    ].argmax(axis=1)
+    called = logits.argmax(axis=1)
     bullish = (called == SENTIMENT_LABELS.index("bullish")).mean()
     if "sentiment" in heads:
         assert bullish > 0.95
