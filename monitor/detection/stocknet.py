@@ -214,6 +214,18 @@ def with_tweets(events: Sequence[Event], stream: Sequence[ScoredEvent]) -> list[
     return out
 
 
+def _by_ticker(events: Sequence[Event]) -> dict[str, list[Event]]:
+    by_ticker: dict[str, list[Event]] = defaultdict(list)
+    for ev in events:
+        by_ticker[ev.ticker].append(ev)
+    return by_ticker
+
+
+def _spanning(by_ticker: Mapping[str, Sequence[Event]], tickers: Sequence[str], at: datetime) -> list[Event]:
+    """The events of these tickers whose span holds the moment `at` (after its start, up to its end)."""
+    return [ev for t in tickers for ev in by_ticker.get(t, ()) if ev.span_start < at <= ev.span_end]
+
+
 def _wilson(hits: int, n: int, z: float = 1.96) -> tuple[float, float]:
     if not n:
         return (0.0, 0.0)
@@ -231,15 +243,9 @@ def call_relevance(stream: Sequence[ScoredEvent], events: Sequence[Event]) -> di
     label, so this is a proxy of bearish precision and recall (a bad day's span also holds neutral
     news, and bad news under the 4% line is outside every span), but it is the same proxy for any
     model, on the stream the daemon sees."""
-    spans: dict[str, list[tuple[datetime, datetime]]] = defaultdict(list)
-    for ev in events:
-        spans[ev.ticker].append((ev.span_start, ev.span_end))
-
-    def inside(e: ScoredEvent) -> bool:
-        return any(a < e.published_at <= b for t in e.tickers for a, b in spans.get(t, ()))
-
+    by_ticker = _by_ticker(events)
     tweets = len(stream)
-    flags = [(e.negative, inside(e)) for e in stream]
+    flags = [(e.negative, bool(_spanning(by_ticker, e.tickers, e.published_at))) for e in stream]
     called = sum(neg for neg, _ in flags)
     in_span = sum(ins for _, ins in flags)
     called_in_span = sum(neg and ins for neg, ins in flags)
@@ -378,14 +384,12 @@ def score(
     if period:
         raised = [r for r in raised if period[0] <= r.at < period[1]]
         events = [e for e in events if period[0] <= e.span_end < period[1]]
-    by_ticker: dict[str, list[Event]] = defaultdict(list)
-    for ev in events:
-        by_ticker[ev.ticker].append(ev)
+    by_ticker = _by_ticker(events)
     s = SuiteScore(alerts=len(raised), ticker_weeks=max(1e-9, tickers * weeks))
     hits: dict[Event, list[Raised]] = defaultdict(list)
     days: dict[tuple[str, date], bool] = {}
     for r in raised:
-        on = [ev for ev in by_ticker.get(r.ticker, ()) if ev.span_start < r.at <= ev.span_end]
+        on = _spanning(by_ticker, (r.ticker,), r.at)
         s.relevant += bool(on)
         day = (r.ticker, r.at.astimezone(NEW_YORK).date())
         days[day] = days.get(day, False) or bool(on)
@@ -491,19 +495,17 @@ def _per_ticker(
 ) -> dict[str, np.ndarray]:
     """Each ticker's counts, the units a paired bootstrap resamples: a tweet belongs to the first
     ticker it names, an alert and an event to their own."""
-    spans: dict[str, list[tuple[datetime, datetime]]] = defaultdict(list)
-    for ev in events:
-        spans[ev.ticker].append((ev.span_start, ev.span_end))
+    by_ticker = _by_ticker(events)
     # called, in span, called and in span | alerts, relevant | covered events, detected
     rows: dict[str, np.ndarray] = defaultdict(lambda: np.zeros(7))
     for e in stream:
         if not e.tickers:
             continue
-        inside = any(a < e.published_at <= b for t in e.tickers for a, b in spans.get(t, ()))
+        inside = bool(_spanning(by_ticker, e.tickers, e.published_at))
         rows[e.tickers[0]] += (e.negative, inside, e.negative and inside, 0, 0, 0, 0)
     hit: set[Event] = set()
     for r in raised:
-        on = [ev for ev in events if ev.ticker == r.ticker and ev.span_start < r.at <= ev.span_end]
+        on = _spanning(by_ticker, (r.ticker,), r.at)
         rows[r.ticker] += (0, 0, 0, 1, bool(on), 0, 0)
         hit.update(on)
     for ev in events:
